@@ -1,0 +1,127 @@
+"""ONNX export, ONNX Runtime sessions, latency measurement. The only place that builds ORT sessions.
+
+Exported Conv/Gemm/MatMul nodes are renamed to the torch module names they come from (for
+example ``layer1.0.conv1``), so per-layer precision choices select ONNX nodes by those names.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwsearch.compress.prune import execution_order
+from hwsearch.errors import HwsearchError
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+# ORT kernels that run integer arithmetic for a conv / matmul after QDQ fusion
+QUANTIZED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The ORT settings a latency figure was measured with (recorded in tables and manifests)."""
+
+    threads: int = 1
+    provider: str = "CPUExecutionProvider"
+    graph_optimization: str = "ORT_ENABLE_ALL"
+    execution_mode: str = "ORT_SEQUENTIAL"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def export(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
+    """Export ``model`` (eval mode, BatchNorm folded) to ONNX with a dynamic batch axis."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layer_names = execution_order(model, example_input)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(), (example_input,), str(path), dynamo=False, opset_version=OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True,
+        )
+    proto = onnx.load(str(path))
+    nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and _is_weight(proto, n.input[1])]
+    if len(nodes) != len(layer_names):
+        raise HwsearchError(f"Export produced {len(nodes)} conv/matmul nodes for {len(layer_names)} conv/linear modules; the model must call each layer once per forward.")
+    for node, name in zip(nodes, layer_names):
+        node.name = name
+    onnx.save(proto, str(path))
+    return path
+
+
+def _is_weight(proto, name: str) -> bool:
+    return any(init.name == name for init in proto.graph.initializer)
+
+
+def session(path: str | Path, settings: SessionSettings = SessionSettings(), optimized_path: str | Path | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = getattr(ort.ExecutionMode, settings.execution_mode)
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.graph_optimization)
+    opts.log_severity_level = 3
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=[settings.provider])
+
+
+def run(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+
+
+def optimized_op_types(path: str | Path, settings: SessionSettings = SessionSettings()) -> list[str]:
+    """Op types of the graph ORT really executes after its optimisations (QDQ fusion included)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        session(path, settings, optimized_path=out)
+        return [n.op_type for n in onnx.load(str(out)).graph.node]
+
+
+def count_quantized_kernels(path: str | Path) -> int:
+    return sum(op in QUANTIZED_OPS for op in optimized_op_types(path))
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+
+def measure_latency(path: str | Path, input_shape: tuple[int, ...], settings: SessionSettings = SessionSettings(), warmup: int = 20, runs: int = 100, min_time_s: float = 0.0) -> Latency:
+    """Batch-1 latency: ``warmup`` runs, then at least ``runs`` timed runs (and ``min_time_s``)."""
+    sess = session(path, settings)
+    name = sess.get_inputs()[0].name
+    feed = {name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - start < min_time_s:
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return Latency(statistics.median(times), times[int(0.9 * (len(times) - 1))], len(times))

@@ -1,0 +1,100 @@
+"""The Task record: a model factory + data splits + a metric (+ baseline training settings).
+
+A task is the one extension point for new problems: subclass :class:`Task` (or build an
+:class:`ImageClassificationTask`) and point ``--task package.module:function`` at a function that
+returns it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwsearch.errors import HwsearchError
+from hwsearch.tasks.models import BUILTIN_MODELS
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One data split: inputs ``x`` (N, C, H, W float32) and integer labels ``y``."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def head(self, n: int) -> "Split":
+        return Split(self.x[:n], self.y[:n])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Baseline training hyper-parameters; part of the checkpoint cache key."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    seed: int = 0
+    shift_px: int = 2  # random-translation augmentation, in pixels
+
+
+def import_object(spec: str, what: str) -> Any:
+    """Import ``package.module:attribute`` or raise an error saying the expected form."""
+    if ":" not in spec:
+        raise HwsearchError(f"{what} {spec!r} is not a built-in name and not of the form package.module:function; fix the name or give the import path.")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise HwsearchError(f"{what} {spec!r}: module {mod_name!r} cannot be imported ({exc}); put it on PYTHONPATH or install it.") from None
+    if not hasattr(module, attr):
+        raise HwsearchError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}; check the function name.")
+    return getattr(module, attr)
+
+
+@dataclass
+class Task:
+    """Base task: subclasses provide data; models are built by name or import path."""
+
+    name: str
+    in_channels: int
+    num_classes: int
+    input_size: tuple[int, int]
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    models: Mapping[str, Callable[..., nn.Module]] = field(default_factory=lambda: dict(BUILTIN_MODELS))
+
+    def split(self, name: str) -> Split:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this task's data for the baseline cache key."""
+        return {"task": self.name, "in_channels": self.in_channels, "num_classes": self.num_classes}
+
+    def build_model(self, spec: str, **options: Any) -> nn.Module:
+        factory = self.models.get(spec) or (import_object(spec, "Model") if ":" in spec else None)
+        if factory is None:
+            raise HwsearchError(f"Model {spec!r} is unknown for task {self.name!r}; use one of {', '.join(sorted(self.models))} or package.module:function.")
+        try:
+            model = factory(in_channels=self.in_channels, num_classes=self.num_classes, **options)
+        except TypeError as exc:
+            raise HwsearchError(f"Model {spec!r} rejected its arguments ({exc}); a model factory takes in_channels=, num_classes= and its own options.") from None
+        if not isinstance(model, nn.Module):
+            raise HwsearchError(f"Model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module; return the model instance.")
+        return model
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.in_channels, *self.input_size)
+
+    @staticmethod
+    def score(logits: np.ndarray, y: np.ndarray) -> float:
+        """Top-1 accuracy in [0, 1]."""
+        return float((np.asarray(logits).argmax(axis=1) == np.asarray(y)).mean())

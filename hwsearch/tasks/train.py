@@ -1,0 +1,123 @@
+"""Seeded baseline training with a checkpoint cache keyed by task, model and hyper-parameters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwsearch.tasks.base import Split, Task, TrainConfig
+
+
+def cache_dir() -> Path:
+    """``$HWSEARCH_CACHE`` if set, else ``~/.cache/hwsearch``."""
+    return Path(os.environ.get("HWSEARCH_CACHE") or Path.home() / ".cache" / "hwsearch")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A trained baseline: the model plus where it came from and how good it is."""
+
+    model: nn.Module
+    model_spec: str
+    model_options: dict[str, Any]
+    checkpoint: Path
+    test_accuracy: float
+    val_accuracy: float
+
+
+def shifted(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to ``max_px`` pixels (zero padding), one offset per batch."""
+    if max_px <= 0:
+        return x
+    dx, dy = (int(v) for v in torch.randint(-max_px, max_px + 1, (2,), generator=gen))
+    return torch.roll(F.pad(x, (max_px,) * 4), shifts=(dy, dx), dims=(2, 3))[..., max_px:-max_px, max_px:-max_px]
+
+
+def batches(split: Split, batch_size: int, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    order = torch.randperm(len(split), generator=gen) if gen is not None else torch.arange(len(split))
+    x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        yield x[idx], y[idx]
+
+
+@torch.no_grad()
+def torch_logits(model: nn.Module, split: Split, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(xb).numpy() for xb, _ in batches(split, batch_size)])
+
+
+def train_steps(model: nn.Module, task: Task, cfg: TrainConfig, steps: int, lr: float, teacher: nn.Module | None = None) -> nn.Module:
+    """Train for ``steps`` SGD steps (cosine learning rate), in place; used for baselines and fine-tunes.
+
+    With ``teacher``, the loss adds a distillation term toward the teacher's soft predictions.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    train = task.split("train")
+    done = 0
+    model.train()
+    while done < steps:
+        for xb, yb in batches(train, cfg.batch_size, gen):
+            xb = shifted(xb, cfg.shift_px, gen)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(xb) / 2.0, dim=1)
+                loss = loss + F.kl_div(F.log_softmax(out / 2.0, dim=1), soft, reduction="batchmean") * 4.0
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            done += 1
+            if done >= steps:
+                break
+    return model.eval()
+
+
+def _key(task: Task, model_spec: str, model_options: dict[str, Any], cfg: TrainConfig) -> str:
+    blob = json.dumps({"task": task.fingerprint(), "model": model_spec, "options": model_options, "train": asdict(cfg)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_baseline(task: Task, model_spec: str, model_options: dict[str, Any] | None = None, cfg: TrainConfig | None = None, *, retrain: bool = False, verbose: bool = True) -> Baseline:
+    """Return the trained baseline for (task, model, options, cfg), training and caching it if needed."""
+    options = dict(model_options or {})
+    cfg = cfg or task.train_config
+    key = _key(task, model_spec, options, cfg)
+    path = cache_dir() / "baselines" / f"{task.name.replace(':', '_')}-{model_spec.replace(':', '_')}-{key}.pt"
+    torch.manual_seed(cfg.seed)
+    model = task.build_model(model_spec, **options)
+    if path.is_file() and not retrain:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
+        model.eval()
+        return Baseline(model, model_spec, options, path, ckpt["test_accuracy"], ckpt["val_accuracy"])
+    start = time.time()
+    steps = cfg.epochs * -(-len(task.split("train")) // cfg.batch_size)
+    if verbose:
+        print(f"training baseline {task.name}/{model_spec} for {cfg.epochs} epochs ({steps} steps) -> {path}", file=sys.stderr)
+    train_steps(model, task, cfg, steps, cfg.lr)
+    test_acc = task.score(torch_logits(model, task.split("test")), task.split("test").y)
+    val_acc = task.score(torch_logits(model, task.split("val")), task.split("val").y)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": model.state_dict(), "test_accuracy": test_acc, "val_accuracy": val_acc, "train": asdict(cfg), "options": options}, tmp)
+    tmp.replace(path)
+    if verbose:
+        print(f"baseline {task.name}/{model_spec}: test accuracy {test_acc:.4f}, val {val_acc:.4f} ({time.time() - start:.0f}s)", file=sys.stderr)
+    return Baseline(model, model_spec, options, path, test_acc, val_acc)
