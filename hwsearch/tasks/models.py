@@ -69,7 +69,7 @@ class InvertedResidual(nn.Module):
 
 
 # (expansion, out channels, repeats, first stride): a CIFAR-sized MobileNetV2
-_MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 3, 2), (6, 96, 2, 1))
+_MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 3, 2), (6, 96, 2, 1))
 
 
 class MobileNetV2(nn.Module):

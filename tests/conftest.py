@@ -1,0 +1,51 @@
+"""Shared fixtures: the digits task and small, quickly trained baselines (cached per test session)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from hwsearch.tasks import TrainConfig, get_task
+from hwsearch.tasks.train import Baseline, load_baseline
+
+TINY_RESNET = {"widths": [16, 32, 64]}
+TINY_MBV2 = {"width_mult": 0.5}
+TINY_VGG = {"cfg": [16, "M", 32, "M", 64]}
+TINY_TRAIN = TrainConfig(epochs=4, batch_size=64, lr=0.05)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Baselines trained by tests go to a session cache, never to the user's ~/.cache."""
+    path = os.environ.get("HWSEARCH_TEST_CACHE") or str(tmp_path_factory.mktemp("hwcache"))
+    old = os.environ.get("HWSEARCH_CACHE")
+    os.environ["HWSEARCH_CACHE"] = path
+    torch.set_num_threads(2)
+    yield path
+    if old is None:
+        os.environ.pop("HWSEARCH_CACHE", None)
+    else:
+        os.environ["HWSEARCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return get_task("digits")
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet(digits) -> Baseline:
+    """resnet20 at widths 16/32/64, 4 epochs: about 97% test accuracy, trained in seconds."""
+    return load_baseline(digits, "resnet20", TINY_RESNET, TINY_TRAIN, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_mbv2(digits) -> Baseline:
+    return load_baseline(digits, "mobilenetv2", TINY_MBV2, TINY_TRAIN, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_vgg(digits) -> Baseline:
+    return load_baseline(digits, "vgg", TINY_VGG, TINY_TRAIN, verbose=False)
