@@ -1,6 +1,7 @@
 """compress(model, policy): prune by policy, recover, export, set precisions, score on the ONNX file.
 
 :func:`compress` returns the pruned torch model (its input is never mutated);
+:func:`recovered_model` adds recovery (BN recalibration, fine-tune);
 :func:`build_candidate` runs the whole pipeline for one policy and returns plain data.
 """
 
@@ -76,20 +77,34 @@ class CandidateResult:
         return asdict(self)
 
 
+def recovered_model(task: Task, baseline: nn.Module, policy: Policy, space: SearchSpace,
+                    opts: CompressOptions = CompressOptions()) -> nn.Module:
+    """Prune by ``policy`` and recover (BN recalibration, fine-tune): the torch model a candidate's ONNX comes from."""
+    space.validate(policy)
+    train = task.split("train")
+    calibration = (torch.from_numpy(train.x[:64]), torch.from_numpy(train.y[:64]))
+    model = compress(baseline, policy, task.example_input(), space, opts.importance, calibration)
+    pruned_any = any(space.kept_channels(g, policy.keep_for(g.name)) < g.channels for g in space.groups)
+    if pruned_any:
+        recalibrate_bn(model, task, opts.bn_recalib_batches)
+        finetune(model, task, opts.finetune_steps, opts.finetune_lr, teacher=baseline if opts.distill else None)
+    return model.eval()
+
+
 def build_candidate(task: Task, baseline: nn.Module, policy: Policy, space: SearchSpace, out_path: str | Path,
-                    opts: CompressOptions = CompressOptions()) -> CandidateResult:
-    """Prune, recover, export, apply precisions, then score the final ONNX file in ONNX Runtime."""
+                    opts: CompressOptions = CompressOptions(), *, model: nn.Module | None = None) -> CandidateResult:
+    """Prune, recover, export, apply precisions, then score the final ONNX file in ONNX Runtime.
+
+    ``model``: the already pruned and recovered model (from :func:`recovered_model`) to export
+    instead of building it again; export uses it to check the ONNX file against torch.
+    """
     start = time.perf_counter()
     space.validate(policy)
     x = task.example_input()
     train = task.split("train")
     calib_n = max(1, min(opts.calib_samples, len(train)))
-    calibration = (torch.from_numpy(train.x[:64]), torch.from_numpy(train.y[:64]))
-    model = compress(baseline, policy, x, space, opts.importance, calibration)
-    pruned_any = any(space.kept_channels(g, policy.keep_for(g.name)) < g.channels for g in space.groups)
-    if pruned_any:
-        recalibrate_bn(model, task, opts.bn_recalib_batches)
-        finetune(model, task, opts.finetune_steps, opts.finetune_lr, teacher=baseline if opts.distill else None)
+    if model is None:
+        model = recovered_model(task, baseline, policy, space, opts)
     out_path = Path(out_path)
     fp32_path = out_path.with_name(out_path.stem + ".fp32.onnx")
     onnx_io.export(model, x, fp32_path)
