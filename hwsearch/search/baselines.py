@@ -1,0 +1,70 @@
+"""Baseline searches in the same harness (driver, workers, budgets) as the main run.
+
+- ``uniform``: one keep ratio everywhere, each with fp32 and with int8 everywhere; one trial per
+  (ratio, precision), enqueued in order, so ``n_trials = len(keep_choices) * 2``.
+- ``random``: Optuna's RandomSampler over the same space with the same ``n_trials`` and seed.
+
+Each is stored in ``runs/NAME/baselines/KIND/`` (study ``NAME-KIND``) with the same files as a main run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from hwsearch.config import ExperimentConfig
+from hwsearch.errors import HwsearchError
+from hwsearch.search.driver import SearchStats, run_search
+from hwsearch.search.study import make_sampler
+
+BASELINES = ("uniform", "random")
+UNIFORM_PRECISIONS = ("fp32", "int8")
+
+
+def uniform_points(keep_choices: tuple[float, ...]) -> list[tuple[float, str]]:
+    """The sweep, smallest model first: (keep ratio, precision applied to every layer)."""
+    return [(ratio, prec) for ratio in sorted(keep_choices) for prec in UNIFORM_PRECISIONS]
+
+
+def uniform_params(space, ratio: float, precision: str) -> dict[str, Any]:
+    """Optuna parameters that make ``space.suggest`` return the uniform policy."""
+    return {f"keep:{g}": ratio for g in space.group_names} | {f"precision:{layer}": precision for layer in space.layers}
+
+
+def _with_uniform_precisions(space):
+    return dataclasses.replace(space, precisions=tuple(dict.fromkeys(space.precisions + UNIFORM_PRECISIONS)))
+
+
+def _enqueue_sweep(study, space, cfg: ExperimentConfig) -> None:
+    """Enqueue every sweep point that is neither COMPLETE nor already waiting (first run and resumes)."""
+    from optuna.trial import TrialState
+
+    have = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    have |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items())) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    for ratio, prec in uniform_points(cfg.space.keep_choices):
+        params = uniform_params(space, ratio, prec)
+        if tuple(sorted(params.items())) not in have:
+            study.enqueue_trial(params)
+
+
+def _requeue(study, trial) -> None:
+    """A failed sweep point is asked again (the sweep has no sampler to fall back on)."""
+    study.enqueue_trial(dict(trial.params))
+
+
+def baseline_dir(cfg: ExperimentConfig, kind: str) -> Path:
+    return Path(cfg.output_dir) / "baselines" / kind
+
+
+def run_baseline(cfg: ExperimentConfig, kind: str, progress: bool = True) -> SearchStats:
+    """Run (or resume) the ``uniform`` or ``random`` baseline beside the main run."""
+    if kind not in BASELINES:
+        raise HwsearchError(f"Baseline {kind!r} is unknown; use one of {', '.join(BASELINES)}.")
+    if kind == "random":
+        bcfg = cfg.replace(sampler="random")
+        return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler=make_sampler(bcfg, "random"), progress=progress)
+    bcfg = cfg.replace(sampler="random", n_trials=len(uniform_points(cfg.space.keep_choices)))
+    return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-uniform", sampler=make_sampler(bcfg, "random"),
+                      space_override=_with_uniform_precisions, prepare=lambda study, space: _enqueue_sweep(study, space, bcfg),
+                      on_failed=_requeue, progress=progress)

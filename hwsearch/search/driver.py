@@ -1,0 +1,187 @@
+"""The search driver: ask Optuna for trials, evaluate their policies on workers, tell the results.
+
+As many trials are in flight as the executor has workers. A session ends when the study holds
+``n_trials`` COMPLETE trials; FAIL trials (evaluation raised, worker died, driver died) do not count,
+so their budget is asked again. Results files are rewritten every few seconds and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hwsearch.config import ExperimentConfig
+from hwsearch.errors import HwsearchError
+from hwsearch.results import TrialRecord, pareto_records, record_from_trial, write_results
+from hwsearch.search.evaluate import TrialResult, load_context
+from hwsearch.search.executors import make_executor
+from hwsearch.search.study import RunLock, check_resume, constraint_values, fail_stale_trials, make_sampler, open_study
+
+WRITE_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    """How one driver session spent its time (seconds) and what it did."""
+
+    run_dir: str
+    completed: int
+    failed: int
+    pareto_size: int
+    session_completed: int
+    session_failed: int
+    stale_failed: int
+    wall_s: float
+    startup_s: float
+    eval_wait_s: float
+    driver_s: float
+    workers: int
+
+    @property
+    def driver_share(self) -> float:
+        """Share of the session's wall time spent outside evaluation (startup included)."""
+        return (self.wall_s - self.eval_wait_s) / self.wall_s if self.wall_s else 0.0
+
+
+@dataclass
+class _Loop:
+    """Mutable bookkeeping for one session (not a record: it changes as trials finish)."""
+
+    records: dict[int, TrialRecord]
+    target: int
+    in_flight: dict[int, tuple[Any, dict]] = field(default_factory=dict)
+    done: int = 0
+    failed: int = 0
+    eval_wait: float = 0.0
+    last_error: str = ""
+
+    @property
+    def completed(self) -> int:
+        return sum(r.state == "COMPLETE" for r in self.records.values())
+
+
+def objective_values(cfg: ExperimentConfig, result: TrialResult) -> list[float]:
+    values = [float(result.accuracy)] + [float(result.latency_ms[d]) for d in cfg.device_names]
+    return values + ([float(result.size_bytes)] if "size_bytes" in cfg.objectives else [])
+
+
+def tell(study, cfg: ExperimentConfig, trial, policy: dict, result: TrialResult) -> TrialRecord:
+    """Store the result's attributes on the trial and finish it (COMPLETE, or FAIL with the error)."""
+    from optuna.trial import TrialState
+
+    attrs = {"policy": policy, "latency_ms": dict(result.latency_ms), "coverage": dict(result.coverage), "params": result.params,
+             "macs": result.macs, "size_bytes": result.size_bytes, "eval_seconds": round(result.eval_seconds, 3), "worker": result.worker}
+    if result.error is None and any(d not in result.latency_ms for d in cfg.device_names):
+        result = TrialResult(result.number, error=f"No latency prediction for devices {sorted(set(cfg.device_names) - set(result.latency_ms))}.")
+    if result.error is not None:
+        attrs["error"] = result.error
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    if result.error is None:
+        for key, value in constraint_values(result.latency_ms, cfg.budgets).items():
+            trial.set_constraint(key, value)
+        frozen = study.tell(trial, objective_values(cfg, result))
+    else:
+        frozen = study.tell(trial, state=TrialState.FAIL)
+    return record_from_trial(frozen, cfg.budgets)
+
+
+def _fill(study, space, executor, loop: _Loop, policy_hook: Callable[[int, dict], None] | None) -> None:
+    while len(loop.in_flight) < executor.capacity and loop.completed + len(loop.in_flight) < loop.target:
+        trial = study.ask()
+        policy = space.suggest(trial).to_dict()
+        if policy_hook:
+            policy_hook(trial.number, policy)
+        executor.submit(trial.number, policy)
+        loop.in_flight[trial.number] = (trial, policy)
+
+
+def _abandon(study, loop: _Loop, why: str) -> None:
+    from optuna.trial import TrialState
+
+    for trial, _ in loop.in_flight.values():
+        trial.set_user_attr("error", why)
+        study.tell(trial, state=TrialState.FAIL)
+    loop.in_flight.clear()
+
+
+def run_loop(study, cfg: ExperimentConfig, space, executor, loop: _Loop, run_dir: Path, bar=None,
+             on_failed: Callable[[Any], None] | None = None, policy_hook: Callable[[int, dict], None] | None = None) -> None:
+    """Keep ``executor.capacity`` trials in flight until ``loop.target`` trials are COMPLETE."""
+    last_write = time.monotonic()
+    try:
+        while True:
+            _fill(study, space, executor, loop, policy_hook)
+            if not loop.in_flight:
+                return
+            t0 = time.perf_counter()
+            result = executor.next_done()
+            loop.eval_wait += time.perf_counter() - t0
+            trial, policy = loop.in_flight.pop(result.number)
+            record = tell(study, cfg, trial, policy, result)
+            loop.records[record.number] = record
+            loop.done += 1
+            if record.state != "COMPLETE":
+                loop.failed += 1
+                loop.last_error = record.error
+                if on_failed:
+                    on_failed(trial)
+                if loop.failed >= cfg.failure_limit:
+                    raise HwsearchError(f"{loop.failed} trials failed in this session (max_failures={cfg.failure_limit}); the last error was: {record.error.splitlines()[0] if record.error else '?'} Fix the cause or raise max_failures.")
+            if bar is not None:
+                bar.n = loop.completed
+                bar.set_postfix(failed=sum(r.state == "FAIL" for r in loop.records.values()),
+                                pareto=len(pareto_records(list(loop.records.values()), cfg.objective_names)), refresh=False)
+                bar.refresh()
+            if time.monotonic() - last_write > WRITE_EVERY_S:
+                write_results(run_dir, sorted(loop.records.values(), key=lambda r: r.number), cfg.objective_names)
+                last_write = time.monotonic()
+    finally:
+        _abandon(study, loop, "The search stopped while this trial was running; its budget is re-asked on resume.")
+
+
+def _progress(cfg: ExperimentConfig, loop: _Loop, label: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=loop.target, initial=loop.completed, desc=label, unit="trial", file=sys.stderr, dynamic_ncols=True, disable=not enabled)
+
+
+def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, study_name: str | None = None, sampler=None,
+               space_override: Callable[[Any], Any] | None = None, prepare: Callable[[Any, Any], None] | None = None,
+               on_failed: Callable[[Any, Any], None] | None = None, progress: bool = True,
+               policy_hook: Callable[[int, dict], None] | None = None) -> SearchStats:
+    """Run (or resume) the search described by ``cfg`` in ``run_dir`` (default ``cfg.output_dir``)."""
+    start = time.perf_counter()
+    run_dir = Path(run_dir or cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        check_resume(cfg, run_dir)
+        study = open_study(cfg, run_dir, study_name or cfg.name, sampler or make_sampler(cfg))
+        stale = fail_stale_trials(study)
+        task, baseline, space = load_context(cfg, verbose=True)  # trains the baseline once, before any worker
+        space = space_override(space) if space_override else space
+        if prepare:
+            prepare(study, space)
+        loop = _Loop({t.number: record_from_trial(t, cfg.budgets) for t in study.get_trials(deepcopy=False)}, cfg.n_trials)
+        executor = make_executor(cfg.to_dict(), cfg.workers, cfg.ray_address) if loop.completed < loop.target else None
+        startup = time.perf_counter() - start
+        bar = _progress(cfg, loop, cfg.name, progress)
+        try:
+            if executor is not None:
+                run_loop(study, cfg, space, executor, loop, run_dir, bar, (lambda t: on_failed(study, t)) if on_failed else None, policy_hook)
+        finally:
+            bar.close()
+            if executor is not None:
+                executor.close()
+            records = sorted(loop.records.values(), key=lambda r: r.number)
+            front = write_results(run_dir, records, cfg.objective_names)
+        wall = time.perf_counter() - start
+        stats = SearchStats(str(run_dir), loop.completed, sum(r.state == "FAIL" for r in records), len(front), loop.done - loop.failed,
+                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - loop.eval_wait, cfg.workers)
+        with open(run_dir / "sessions.jsonl", "a") as fh:
+            fh.write(json.dumps(asdict(stats) | {"driver_share": stats.driver_share, "finished_at": time.time()}) + "\n")
+        return stats

@@ -1,0 +1,122 @@
+"""Executors run :class:`~hwsearch.search.evaluate.Evaluator` calls: in-process or on Ray actors.
+
+Both expose ``capacity`` (trials in flight at once), ``submit(number, policy)``, ``next_done()``
+(blocks until one submitted trial finishes and returns its :class:`TrialResult`) and ``close()``.
+
+Local Ray (``ray_address = ""``): the driver starts a private Ray instance bound to 127.0.0.1,
+without the dashboard and with usage stats off, in a short temporary directory it owns
+(``/tmp/hwray-XXXX``) and removes at the end. A worker process that dies fails its trial; Ray
+restarts the actor (``max_restarts=-1``) and the search goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import deque
+from typing import Any, Mapping
+
+from hwsearch.errors import HwsearchError
+from hwsearch.search.evaluate import Evaluator, TrialResult
+
+
+class LocalExecutor:
+    """``workers = 0``: evaluate in the driver process, one trial at a time (debugging, tests)."""
+
+    capacity = 1
+
+    def __init__(self, config: Mapping[str, Any], threads: int | None = None) -> None:
+        self.evaluator = Evaluator(config, threads=threads)
+        self.pending: deque[tuple[int, dict]] = deque()
+
+    def submit(self, number: int, policy: dict) -> None:
+        self.pending.append((number, policy))
+
+    def next_done(self) -> TrialResult:
+        number, policy = self.pending.popleft()
+        return self.evaluator.evaluate(number, policy)
+
+    def close(self) -> None:
+        self.evaluator.close()
+
+
+def start_local_ray(num_cpus: int) -> str:
+    """Start a private loopback-only Ray instance; return its temp dir (removed by :func:`stop_ray`)."""
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.pop("RAY_ADDRESS", None)
+    temp_dir = tempfile.mkdtemp(prefix="hwray-", dir="/tmp")  # short: Ray's unix sockets live here
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             _temp_dir=temp_dir, log_to_driver=False, logging_level="error", configure_logging=True)
+    return temp_dir
+
+
+def stop_ray(temp_dir: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if temp_dir:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class RayExecutor:
+    """``workers >= 1``: one Ray actor per worker, each keeping its Evaluator loaded between trials."""
+
+    def __init__(self, config: Mapping[str, Any], workers: int, address: str = "") -> None:
+        import ray
+
+        self.ray = ray
+        self.temp_dir = None
+        if address:
+            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level="error")
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise HwsearchError(f"Cannot join the Ray cluster at ray_address={address!r} ({exc}); start it with `ray start --head` or set ray_address = \"\".") from None
+        else:
+            self.temp_dir = start_local_ray(workers)
+        actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(Evaluator)
+        self.actors = [actor_cls.remote(dict(config), 1) for _ in range(workers)]
+        self.capacity = workers
+        self.idle: deque[int] = deque(range(workers))
+        self.running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (actor index, trial number)
+        try:  # surface a worker that cannot start (bad table, bad task) before any trial is asked
+            self.ray.get([a.pid.remote() for a in self.actors])
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise HwsearchError(f"The search workers could not start: {str(exc)[-1500:]}; fix the config (try workers = 0 to see the error in-process).") from None
+
+    def submit(self, number: int, policy: dict) -> None:
+        actor = self.idle.popleft()
+        ref = self.actors[actor].evaluate.remote(number, policy)
+        self.running[ref] = (actor, number)
+
+    def next_done(self) -> TrialResult:
+        ready, _ = self.ray.wait(list(self.running), num_returns=1)
+        actor, number = self.running.pop(ready[0])
+        self.idle.append(actor)
+        try:
+            return self.ray.get(ready[0])
+        except self.ray.exceptions.RayError as exc:  # the worker process died (or its creation failed)
+            return TrialResult(number, worker=f"actor{actor}", error=f"Worker died while evaluating trial {number}: {type(exc).__name__}: {str(exc)[:1500]}")
+
+    def worker_pids(self) -> list[int]:
+        return self.ray.get([a.pid.remote() for a in self.actors])
+
+    def close(self) -> None:
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        stop_ray(self.temp_dir) if self.temp_dir else self.ray.shutdown()
+
+
+def make_executor(config: Mapping[str, Any], workers: int, address: str = ""):
+    """LocalExecutor for ``workers = 0``, else a RayExecutor with that many actors."""
+    if workers == 0:
+        return LocalExecutor(config)
+    return RayExecutor(config, workers, address)
