@@ -1,0 +1,87 @@
+"""``hwsearch export RUN --pareto|--trial N`` and ``hwsearch dashboard RUN [--serve]``: parsing and wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from hwsearch.errors import HwsearchError
+
+DASHBOARD_EXTRA = "pip install 'hwsearch[dashboard]'"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f} ms"
+
+
+def format_manifest(m: Any, run_dir: Path) -> list[str]:
+    """Human-readable lines for one exported winner: figures, then FAILED / warning lines."""
+    acc = "n/a" if m.accuracy is None else f"{m.accuracy:.4f}"
+    lat = ", ".join(f"{d}: predicted {_ms(m.predicted_latency_ms.get(d))} measured {_ms(v)}" for d, v in m.measured_latency_ms.items())
+    parity = "n/a" if m.parity.get("value") is None else f"{m.parity['value']:.3g}"
+    status = "ok" if m.ok else "FAILED"
+    lines = [f"trial {m.trial}: {status}  accuracy {acc} ({m.accuracy_split})  {lat}  parity {m.parity['metric']} {parity}  "
+             f"params {m.params}  size {m.size_bytes} B  -> {run_dir / 'export' / str(m.trial) / m.onnx_path}"]
+    lines += [f"  FAILED: {flag}" for flag in m.flags]
+    lines += [f"  warning: {w}" for w in m.warnings]
+    return lines
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hwsearch.export import export_run
+
+    run_dir = Path(args.run_dir)
+    manifests = export_run(run_dir, trials=args.trial or None, pareto=args.pareto or not args.trial, study_name=args.study_name)
+    for m in manifests:
+        print("\n".join(format_manifest(m, run_dir)))
+    bad = [m.trial for m in manifests if not m.ok]
+    if bad:
+        print(f"{len(bad)} of {len(manifests)} exported winners failed their checks (trials {', '.join(map(str, bad))}); "
+              "see 'flags' in their manifest.json. They are flagged, not shipped.", file=sys.stderr)
+        return 1
+    print(f"exported {len(manifests)} winners to {run_dir / 'export'}; all passed onnx.checker and parity")
+    return 0
+
+
+def serve(run_dir: Path, host: str, port: int) -> int:
+    """Start optuna-dashboard on the run's study storage (blocks until interrupted)."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise HwsearchError(f"optuna-dashboard is not installed, so --serve cannot start it; run {DASHBOARD_EXTRA}.") from None
+    db = run_dir / "study.db"
+    if not db.is_file():
+        raise HwsearchError(f"Run directory {str(run_dir)!r} has no study.db to serve; pass a directory written by `hwsearch search`.")
+    print(f"optuna-dashboard for {run_dir} at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    run_server(f"sqlite:///{db.resolve()}", host=host, port=port)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if args.serve:
+        return serve(run_dir, "127.0.0.1", args.port)
+    from hwsearch.dashboard import write_dashboard
+
+    out = write_dashboard(run_dir, Path(args.out) if args.out else None, winner=args.winner)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB, self-contained: open it in a browser, no network needed)")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="rebuild winners from their policies, export verified ONNX + manifest.json")
+    p.add_argument("run_dir", help="run directory written by `hwsearch search`, e.g. runs/quickstart")
+    p.add_argument("--pareto", action="store_true", help="export every trial on the Pareto front (default when no --trial is given)")
+    p.add_argument("--trial", type=int, action="append", default=[], metavar="N", help="export trial N (repeatable)")
+    p.add_argument("--study-name", default=None, help="Optuna study name for --trial (default: the run's name)")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("dashboard", help="write RUN/dashboard.html (self-contained), or --serve optuna-dashboard")
+    p.add_argument("run_dir", help="run directory written by `hwsearch search`, e.g. runs/quickstart")
+    p.add_argument("--out", default=None, help="output HTML path (default RUN/dashboard.html)")
+    p.add_argument("--winner", type=int, default=None, help="trial whose per-layer policy is shown first (default: the most accurate winner)")
+    p.add_argument("--serve", action="store_true", help="start optuna-dashboard on 127.0.0.1 on the run's study.db instead")
+    p.add_argument("--port", type=int, default=8080, help="port for --serve (default 8080)")
+    p.set_defaults(func=cmd_dashboard)

@@ -1,0 +1,192 @@
+"""What export needs from a run directory: its resolved config, device tables, and chosen winners.
+
+A run directory holds ``config.json`` (the resolved :class:`~hwsearch.config.ExperimentConfig`),
+``study.db`` (the Optuna study, named after the run) and ``pareto.json``. :func:`load_context`
+rebuilds the task, baseline and search space exactly as the search's workers do;
+:func:`select_winners` reads the policies to export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+from hwsearch.errors import HwsearchError
+from hwsearch.onnx_io import SessionSettings
+
+PREDICTION_TOLERANCE = 0.01  # a fresh table prediction this far from the search's stored one is reported
+
+
+def read_json(path: Path, what: str, fix: str) -> Any:
+    if not path.is_file():
+        raise HwsearchError(f"{what} {str(path)!r} does not exist; {fix}.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HwsearchError(f"{what} {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}.") from None
+
+
+def versions() -> dict[str, str]:
+    """Library versions a manifest records (what reproduces the file and its measurement)."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("hwsearch", "torch", "torch-pruning", "onnx", "onnxruntime", "optuna", "numpy"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+@dataclass(frozen=True)
+class Device:
+    """A target device: its name, latency table directory and latency budget."""
+
+    name: str
+    table_dir: Path
+    budget_ms: float | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "Device":
+        """From the config's :class:`~hwsearch.config.DeviceSpec` (its table path is already resolved)."""
+        path = Path(spec.table)
+        meta = read_json(path / "meta.json", f"Latency table metadata for device {spec.name!r}", "run `hwsearch profile` for that device or fix the table path in the config")
+        return cls(spec.name, path, spec.budget_ms, meta)
+
+    def settings(self) -> SessionSettings:
+        m, d = self.meta, SessionSettings()
+        return SessionSettings(int(m.get("threads", d.threads)), str(m.get("provider", d.provider)),
+                               str(m.get("graph_optimization", d.graph_optimization)), str(m.get("execution_mode", d.execution_mode)))
+
+    def measure_options(self) -> dict[str, Any]:
+        m = self.meta.get("measurement", self.meta)
+        return {"warmup": int(m.get("warmup", 20)), "runs": int(m.get("runs", 100)), "min_time_s": float(m.get("min_time_s", 0.0))}
+
+    def provenance(self) -> dict[str, Any]:
+        csv = self.table_dir / "table.csv"
+        digest = hashlib.sha256(csv.read_bytes()).hexdigest() if csv.is_file() else None
+        keep = ("device", "cpu", "gpu", "runtime", "runtime_version", "onnxruntime", "threads", "date", "provider")
+        return {"name": self.table_dir.name, "path": str(self.table_dir), "sha256": digest, "budget_ms": self.budget_ms,
+                "meta": {k: self.meta[k] for k in keep if k in self.meta}}
+
+    def session_record(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The ORT session options and timing loop that reproduce this device's measured latency."""
+        return self.settings().to_dict() | {"inter_op_num_threads": 1, "input_shape": list(input_shape), **self.measure_options(),
+                                            "statistic": "median of runs after warmup, batch 1"}
+
+
+@dataclass(frozen=True)
+class Winner:
+    """A trial to export: its policy and what the search recorded for it."""
+
+    trial: int
+    policy: Mapping[str, Any]
+    search_accuracy: float | None = None
+    predicted_latency_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything needed to rebuild a run's candidates on this machine."""
+
+    run_dir: Path
+    name: str
+    config: Any  # hwsearch.config.ExperimentConfig
+    study_name: str
+    task: Any
+    baseline: Any
+    space: Any
+    options: Any
+    devices: tuple[Device, ...]
+
+    @cached_property
+    def _predictors(self) -> dict[str, Any]:
+        from hwsearch.search.evaluate import load_predictors
+
+        try:
+            return load_predictors(self.config, self.task, self.baseline.model, self.space)
+        except Exception as exc:  # noqa: BLE001 - no usable predictor: the search's record is used, and said so
+            return {"__error__": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+
+    def predict(self, winner: Winner) -> tuple[dict[str, float | None], list[str]]:
+        """Predicted latency per device from the tables (the search's stored figure when no predictor exists)."""
+        from hwsearch.policy import Policy
+
+        out: dict[str, float | None] = {}
+        notes: list[str] = []
+        for dev in self.devices:
+            stored = winner.predicted_latency_ms.get(dev.name)
+            pred = self._predictors.get(dev.name)
+            value = float(pred.predict(Policy.from_dict(winner.policy)).latency_ms) if pred is not None else stored
+            if pred is None:
+                why = self._predictors.get("__error__", "no predictor for this device")
+                notes.append(f"device {dev.name!r}: predicted latency taken from the search's record (table predictor unavailable: {why})")
+            elif stored is not None and abs(value - stored) > PREDICTION_TOLERANCE * max(stored, 1e-9):
+                notes.append(f"device {dev.name!r}: table now predicts {value:.4f} ms, the search recorded {stored:.4f} ms (table changed since the search?)")
+            out[dev.name] = None if value is None else float(value)
+        return out, notes
+
+
+def load_context(run_dir: str | Path, study_name: str | None = None) -> RunContext:
+    """Read ``run_dir/config.json`` and rebuild the task, trained baseline, search space and options as the search did."""
+    from hwsearch.compress import CompressOptions
+    from hwsearch.config import load_config
+    from hwsearch.search.evaluate import load_context as search_context
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HwsearchError(f"Run directory {str(run_dir)!r} does not exist; pass a directory written by `hwsearch search`, e.g. runs/NAME.")
+    if not (run_dir / "config.json").is_file():
+        raise HwsearchError(f"Run directory {str(run_dir)!r} has no config.json; pass a directory written by `hwsearch search`, e.g. runs/NAME.")
+    cfg = load_config(run_dir / "config.json")
+    task, baseline, space = search_context(cfg)
+    c = cfg.compress
+    options = CompressOptions(importance=c.importance, finetune_steps=c.finetune_steps, finetune_lr=c.finetune_lr, distill=c.distill,
+                              bn_recalib_batches=c.bn_recalib_batches, calib_samples=c.calib_samples, eval_split="val")
+    devices = tuple(Device.from_spec(d) for d in cfg.devices)
+    return RunContext(run_dir, cfg.name, cfg, study_name or cfg.name, task, baseline, space, options, devices)
+
+
+def _winner(entry: Mapping[str, Any]) -> Winner:
+    lat = entry.get("latency_ms") or {}
+    return Winner(int(entry["trial"]), entry.get("policy") or {}, entry.get("accuracy"), {k: float(v) for k, v in dict(lat).items()})
+
+
+def _study_winner(ctx: RunContext, number: int) -> Winner:
+    import optuna
+
+    db = ctx.run_dir / "study.db"
+    if not db.is_file():
+        raise HwsearchError(f"Run {str(ctx.run_dir)!r} has no study.db, so trial {number} cannot be looked up; export with --pareto instead.")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=ctx.study_name, storage=f"sqlite:///{db.resolve()}")
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise HwsearchError(f"Trial {number} is not in run {ctx.name!r} (it has trials 0..{max(trials, default=-1)}); pick an existing trial number.")
+    t = trials[number]
+    if t.state != optuna.trial.TrialState.COMPLETE or "policy" not in t.user_attrs:
+        raise HwsearchError(f"Trial {number} of run {ctx.name!r} is {t.state.name} without a usable policy; pick a COMPLETE trial (see trials.csv).")
+    policy = t.user_attrs["policy"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    acc = t.user_attrs.get("accuracy", t.values[0] if t.values else None)
+    return _winner({"trial": number, "policy": policy, "accuracy": acc, "latency_ms": t.user_attrs.get("latency_ms") or {}})
+
+
+def select_winners(ctx: RunContext, trials: list[int] | None, pareto: bool) -> list[Winner]:
+    """The Pareto front (from pareto.json) and/or the listed trial numbers, each once, in trial order."""
+    chosen: dict[int, Winner] = {}
+    if pareto:
+        front = read_json(ctx.run_dir / "pareto.json", "Pareto front", "let the search finish (or resume it), or export single trials with --trial N")
+        chosen.update({w.trial: w for w in map(_winner, front)})
+    front_by_trial = dict(chosen)
+    for n in trials or []:
+        chosen[n] = front_by_trial.get(n) or _study_winner(ctx, n)
+    if not chosen:
+        raise HwsearchError(f"Nothing to export from run {ctx.name!r}: its pareto.json is empty and no --trial was given; pass --trial N.")
+    return [chosen[k] for k in sorted(chosen)]
