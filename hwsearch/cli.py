@@ -32,6 +32,7 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="resnet20", help="resnet20, mobilenetv2, vgg, or package.module:function")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
     p.add_argument("--data-dir", default=None, help="dataset directory (cifar10: the CIFAR-10 python batches)")
+    p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default: the task's, 15 for digits)")
 
 
 def task_from_args(args: argparse.Namespace):
@@ -45,10 +46,17 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_task_and_baseline(args: argparse.Namespace, retrain: bool = False):
+    from dataclasses import replace
+
     from hwsearch.tasks.train import load_baseline
 
     task = task_from_args(args)
-    return task, load_baseline(task, args.model, model_options(args), retrain=retrain)
+    cfg = task.train_config
+    if getattr(args, "epochs", None) is not None:
+        if args.epochs < 1:
+            raise HwsearchError(f"--epochs {args.epochs} must be at least 1.")
+        cfg = replace(cfg, epochs=args.epochs)
+    return task, load_baseline(task, args.model, model_options(args), cfg, retrain=retrain)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

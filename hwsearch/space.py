@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
-from hwsearch.compress.prune import GroupInfo, dependency_groups, execution_order
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import PRECISIONS, Policy
+
+if TYPE_CHECKING:  # the pruning package imports this module; import it lazily at run time
+    from hwsearch.compress.prune import GroupInfo
 
 DEFAULT_KEEP_CHOICES = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 
@@ -35,6 +37,8 @@ class SearchSpace:
         precisions: Sequence[str] = PRECISIONS,
         channel_multiple: int = 8,
     ) -> "SearchSpace":
+        from hwsearch.compress.prune import dependency_groups, execution_order
+
         if channel_multiple < 1:
             raise HwsearchError(f"channel_multiple={channel_multiple} must be a positive integer such as 8.")
         policy = Policy.from_dict({"keep": {f"choice{i}": k for i, k in enumerate(keep_choices)}, "precision": {p: p for p in precisions}})
