@@ -39,11 +39,14 @@ class SearchStats:
     startup_s: float
     eval_wait_s: float
     driver_s: float
+    shutdown_s: float
     workers: int
 
     @property
     def driver_share(self) -> float:
-        """Share of the session's wall time spent outside evaluation (startup included)."""
+        """Share of the session's wall time spent outside evaluation (startup and shutdown included).
+
+        ``driver_s`` alone is the ask/tell/storage/results time of the loop itself."""
         return (self.wall_s - self.eval_wait_s) / self.wall_s if self.wall_s else 0.0
 
 
@@ -175,13 +178,15 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
                 run_loop(study, cfg, space, executor, loop, run_dir, bar, (lambda t: on_failed(study, t)) if on_failed else None, policy_hook)
         finally:
             bar.close()
+            t_close = time.perf_counter()
             if executor is not None:
                 executor.close()
+            shutdown = time.perf_counter() - t_close
             records = sorted(loop.records.values(), key=lambda r: r.number)
             front = write_results(run_dir, records, cfg.objective_names)
         wall = time.perf_counter() - start
         stats = SearchStats(str(run_dir), loop.completed, sum(r.state == "FAIL" for r in records), len(front), loop.done - loop.failed,
-                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - loop.eval_wait, cfg.workers)
+                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - shutdown - loop.eval_wait, shutdown, cfg.workers)
         with open(run_dir / "sessions.jsonl", "a") as fh:
             fh.write(json.dumps(asdict(stats) | {"driver_share": stats.driver_share, "finished_at": time.time()}) + "\n")
         return stats

@@ -1,0 +1,86 @@
+"""Experiment config: defaults, overrides, and errors that name the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hwsearch.config import apply_overrides, load_config, parse_value
+from hwsearch.errors import HwsearchError
+from tests.test_search_double import make_table, write_config
+
+
+@pytest.fixture
+def cfg_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path, "exp", budget_ms=0.5)
+
+
+def test_defaults_and_resolution(cfg_path: Path, tmp_path: Path) -> None:
+    cfg = load_config(cfg_path)
+    assert cfg.name == "exp" and cfg.sampler == "nsga2" and cfg.task == "digits" and cfg.model == "resnet20"
+    assert cfg.device_names == ("cpu-1t",) and cfg.budgets == {"cpu-1t": 0.5}
+    assert Path(cfg.devices[0].table).is_absolute() and (Path(cfg.devices[0].table) / "table.csv").is_file()
+    assert cfg.objective_names == ("accuracy", "latency_ms:cpu-1t") and cfg.directions == ("maximize", "minimize")
+    assert cfg.compress.finetune_steps == 0 and cfg.space.keep_choices == (0.25, 0.5, 0.75, 1.0)
+
+
+def test_output_dir_defaults_to_runs_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_table(tmp_path / "latency_tables" / "cpu-1t")
+    (tmp_path / "quick.toml").write_text('[devices.cpu-1t]\ntable = "latency_tables/cpu-1t"\n')
+    cfg = load_config(tmp_path / "quick.toml")
+    assert cfg.output_dir == str(tmp_path / "runs" / "quick") and cfg.n_trials == 40 and cfg.workers == 2
+
+
+def test_set_overrides_any_key(cfg_path: Path) -> None:
+    cfg = load_config(cfg_path, ["n_trials=7", "sampler=tpe", "devices.cpu-1t.budget_ms=1.25", "space.keep_choices=[0.5, 1.0]", "objectives=['accuracy','latency_ms','size_bytes']"])
+    assert (cfg.n_trials, cfg.sampler, cfg.budgets["cpu-1t"], cfg.space.keep_choices) == (7, "tpe", 1.25, (0.5, 1.0))
+    assert cfg.objective_names[-1] == "size_bytes" and cfg.directions[-1] == "minimize"
+    assert parse_value("abc") == "abc" and parse_value("3") == 3 and apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
+
+
+def test_saved_config_round_trips(cfg_path: Path, tmp_path: Path) -> None:
+    cfg = load_config(cfg_path)
+    cfg.save(tmp_path / "config.json")
+    again = load_config(tmp_path / "config.json")
+    assert again == cfg and json.loads((tmp_path / "config.json").read_text())["devices"]["cpu-1t"]["budget_ms"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("n_trails=5", ["'n_trails'", "unknown", "n_trials"]),
+        ("compress.finetune_step=5", ["compress.'finetune_step'", "finetune_steps"]),
+        ("devices.cpu-1t.budget=1", ["budget", "budget_ms"]),
+        ("sampler=cmaes", ["'sampler'", "'cmaes'", "nsga2, tpe, random"]),
+        ("n_trials=0", ["'n_trials'", "0", "integer >= 1"]),
+        ("workers=-1", ["'workers'", "-1", "integer >= 0"]),
+        ("devices.cpu-1t.budget_ms=-2", ["budget_ms", "-2", "number > 0"]),
+        ("space.precisions=['int4']", ["space.precisions", "int4", "fp32, fp16, int8"]),
+        ("objectives=['accuracy']", ["objectives", "latency_ms"]),
+        ("compress.importance=magnitude", ["importance", "'magnitude'", "l1"]),
+    ],
+)
+def test_bad_keys_and_values_name_key_value_and_allowed(cfg_path: Path, override: str, words: list[str]) -> None:
+    with pytest.raises(HwsearchError) as err:
+        load_config(cfg_path, [override])
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_missing_table_is_an_error_naming_it(cfg_path: Path) -> None:
+    with pytest.raises(HwsearchError, match="latency_tables/gpu-x"):
+        load_config(cfg_path, ["devices.cpu-1t.table=latency_tables/gpu-x"])
+
+
+def test_missing_devices_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "nodev.toml").write_text("n_trials = 3\n")
+    with pytest.raises(HwsearchError, match=r"\[devices"):
+        load_config(tmp_path / "nodev.toml")
+    with pytest.raises(HwsearchError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+    (tmp_path / "broken.toml").write_text("n_trials = = 3\n")
+    with pytest.raises(HwsearchError, match="cannot be parsed"):
+        load_config(tmp_path / "broken.toml")

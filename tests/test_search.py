@@ -1,0 +1,98 @@
+"""The search driver in-process (workers = 0): failures are data, seeds reproduce, fronts are right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import hwsearch.search.evaluate as evaluate
+from hwsearch.config import load_config
+from hwsearch.results import dominates, is_feasible, load_pareto
+from hwsearch.search import run_baseline, run_search
+from hwsearch.search.baselines import uniform_points
+from tests.test_search_double import use_double, write_config
+
+@pytest.fixture(autouse=True)
+def _double(monkeypatch, tiny_resnet) -> None:
+    use_double(monkeypatch)
+
+
+def _policies(run_dir: Path) -> list[str]:
+    table = pd.read_csv(run_dir / "trials.csv").sort_values("number")
+    return list(table["policy"])
+
+
+def test_failing_trial_becomes_fail_and_search_goes_on(tmp_path: Path, monkeypatch) -> None:
+    real = evaluate.build_candidate
+
+    def flaky(task, model, policy, space, out_path, opts):
+        if Path(out_path).name == "trial1.onnx":
+            raise RuntimeError("boom: injected failure")
+        return real(task, model, policy, space, out_path, opts)
+
+    monkeypatch.setattr(evaluate, "build_candidate", flaky)
+    cfg = load_config(write_config(tmp_path, "fail", n_trials=3, budget_ms=0.55))
+    stats = run_search(cfg, progress=False)
+    assert (stats.completed, stats.failed, stats.session_failed) == (3, 1, 1)
+    table = pd.read_csv(Path(cfg.output_dir) / "trials.csv")
+    failed = table[table.state == "FAIL"]
+    assert list(failed.number) == [1] and "boom: injected failure" in failed.error.iloc[0]
+    assert (table.state == "COMPLETE").sum() == 3
+    _check_front(Path(cfg.output_dir), table, cfg.budgets)
+
+
+def _check_front(run_dir: Path, table: pd.DataFrame, budgets: dict) -> None:
+    """pareto.json holds exactly the feasible, non-dominated completed trials."""
+    done = table[table.state == "COMPLETE"]
+    pts = {int(r.number): (r.accuracy, r["latency_ms:cpu-1t"]) for _, r in done.iterrows()}
+    feasible = {n for n, (_, lat) in pts.items() if is_feasible({"cpu-1t": lat}, budgets)}
+    expected = {n for n in feasible if not any(dominates(pts[m], pts[n], (True, False)) for m in feasible if m != n)}
+    front = load_pareto(run_dir)
+    assert {e["trial"] for e in front} == expected
+    for e in front:
+        assert e["latency_ms"]["cpu-1t"] <= budgets["cpu-1t"] and e["accuracy"] == pytest.approx(pts[e["trial"]][0])
+        assert set(e) >= {"trial", "accuracy", "latency_ms", "size_bytes", "params", "macs", "policy"} and e["policy"]["keep"]
+
+
+def test_same_seed_same_policies_and_user_attrs(tmp_path: Path) -> None:
+    import optuna
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = load_config(write_config(tmp_path, name, n_trials=6, population_size=3, budget_ms=0.6))
+        run_search(cfg, progress=False)
+        runs.append(Path(cfg.output_dir))
+    assert _policies(runs[0]) == _policies(runs[1]) and len(set(_policies(runs[0]))) > 1
+    saved = json.loads((runs[0] / "config.json").read_text())
+    assert saved["name"] == "a" and saved["n_trials"] == 6 and (runs[0] / "trials.parquet").is_file()
+    study = optuna.load_study(study_name="a", storage=f"sqlite:///{runs[0] / 'study.db'}")
+    attrs = study.trials[0].user_attrs
+    assert {"policy", "latency_ms", "params", "macs", "size_bytes", "eval_seconds", "coverage"} <= set(attrs)
+    assert study.trials[0].constraints.keys() == {"latency_ms:cpu-1t"}
+    # a finished run resumes to a no-op; a larger budget continues it
+    again = run_search(load_config(write_config(tmp_path, "a", n_trials=7, population_size=3, budget_ms=0.6)), progress=False)
+    assert (again.completed, again.session_completed) == (7, 1)
+
+
+def test_resume_refuses_a_different_experiment(tmp_path: Path) -> None:
+    from hwsearch.errors import HwsearchError
+
+    cfg = load_config(write_config(tmp_path, "x", n_trials=1))
+    run_search(cfg, progress=False)
+    with pytest.raises(HwsearchError, match="seed"):
+        run_search(load_config(write_config(tmp_path, "x", n_trials=1, seed=3)), progress=False)
+
+
+def test_baselines_live_beside_the_main_run(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, "base", n_trials=2, space={"keep_choices": [0.5, 1.0]}))
+    uni = run_baseline(cfg, "uniform", progress=False)
+    assert uni.completed == len(uniform_points((0.5, 1.0))) == 4
+    table = pd.read_csv(Path(cfg.output_dir) / "baselines" / "uniform" / "trials.csv").sort_values("number")
+    policies = [json.loads(p) for p in table.policy]
+    assert [(set(p["keep"].values()), set(p["precision"].values())) for p in policies] == [
+        ({0.5}, {"fp32"}), ({0.5}, {"int8"}), ({1.0}, {"fp32"}), ({1.0}, {"int8"})]
+    rnd = run_baseline(cfg, "random", progress=False)
+    assert rnd.completed == 2 and (Path(cfg.output_dir) / "baselines" / "random" / "pareto.json").is_file()
