@@ -14,6 +14,7 @@ halves the layer's weight bytes.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -63,15 +64,21 @@ def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.n
             shutil.copyfile(src, dst)
         return 0
     input_name = proto.graph.input[0].name
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "q.onnx"
-        quantize_static(
-            str(src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-            nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
-        shutil.move(str(out), dst)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ORT logs a pre-processing hint on the root logger on every call
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "q.onnx"
+            quantize_static(
+                str(src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+            shutil.move(str(out), dst)
+    finally:
+        root.setLevel(level)
     return n_layers
 
 
