@@ -60,18 +60,20 @@ class Device:
         return cls(spec.name, path, spec.budget_ms, meta)
 
     def settings(self) -> SessionSettings:
-        m, d = self.meta, SessionSettings()
-        return SessionSettings(int(m.get("threads", d.threads)), str(m.get("provider", d.provider)),
-                               str(m.get("graph_optimization", d.graph_optimization)), str(m.get("execution_mode", d.execution_mode)))
+        """The table's ORT session settings (meta.json ``session``, else its ``threads`` / ``provider``)."""
+        d = SessionSettings().to_dict()
+        m = {**d, **{k: self.meta[k] for k in ("threads", "provider") if k in self.meta}, **dict(self.meta.get("session") or {})}
+        return SessionSettings(**{k: type(d[k])(m[k]) for k in d})
 
     def measure_options(self) -> dict[str, Any]:
-        m = self.meta.get("measurement", self.meta)
-        return {"warmup": int(m.get("warmup", 20)), "runs": int(m.get("runs", 100)), "min_time_s": float(m.get("min_time_s", 0.0))}
+        """The table's timing loop (meta.json ``measurement``: warmup, min_runs, min_time_s)."""
+        m = dict(self.meta.get("measurement") or self.meta)
+        return {"warmup": int(m.get("warmup", 20)), "runs": int(m.get("min_runs", m.get("runs", 100))), "min_time_s": float(m.get("min_time_s", 0.0))}
 
     def provenance(self) -> dict[str, Any]:
         csv = self.table_dir / "table.csv"
         digest = hashlib.sha256(csv.read_bytes()).hexdigest() if csv.is_file() else None
-        keep = ("device", "cpu", "gpu", "runtime", "runtime_version", "onnxruntime", "threads", "date", "provider")
+        keep = ("device", "cpu_model", "gpu", "runtime", "runtime_version", "threads", "provider", "date", "schema")
         return {"name": self.table_dir.name, "path": str(self.table_dir), "sha256": digest, "budget_ms": self.budget_ms,
                 "meta": {k: self.meta[k] for k in keep if k in self.meta}}
 

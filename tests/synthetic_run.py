@@ -22,7 +22,9 @@ def write_table(root: Path, name: str, threads: int = 1) -> Path:
     path = root / "latency_tables" / name
     path.mkdir(parents=True, exist_ok=True)
     (path / "table.csv").write_text("op,input_shape,out_channels,kernel,stride,groups,precision,latency_ms\nConv,1x1x32x32,16,3,1,1,fp32,0.01\n")
-    meta = {"device": name, "threads": threads, "runtime": "onnxruntime", "provider": "CPUExecutionProvider", "warmup": 5, "runs": 30}
+    meta = {"device": name, "threads": threads, "runtime": "onnxruntime", "provider": "CPUExecutionProvider",
+            "session": {"threads": threads, "provider": "CPUExecutionProvider", "graph_optimization": "ORT_ENABLE_ALL", "execution_mode": "ORT_SEQUENTIAL"},
+            "measurement": {"warmup": 5, "min_runs": 30, "min_time_s": 0.01}}
     (path / "meta.json").write_text(json.dumps(meta))
     return path
 
