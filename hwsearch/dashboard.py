@@ -151,6 +151,9 @@ def winner_figure(winners: Sequence[WinnerLayers], active: int):
         visible = [j // per == i for j in range(per * len(winners))]
         buttons.append({"label": f"trial {w.trial}: acc {w.accuracy:.3f}, {lat}", "method": "update", "args": [{"visible": visible}]})
     fig.update_layout(height=560, margin={"t": 90}, barmode="overlay", updatemenus=[{"buttons": buttons, "active": active, "x": 0, "xanchor": "left", "y": 1.22, "yanchor": "top"}] if buttons else [])
+    if winners:  # keep the stored layer order (not grouped by precision) whichever winner is shown
+        fig.update_xaxes(categoryorder="array", categoryarray=[g for g, _ in winners[active].keep], row=1, col=1)
+        fig.update_xaxes(categoryorder="array", categoryarray=[name for name, _ in winners[active].precision], row=2, col=1)
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_yaxes(tickvals=[8, 16, 32], range=[0, 34], row=2, col=1)
     if not winners:
