@@ -29,6 +29,8 @@ FP32_MAX_ABS_DIFF = 1e-4
 MIN_TOP1_AGREEMENT = 0.99
 LATENCY_WARN_RATIO = 0.30  # |measured / predicted - 1| above this is reported as a warning
 SCHEMA_VERSION = 1
+REBUILD_THREADS = 1  # torch threads of the search's workers (hwsearch.search.evaluate.Evaluator)
+ACCURACY_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -192,10 +194,23 @@ def build_winner(ctx: RunContext, winner: Winner, out_dir: Path):
     """Rebuild the winner's torch model and its ONNX file; returns (torch model, CandidateResult)."""
     from hwsearch.compress import build_candidate, recovered_model
 
+    import torch
+
     policy = Policy.from_dict(winner.policy)
-    model = recovered_model(ctx.task, ctx.baseline.model, policy, ctx.space, ctx.options)
-    result = build_candidate(ctx.task, ctx.baseline.model, policy, ctx.space, out_dir / "model.onnx", ctx.options, model=model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(REBUILD_THREADS)  # as the search's workers: the fine-tune then repeats the search's arithmetic
+    try:
+        model = recovered_model(ctx.task, ctx.baseline.model, policy, ctx.space, ctx.options)
+        result = build_candidate(ctx.task, ctx.baseline.model, policy, ctx.space, out_dir / "model.onnx", ctx.options, model=model)
+    finally:
+        torch.set_num_threads(threads)
     return model, result
+
+
+def accuracy_warnings(accuracy: float | None, search_accuracy: float | None) -> list[str]:
+    if accuracy is None or search_accuracy is None or abs(accuracy - search_accuracy) <= ACCURACY_TOLERANCE:
+        return []
+    return [f"the exported file scores {accuracy:.4f}, the search recorded {search_accuracy:.4f} for this policy (rebuild not bit-identical; the manifest's figure is the exported file's)"]
 
 
 def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float) -> Manifest:
@@ -212,15 +227,16 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
     else:
         median, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
     predicted, pred_notes = ctx.predict(winner)
+    accuracy = _score(ctx.task, path, ctx.options.eval_split) if runs else None
     return Manifest(
         run=ctx.name, trial=winner.trial, policy=Policy.from_dict(winner.policy).to_dict(), onnx_path=path.name, onnx_sha256=_sha256(path),
-        accuracy=_score(ctx.task, path, ctx.options.eval_split) if runs else None, accuracy_split=ctx.options.eval_split,
+        accuracy=accuracy, accuracy_split=ctx.options.eval_split,
         test_accuracy=_score(ctx.task, path, "test") if runs else None, search_accuracy=winner.search_accuracy,
         predicted_latency_ms=predicted, measured_latency_ms=median, measured_latency_p90_ms=p90,
         params=result.params, macs=result.macs, size_bytes=path.stat().st_size if path.is_file() else 0,
         precision_counts=dict(result.precision_counts), quantized_kernels=_quantized_kernels(path) if runs else None,
         checker_ok=checker_error is None, checker_error=checker_error, parity_ok=parity.ok, parity=dict(parity.__dict__),
-        ok=not flags, flags=flags, warnings=notes + pred_notes + latency_warnings(predicted, median),
+        ok=not flags, flags=flags, warnings=notes + pred_notes + latency_warnings(predicted, median) + accuracy_warnings(accuracy, winner.search_accuracy),
         tables={d.name: d.provenance() for d in ctx.devices},
         session_options={d.name: d.session_record(shape) for d in ctx.devices},
         accuracy_session_options=onnx_io.SessionSettings().to_dict() | {"inter_op_num_threads": 1},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -80,6 +81,8 @@ def test_manifest_schema_and_provenance(run_dir, manifests):
     assert 0.0 < data["measured_latency_ms"]["cpu-1t"] <= data["measured_latency_p90_ms"]["cpu-1t"]
     assert {"torch", "onnx", "onnxruntime", "optuna"} <= set(data["versions"])
     assert 0.0 <= data["accuracy"] <= 1.0 and data["search_accuracy"] == 0.70
+    assert any("search recorded 0.7000" in w for w in data["warnings"])  # the synthetic record's 0.70 is not what the file scores
+    assert any("predicted latency taken from the search's record" in w for w in data["warnings"])
 
 
 def test_fresh_process_reproduces_manifest_accuracy(run_dir, manifests):
@@ -88,31 +91,45 @@ def test_fresh_process_reproduces_manifest_accuracy(run_dir, manifests):
 import json, sys
 import numpy as np, onnxruntime as ort
 from hwsearch.tasks import get_task
-folder = sys.argv[1]
-m = json.load(open(folder + "/manifest.json"))
-so = ort.SessionOptions()
-so.intra_op_num_threads = m["accuracy_session_options"]["threads"]
-so.inter_op_num_threads = m["accuracy_session_options"]["inter_op_num_threads"]
-so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, m["accuracy_session_options"]["graph_optimization"])
-sess = ort.InferenceSession(folder + "/" + m["onnx_path"], so, providers=[m["accuracy_session_options"]["provider"]])
-split = get_task(m["task"]).split(m["accuracy_split"])
-logits = np.concatenate([sess.run(None, {"input": split.x[i:i + 64]})[0] for i in range(0, len(split.x), 64)])
-print(json.dumps(float((logits.argmax(1) == split.y).mean())))
+for folder in sys.argv[1:]:
+    m = json.load(open(folder + "/manifest.json"))
+    opts = m["accuracy_session_options"]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = opts["threads"], opts["inter_op_num_threads"]
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, opts["graph_optimization"])
+    sess = ort.InferenceSession(folder + "/" + m["onnx_path"], so, providers=[opts["provider"]])
+    split = get_task(m["task"]).split(m["accuracy_split"])
+    logits = np.concatenate([sess.run(None, {"input": split.x[i:i + 64]})[0] for i in range(0, len(split.x), 64)])
+    print(json.dumps(float((logits.argmax(1) == split.y).mean())))
 """
-    for n in (0, 1):
-        out = subprocess.run([sys.executable, "-c", script, str(run_dir / "export" / str(n))], capture_output=True, text=True, timeout=120, check=True)
-        assert json.loads(out.stdout.strip().splitlines()[-1]) == manifests[n].accuracy
+    folders = [str(run_dir / "export" / str(n)) for n in (0, 1)]
+    out = subprocess.run([sys.executable, "-c", script, *folders], capture_output=True, text=True, timeout=180, check=True)
+    assert [json.loads(line) for line in out.stdout.split()] == [manifests[0].accuracy, manifests[1].accuracy]
 
 
-def _rebuilt(run_dir: Path, tmp_path: Path, policy: dict):
+@pytest.fixture(scope="module")
+def rebuilt(run_dir, tmp_path_factory):
+    """One rebuilt winner (torch model + ONNX file) that the fault-injection tests copy."""
     ctx = load_context(run_dir)
-    winner = Winner(0, policy, 0.7, {"cpu-1t": 0.05})
-    model, result = build_winner(ctx, winner, tmp_path)
+    winner = Winner(0, PRUNED_FP32, 0.7, {"cpu-1t": 0.05})
+    model, result = build_winner(ctx, winner, tmp_path_factory.mktemp("rebuilt"))
     return ctx, winner, model, result
 
 
-def test_corrupted_weights_are_flagged(run_dir, tmp_path):
-    ctx, winner, model, result = _rebuilt(run_dir, tmp_path, PRUNED_FP32)
+def _rebuilt(rebuilt, tmp_path: Path):
+    ctx, winner, model, result = rebuilt
+    copy = tmp_path / "model.onnx"
+    shutil.copyfile(result.onnx_path, copy)
+    return ctx, winner, model, replace(result, onnx_path=str(copy))
+
+
+def test_rebuilt_file_passes_before_faults_are_injected(rebuilt, tmp_path):
+    m = verify_winner(*_rebuilt(rebuilt, tmp_path), 0.0)
+    assert m.ok and m.parity_ok and m.checker_ok and m.measured_latency_ms["cpu-1t"] > 0
+
+
+def test_corrupted_weights_are_flagged(rebuilt, tmp_path):
+    ctx, winner, model, result = _rebuilt(rebuilt, tmp_path)
     proto = onnx.load(result.onnx_path)
     conv = next(n for n in proto.graph.node if n.name == "features.4")
     init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
@@ -125,14 +142,14 @@ def test_corrupted_weights_are_flagged(run_dir, tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["parity_ok"] is False
 
 
-def test_mismatched_torch_model_is_flagged(run_dir, tmp_path):
-    ctx, winner, _, result = _rebuilt(run_dir, tmp_path, PRUNED_FP32)
+def test_mismatched_torch_model_is_flagged(rebuilt, tmp_path):
+    ctx, winner, _, result = _rebuilt(rebuilt, tmp_path)
     m = verify_winner(ctx, winner, ctx.baseline.model, result, 0.0)  # the unpruned baseline is not what was exported
     assert not m.parity_ok and not m.ok and m.accuracy is not None
 
 
-def test_unreadable_file_is_flagged_not_raised(run_dir, tmp_path):
-    ctx, winner, model, result = _rebuilt(run_dir, tmp_path, PRUNED_FP32)
+def test_unreadable_file_is_flagged_not_raised(rebuilt, tmp_path):
+    ctx, winner, model, result = _rebuilt(rebuilt, tmp_path)
     Path(result.onnx_path).write_bytes(b"not an onnx file")
     m = verify_winner(ctx, winner, model, result, 0.0)
     assert not m.checker_ok and not m.parity_ok and m.parity["error"] and m.accuracy is None
