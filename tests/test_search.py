@@ -62,19 +62,19 @@ def test_same_seed_same_policies_and_user_attrs(tmp_path: Path) -> None:
 
     runs = []
     for name in ("a", "b"):
-        cfg = load_config(write_config(tmp_path, name, n_trials=6, population_size=3, budget_ms=0.6))
+        cfg = load_config(write_config(tmp_path, name, n_trials=5, population_size=2, budget_ms=0.6))
         run_search(cfg, progress=False)
         runs.append(Path(cfg.output_dir))
     assert _policies(runs[0]) == _policies(runs[1]) and len(set(_policies(runs[0]))) > 1
     saved = json.loads((runs[0] / "config.json").read_text())
-    assert saved["name"] == "a" and saved["n_trials"] == 6 and (runs[0] / "trials.parquet").is_file()
+    assert saved["name"] == "a" and saved["n_trials"] == 5 and (runs[0] / "trials.parquet").is_file()
     study = optuna.load_study(study_name="a", storage=f"sqlite:///{runs[0] / 'study.db'}")
     attrs = study.trials[0].user_attrs
     assert {"policy", "latency_ms", "params", "macs", "size_bytes", "eval_seconds", "coverage"} <= set(attrs)
     assert study.trials[0].constraints.keys() == {"latency_ms:cpu-1t"}
     # a finished run resumes to a no-op; a larger budget continues it
-    again = run_search(load_config(write_config(tmp_path, "a", n_trials=7, population_size=3, budget_ms=0.6)), progress=False)
-    assert (again.completed, again.session_completed) == (7, 1)
+    again = run_search(load_config(write_config(tmp_path, "a", n_trials=6, population_size=2, budget_ms=0.6)), progress=False)
+    assert (again.completed, again.session_completed) == (6, 1)
 
 
 def test_resume_refuses_a_different_experiment(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_resume_refuses_a_different_experiment(tmp_path: Path) -> None:
 
 
 def test_baselines_live_beside_the_main_run(tmp_path: Path) -> None:
-    cfg = load_config(write_config(tmp_path, "base", n_trials=2, space={"keep_choices": [0.5, 1.0]}))
+    cfg = load_config(write_config(tmp_path, "base", n_trials=2, space={"keep_choices": [0.5, 1.0], "precisions": ["fp32"]}))
     uni = run_baseline(cfg, "uniform", progress=False)
     assert uni.completed == len(uniform_points((0.5, 1.0))) == 4
     table = pd.read_csv(Path(cfg.output_dir) / "baselines" / "uniform" / "trials.csv").sort_values("number")

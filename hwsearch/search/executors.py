@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections import deque
 from typing import Any, Mapping
 
@@ -97,11 +98,26 @@ class RayExecutor:
     def next_done(self) -> TrialResult:
         ready, _ = self.ray.wait(list(self.running), num_returns=1)
         actor, number = self.running.pop(ready[0])
-        self.idle.append(actor)
         try:
-            return self.ray.get(ready[0])
-        except self.ray.exceptions.RayError as exc:  # the worker process died (or its creation failed)
-            return TrialResult(number, worker=f"actor{actor}", error=f"Worker died while evaluating trial {number}: {type(exc).__name__}: {str(exc)[:1500]}")
+            result = self.ray.get(ready[0])
+        except self.ray.exceptions.RayError as exc:  # the worker process died: Ray restarts the actor
+            result = TrialResult(number, worker=f"actor{actor}", error=f"Worker died while evaluating trial {number}: {type(exc).__name__}: {str(exc)[:1500]}")
+            self._await_restart(actor)
+        self.idle.append(actor)
+        return result
+
+    def _await_restart(self, actor: int, timeout_s: float = 300.0) -> None:
+        """Block until Ray has restarted a dead actor (its __init__ reloads the baseline)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.ray.get(self.actors[actor].pid.remote(), timeout=timeout_s)
+                return
+            except self.ray.exceptions.ActorUnavailableError:
+                time.sleep(0.5)
+            except self.ray.exceptions.RayError as exc:
+                raise HwsearchError(f"Search worker {actor} died and could not be restarted ({type(exc).__name__}: {str(exc)[:500]}); check memory and the worker logs, then run the same command again to resume.") from None
+        raise HwsearchError(f"Search worker {actor} did not come back within {timeout_s:.0f}s after dying; run the same command again to resume.")
 
     def worker_pids(self) -> list[int]:
         return self.ray.get([a.pid.remote() for a in self.actors])
