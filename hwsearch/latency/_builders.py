@@ -1,0 +1,164 @@
+"""Tiny single-kernel ONNX models, written directly in the form ORT executes after optimisation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwsearch.latency.kernels import OPS, Kernel, pad_to
+
+NCHWC = "com.microsoft.nchwc"
+MS = "com.microsoft"
+
+
+def _h():
+    from onnx import TensorProto, helper, numpy_helper
+
+    return helper, TensorProto, numpy_helper
+
+
+def _init(name: str, arr: np.ndarray):
+    return _h()[2].from_array(arr, name)
+
+
+def _vi(name: str, dtype: str, shape: list[int]):
+    helper, T, _ = _h()
+    return helper.make_tensor_value_info(name, {"f": T.FLOAT, "u8": T.UINT8}[dtype], shape)
+
+
+def _model(nodes, inputs, outputs, inits):
+    helper = _h()[0]
+    graph = helper.make_graph(nodes, "kernel", inputs, outputs, inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1), helper.make_opsetid(NCHWC, 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _rand(shape, dtype=np.float32, scale: float = 0.1) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    if dtype == np.int8:
+        return rng.integers(-64, 64, size=shape, dtype=np.int8)
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def _conv_fp32(kn: Kernel, block: int):
+    helper = _h()[0]
+    oh, ow = kn.out_hw
+    cop = pad_to(kn.co, block)
+    depthwise = kn.g > 1
+    nchw_in = not depthwise and kn.c < block
+    cin = kn.c if nchw_in else pad_to(kn.c, block)
+    groups = cop if depthwise else 1
+    w = _rand([cop, 1 if depthwise else cin, kn.k, kn.k])
+    inputs = [_vi("x", "f", [1, cin, kn.h, kn.w])]
+    names = ["x", "W", "B"]
+    if kn.sum:
+        inputs.append(_vi("s", "f", [1, cop, oh, ow]))
+        names.append("s")
+    attrs = dict(kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s], pads=[kn.k // 2] * 4, group=groups)
+    if kn.act:
+        attrs["activation"] = "Relu"
+    node = helper.make_node("Conv", names, ["y"], domain=NCHWC, **attrs)
+    return _model([node], inputs, [_vi("y", "f", [1, cop, oh, ow])], [_init("W", w), _init("B", _rand([cop]))])
+
+
+def _qparams(prefix: str, n: int | None = None) -> list:
+    if n is None:
+        return [_init(f"{prefix}_s", np.array(0.05, np.float32)), _init(f"{prefix}_z", np.array(128, np.uint8))]
+    return [_init(f"{prefix}_s", np.full([n], 0.01, np.float32)), _init(f"{prefix}_z", np.zeros([n], np.int8))]
+
+
+def _conv_int8(kn: Kernel, block: int):
+    helper = _h()[0]
+    oh, ow = kn.out_hw
+    cin_g = 1 if kn.g > 1 else kn.c
+    inits = _qparams("x") + _qparams("w", kn.co) + _qparams("y") + [_init("W", _rand([kn.co, cin_g, kn.k, kn.k], np.int8)), _init("B", np.zeros([kn.co], np.int32))]
+    node = helper.make_node("QLinearConv", ["x", "x_s", "x_z", "W", "w_s", "w_z", "y_s", "y_z", "B"], ["y"], domain=MS, channels_last=1,
+                            kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s], pads=[kn.k // 2] * 4, group=kn.g)
+    return _model([node], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.co])], inits)
+
+
+def _gemm(kn: Kernel, block: int):
+    helper = _h()[0]
+    if kn.precision == "fp32":
+        node = helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)
+        return _model([node], [_vi("x", "f", [1, kn.c])], [_vi("y", "f", [1, kn.co])], [_init("W", _rand([kn.co, kn.c])), _init("B", _rand([kn.co]))])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+        helper.make_node("QGemm", ["xq", "x_s", "x_z", "W", "w_s", "w_z", "B", "y_s", "y_z"], ["yq"], domain=MS, transB=1),
+        helper.make_node("DequantizeLinear", ["yq", "y_s", "y_z"], ["y"]),
+    ]
+    inits = _qparams("x") + _qparams("y") + [_init("W", _rand([kn.co, kn.c], np.int8)), _init("w_s", np.array(0.01, np.float32)),
+                                             _init("w_z", np.array(0, np.int8)), _init("B", np.zeros([kn.co], np.int32))]
+    return _model(nodes, [_vi("x", "f", [1, kn.c])], [_vi("y", "f", [1, kn.co])], inits)
+
+
+def _layout_change(kn: Kernel, block: int):
+    helper = _h()[0]
+    c, cp, hw = kn.c, pad_to(kn.c, block), [kn.h, kn.w]
+    if kn.op == "reorder_in":
+        return _model([helper.make_node("ReorderInput", ["x"], ["y"], domain=NCHWC, channels_last=0)], [_vi("x", "f", [1, c, *hw])], [_vi("y", "f", [1, cp, *hw])], [])
+    if kn.op == "reorder_out":
+        return _model([helper.make_node("ReorderOutput", ["x"], ["y"], domain=NCHWC, channels=c, channels_last=0)], [_vi("x", "f", [1, cp, *hw])], [_vi("y", "f", [1, c, *hw])], [])
+    if kn.op == "quantize":
+        return _model([helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["y"])], [_vi("x", "f", [1, c, *hw])], [_vi("y", "u8", [1, c, *hw])], _qparams("x"))
+    if kn.op == "dequantize":
+        return _model([helper.make_node("DequantizeLinear", ["x", "x_s", "x_z"], ["y"])], [_vi("x", "u8", [1, c, *hw])], [_vi("y", "f", [1, c, *hw])], _qparams("x"))
+    if kn.op == "to_nhwc":
+        return _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], [_vi("x", "u8", [1, c, *hw])], [_vi("y", "u8", [1, *hw, c])], [])
+    return _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 1, 2])], [_vi("x", "u8", [1, *hw, c])], [_vi("y", "u8", [1, c, *hw])], [])
+
+
+def _add(kn: Kernel, block: int):
+    helper = _h()[0]
+    hw = [kn.h, kn.w]
+    if kn.precision == "int8":
+        node = helper.make_node("QLinearAdd", ["a", "x_s", "x_z", "b", "x_s", "x_z", "y_s", "y_z"], ["y"], domain=MS)
+        shape = [1, *hw, kn.c]
+        return _model([node], [_vi("a", "u8", shape), _vi("b", "u8", shape)], [_vi("y", "u8", shape)], _qparams("x") + _qparams("y"))
+    c = pad_to(kn.c, block) if kn.layout == "nchwc" else kn.c
+    shape = [1, c, *hw]
+    nodes = [helper.make_node("Add", ["a", "b"], ["z" if kn.act else "y"])] + ([helper.make_node("Relu", ["z"], ["y"])] if kn.act else [])
+    return _model(nodes, [_vi("a", "f", shape), _vi("b", "f", shape)], [_vi("y", "f", shape)], [])
+
+
+def _pool(kn: Kernel, block: int):
+    helper = _h()[0]
+    oh, ow = kn.out_hw
+    if kn.layout == "nhwc":
+        op, attrs, dom = ("NhwcMaxPool", dict(kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s]), MS) if kn.op == "maxpool" else ("QLinearGlobalAveragePool", {}, MS)
+        return _model([helper.make_node(op, ["x"], ["y"], domain=dom, **attrs)], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], [])
+    c = pad_to(kn.c, block) if kn.layout == "nchwc" else kn.c
+    dom = NCHWC if kn.layout == "nchwc" else ""
+    if kn.op == "maxpool":
+        node = helper.make_node("MaxPool", ["x"], ["y"], domain=dom, kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
+    else:
+        node = helper.make_node("GlobalAveragePool", ["x"], ["y"], domain=dom)
+    return _model([node], [_vi("x", "f", [1, c, kn.h, kn.w])], [_vi("y", "f", [1, c, oh, ow])], [])
+
+
+def _flatten(kn: Kernel, block: int):
+    helper = _h()[0]
+    return _model([helper.make_node("Flatten", ["x"], ["y"], axis=1)], [_vi("x", "f", [1, kn.c, kn.h, kn.w])], [_vi("y", "f", [1, kn.c * kn.h * kn.w])], [])
+
+
+def empty_model():
+    """The per-call overhead reference: one trivial node on a one-element tensor."""
+    helper = _h()[0]
+    return _model([helper.make_node("Identity", ["x"], ["y"])], [_vi("x", "f", [1, 1])], [_vi("y", "f", [1, 1])], [])
+
+
+def build(kn: Kernel, block: int):
+    if kn.op == "conv":
+        return (_conv_int8 if kn.precision == "int8" else _conv_fp32)(kn, block)
+    if kn.op == "gemm":
+        return _gemm(kn, block)
+    if kn.op in ("reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw"):
+        return _layout_change(kn, block)
+    if kn.op == "add":
+        return _add(kn, block)
+    if kn.op in ("maxpool", "gap"):
+        return _pool(kn, block)
+    if kn.op == "flatten":
+        return _flatten(kn, block)
+    raise ValueError(f"Kernel op {kn.op!r} has no builder; known ops: {', '.join(OPS)}.")

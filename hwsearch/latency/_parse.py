@@ -1,0 +1,101 @@
+"""Parse a model's fp32 ONNX export (as written by ``onnx_io.export``) into latency units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwsearch.errors import HwsearchError
+
+SUPPORTED = ("Conv", "Gemm", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Identity")
+
+
+def _attr(node, name: str, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _shapes(proto) -> dict[str, list[int]]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        out[vi.name] = [d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim]
+    return out
+
+
+def parse_units(path: str | Path):
+    """Return (units, tensor_source, consumers, layer_channels) for the exported graph at ``path``."""
+    import onnx
+
+    from hwsearch.latency.graph import Unit
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    shapes = _shapes(proto)
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    alias: dict[str, str] = {}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        if node.op_type not in SUPPORTED:
+            raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) has no latency kernel; latency tables support {', '.join(SUPPORTED)}.")
+        if node.op_type == "Identity":
+            alias[node.output[0]] = alias.get(node.input[0], node.input[0])
+        for t in node.input:
+            users.setdefault(alias.get(t, t), []).append(node)
+    inp = graph.input[0].name
+    ids: dict[str, int] = {inp: 0}
+    source: list[str | int] = [shapes[inp][1]]
+    units: list[Unit] = []
+    channels: dict[str, int] = {}
+    fused: set[str] = set()
+
+    def tid(name: str) -> int:
+        return ids[alias.get(name, name)]
+
+    def new_tensor(name: str, src: str | int) -> int:
+        ids[name] = len(source)
+        source.append(src)
+        return ids[name]
+
+    def fuse_relu(out: str) -> tuple[str, bool]:
+        nxt = users.get(out, [])
+        if len(nxt) == 1 and nxt[0].op_type == "Relu":
+            fused.add(nxt[0].name)
+            return nxt[0].output[0], True
+        return out, False
+
+    for node in graph.node:
+        if node.op_type == "Identity" or node.name in fused and node.op_type == "Relu":
+            continue
+        x = node.input[0]
+        hw = tuple(shapes.get(alias.get(x, x), [1, 1, 1, 1])[2:4]) or (1, 1)
+        hw = hw if len(hw) == 2 else (1, 1)
+        if node.op_type == "Conv":
+            w = inits[node.input[1]]
+            out, act = fuse_relu(node.output[0])
+            channels[node.name] = w[0]
+            units.append(Unit("conv", node.name, (tid(x),), new_tensor(out, node.name), hw, w[2], _attr(node, "strides", [1])[0], _attr(node, "group", 1) > 1, act))
+        elif node.op_type == "Gemm":
+            channels[node.name] = inits[node.input[1]][0]
+            units.append(Unit("gemm", node.name, (tid(x),), new_tensor(node.output[0], node.name), (1, 1)))
+        elif node.op_type == "Add":
+            out, act = fuse_relu(node.output[0])
+            a, b = tid(node.input[0]), tid(node.input[1])
+            units.append(Unit("add", node.name, (a, b), new_tensor(out, source[a]), hw, act=act))
+        elif node.op_type in ("MaxPool", "GlobalAveragePool", "Flatten"):
+            kind = {"MaxPool": "maxpool", "GlobalAveragePool": "gap", "Flatten": "flatten"}[node.op_type]
+            k = _attr(node, "kernel_shape", [0])[0]
+            s = _attr(node, "strides", [1])[0]
+            units.append(Unit(kind, node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw, k, s))
+        else:
+            raise HwsearchError(f"ReLU node {node.name!r} does not follow a conv or add; latency tables support only fused ReLUs.")
+    consumers: list[list[int]] = [[] for _ in source]
+    for i, u in enumerate(units):
+        for t in u.inputs:
+            consumers[t].append(i)
+    return units, source, [tuple(c) for c in consumers], channels

@@ -1,0 +1,220 @@
+"""The model's unit graph (from its fp32 ONNX export) and the lowering of a policy to kernels.
+
+:class:`UnitGraph` is built once per (model, search space): convs with their folded BN and fused
+ReLU, residual adds, pools, flatten and gemm, each with its input/output tensors, spatial sizes
+and which layer decides each tensor's channel count. :meth:`UnitGraph.lower` turns a policy into
+the list of kernels ORT executes, following ORT's CPU graph rewrites:
+
+* fp32 and fp16 convs run as NCHWc convs (fp16 weights are cast back to fp32 on the CPU provider);
+  int8 convs run as ``QLinearConv`` on uint8 NHWC tensors;
+* a residual Add (+ReLU) fuses into the fp32 conv feeding it when the skip tensor is NCHWc; between
+  int8 convs it becomes ``QLinearAdd``; otherwise it runs as a plain NCHW Add (+ReLU);
+* every tensor is converted once per representation its consumers need
+  (NCHWc ↔ NCHW: Reorder; NCHW ↔ int8 NHWC: Quantize+Transpose / Transpose+Dequantize).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from hwsearch.policy import Policy
+from hwsearch.space import SearchSpace
+
+KTuple = tuple  # (op, precision, layout, c, h, w, co, k, s, g, act, sum): Kernel's fields in order
+_CONV_OPS = {  # conversion op -> (precision, layout it reads)
+    "reorder_in": ("fp32", "nchw"), "reorder_out": ("fp32", "nchwc"), "quantize": ("int8", "nchw"),
+    "dequantize": ("int8", "nchw"), "to_nhwc": ("int8", "nchw"), "to_nchw": ("int8", "nhwc"),
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, maxpool, gap, flatten."""
+
+    kind: str
+    name: str  # layer name for conv / gemm, node name otherwise
+    inputs: tuple[int, ...]  # tensor ids
+    output: int
+    hw: tuple[int, int]  # input spatial size
+    k: int = 0
+    s: int = 1
+    depthwise: bool = False
+    act: bool = False
+
+
+@dataclass(frozen=True)
+class UnitGraph:
+    units: tuple[Unit, ...]
+    tensor_source: tuple[str | int, ...]  # per tensor: the layer whose out channels it has, or a fixed count
+    consumers: tuple[tuple[int, ...], ...]  # per tensor: indices of consuming units
+    layer_group: dict[str, int]  # layer -> index of the group that cuts its output channels
+    layer_channels: dict[str, int]  # unpruned out channels per layer
+    block: int  # NCHWc block size of this CPU (16 with AVX-512, 8 with AVX2)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, example_input, space: SearchSpace, block: int) -> "UnitGraph":
+        from hwsearch import onnx_io
+        from hwsearch.latency._parse import parse_units
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = onnx_io.export(model, example_input[:1], Path(tmp) / "baseline.onnx")
+            units, source, consumers, channels = parse_units(path)
+        layer_group = {layer: i for i, g in enumerate(space.groups) for layer in g.layers}
+        return cls(tuple(units), tuple(source), tuple(consumers), layer_group, channels, block)
+
+    def tensor_channels(self, space: SearchSpace, policy: Policy) -> list[int]:
+        kept = [space.kept_channels(g, policy.keep_for(g.name)) for g in space.groups]
+        out = {layer: kept[self.layer_group[layer]] if layer in self.layer_group else c for layer, c in self.layer_channels.items()}
+        return [out[s] if isinstance(s, str) else s for s in self.tensor_source]
+
+    def lower(self, space: SearchSpace, policy: Policy) -> list[KTuple]:
+        """The kernels ORT executes for ``policy``, in execution order (conversions after producers)."""
+        ch = self.tensor_channels(space, policy)
+        low = _Lowering(self, ch, {layer: policy.precision_for(layer) for layer in self.layer_channels})
+        return low.run()
+
+
+class _Lowering:
+    """One policy's pass over the unit graph (see the module docstring for the rules)."""
+
+    def __init__(self, graph: UnitGraph, channels: list[int], precision: dict[str, str]) -> None:
+        self.g, self.ch, self.prec = graph, channels, precision
+        units = graph.units
+        self.qconv = [u.kind == "conv" and precision.get(u.name) == "int8" for u in units]
+        self.quantized = self._quantized()
+        # ORT's QDQ pipeline also runs an fp32 conv as int8 when both its input and output are quantized
+        self.qconv = [q or (u.kind == "conv" and precision.get(u.name) == "fp32" and self.quantized[u.inputs[0]] and self.quantized[u.output])
+                      for q, u in zip(self.qconv, units)]
+        self.rep: dict[int, str] = {0: "nchw"}  # tensor id -> representation it is produced in
+        self.need: dict[int, list[str]] = {}
+        self.hw: dict[int, tuple[int, int]] = {}
+        self.kernels: list[KTuple] = []
+        self.conv_kernel: dict[int, int] = {}  # fp32 conv output tensor -> index of its kernel
+
+    def _quantized(self) -> list[bool]:
+        """A tensor is quantized when an int8 conv produces or reads it (QDQ puts Q on it; a ReLU before Q is dropped)."""
+        quantized = [any(self.qconv[j] for j in cons) for cons in self.g.consumers]
+        for i, u in enumerate(self.g.units):
+            if self.qconv[i]:
+                quantized[u.output] = True
+        return quantized
+
+    def require(self, tensor: int, rep: str, hw: tuple[int, int]) -> None:
+        self.need.setdefault(tensor, []).append(rep)
+        self.hw[tensor] = hw
+
+    def run(self) -> list[KTuple]:
+        for i, u in enumerate(self.g.units):
+            getattr(self, f"_{u.kind}")(i, u)
+        for tensor, reps in self.need.items():
+            self._convert(tensor, reps)
+        return self.kernels
+
+    def _emit(self, op: str, tensor: int) -> None:
+        prec, lay = _CONV_OPS[op]
+        h, w = self.hw[tensor]
+        self.kernels.append((op, prec, lay, self.ch[tensor], h, w, 0, 0, 1, 1, False, False))
+
+    def _convert(self, t: int, reps: list[str]) -> None:
+        src = self.rep[t]
+        floats = [r for r in reps if r != "q"]
+        if not self.quantized[t]:
+            if src == "nchwc" and "nchw" in floats:
+                self._emit("reorder_out", t)
+            if src == "nchw" and "nchwc" in floats:
+                self._emit("reorder_in", t)
+            return
+        if src == "q":
+            if floats:
+                self._emit("to_nchw", t)
+        else:
+            if src == "nchwc":
+                self._emit("reorder_out", t)
+            self._emit("quantize", t)
+            if "q" in reps:
+                self._emit("to_nhwc", t)
+        for r in floats:  # ORT duplicates the DequantizeLinear for every float consumer
+            self._emit("dequantize", t)
+            if r == "nchwc":
+                self._emit("reorder_in", t)
+
+    def _conv(self, i: int, u: Unit) -> None:
+        x, y = u.inputs[0], u.output
+        c, co = self.ch[x], self.ch[y]
+        g = c if u.depthwise else 1
+        if self.qconv[i]:
+            self.require(x, "q", u.hw)
+            self.rep[y] = "q"
+            self.kernels.append(("conv", "int8", "nhwc", c, *u.hw, co, u.k, u.s, g, False, False))
+            return
+        act = u.act and not self.quantized[y]
+        small_in = not u.depthwise and c < self.g.block  # such convs read NCHW input directly
+        if self.prec.get(u.name) == "fp16":  # ORT casts fp16 weights back to fp32 after its NCHWc pass: reorders stay around the conv
+            self.require(x, "nchw", u.hw)
+            oh, ow = _out_hw(u)
+            self.rep[y] = "nchw"
+            reorder_in = [] if small_in else [("reorder_in", "fp32", "nchw", c, *u.hw, 0, 0, 1, 1, False, False)]
+            self.kernels += reorder_in + [("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, act, False), ("reorder_out", "fp32", "nchwc", co, oh, ow, 0, 0, 1, 1, False, False)]
+            return
+        self.require(x, "nchw" if small_in else "nchwc", u.hw)
+        self.rep[y] = "nchwc"
+        self.conv_kernel[y] = len(self.kernels)
+        self.kernels.append(("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, act, False))
+
+    def _add(self, i: int, u: Unit) -> None:
+        y = u.output
+        a, b = u.inputs
+        if a not in self.conv_kernel and b in self.conv_kernel:
+            a, b = b, a
+        qa, qb, qy = self.quantized[a], self.quantized[b], self.quantized[y]
+        if a in self.conv_kernel and not (qa or qb) and self.rep.get(b) == "nchwc" and len(self.g.consumers[a]) == 1:
+            k = self.conv_kernel[a]
+            self.kernels[k] = self.kernels[k][:10] + (u.act and not qy, True)
+            self.require(b, "nchwc", u.hw)
+            self.rep[y] = "nchwc"
+            return
+        if qa and qb and qy:
+            self.quantized[y] = True
+            self.require(a, "q", u.hw)
+            self.require(b, "q", u.hw)
+            self.rep[y] = "q"
+            self.kernels.append(("add", "int8", "nhwc", self.ch[y], *u.hw, 0, 0, 1, 1, False, False))
+            return
+        self.require(a, "nchw", u.hw)
+        self.require(b, "nchw", u.hw)
+        self.rep[y] = "nchw"
+        self.kernels.append(("add", "fp32", "nchw", self.ch[y], *u.hw, 0, 0, 1, 1, u.act and not qy, False))
+
+    def _pool(self, u: Unit, op: str) -> None:
+        x, y = u.inputs[0], u.output
+        lay = "nchwc" if self.rep[x] == "nchwc" and not self.quantized[x] else "nchw"
+        self.require(x, lay, u.hw)
+        self.rep[y] = lay
+        self.kernels.append((op, "fp32", lay, self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
+
+    def _maxpool(self, i: int, u: Unit) -> None:
+        self._pool(u, "maxpool")
+
+    def _gap(self, i: int, u: Unit) -> None:
+        self._pool(u, "gap")
+
+    def _flatten(self, i: int, u: Unit) -> None:
+        self.require(u.inputs[0], "nchw", u.hw)
+        self.rep[u.output] = "nchw"
+        self.kernels.append(("flatten", "fp32", "nchw", self.ch[u.inputs[0]], *u.hw, 0, 0, 1, 1, False, False))
+
+    def _gemm(self, i: int, u: Unit) -> None:
+        x = u.inputs[0]
+        self.require(x, "nchw", (1, 1))
+        self.rep[u.output] = "nchw"
+        prec = "int8" if self.prec.get(u.name) == "int8" else "fp32"
+        self.kernels.append(("gemm", prec, "-", self.ch[x], 1, 1, self.ch[u.output], 0, 1, 1, False, False))
+
+
+def _out_hw(u: Unit) -> tuple[int, int]:
+    pad = u.k // 2
+    return (u.hw[0] + 2 * pad - u.k) // u.s + 1, (u.hw[1] + 2 * pad - u.k) // u.s + 1

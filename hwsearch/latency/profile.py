@@ -1,0 +1,180 @@
+"""``hwsearch profile``: enumerate every kernel a search space can produce and time each one here.
+
+Each kernel runs as a tiny single-kernel ONNX model under the same ORT session settings as whole
+models (threads fixed, ORT_ENABLE_ALL); after warm-up it is timed until ``min_runs`` runs and
+``min_time_s`` have passed; the median and p90, minus the per-call overhead of an empty model,
+are appended to table.csv at once, so a killed profile resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from hwsearch import onnx_io
+from hwsearch.errors import HwsearchError
+from hwsearch.latency import table as tbl
+from hwsearch.latency.graph import _CONV_OPS, UnitGraph
+from hwsearch.latency.kernels import Kernel, build_kernel_model, random_feed
+from hwsearch.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    warmup: int = 10
+    min_runs: int = 40
+    min_time_s: float = 0.03
+    statistic: str = "median of repeated runs minus the empty-model call overhead; p90 alongside"
+
+
+def detect_block(settings: onnx_io.SessionSettings) -> int:
+    """The NCHWc block size ORT uses on this CPU (read from a transformed conv's padded weights), 0 if none."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    w = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "W")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, f"{tmp}/c.onnx")
+        onnx_io.session(f"{tmp}/c.onnx", settings, optimized_path=f"{tmp}/o.onnx")
+        opt = onnx.load(f"{tmp}/o.onnx").graph
+    dims = [list(i.dims) for n in opt.node if n.domain == "com.microsoft.nchwc" and n.op_type == "Conv" for i in opt.initializer if i.name == n.input[1]]
+    return dims[0][0] if dims else 0
+
+
+def time_model(path: str | Path, settings: onnx_io.SessionSettings, ms: MeasureSettings) -> tuple[float, float, int]:
+    """(median_us, p90_us, runs) of one model file, inputs random, after warm-up."""
+    sess = onnx_io.session(path, settings)
+    feed = random_feed(sess.get_inputs())
+    for _ in range(ms.warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < ms.min_runs or time.perf_counter() - start < ms.min_time_s:
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e6)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))], len(times)
+
+
+def _channel_choices(graph: UnitGraph, space: SearchSpace) -> list[tuple[int, ...]]:
+    """Per tensor: every channel count the search space can give it."""
+    out = []
+    for src in graph.tensor_source:
+        if isinstance(src, int):
+            out.append((src,))
+        elif src in graph.layer_group:
+            g = space.groups[graph.layer_group[src]]
+            out.append(tuple(sorted({space.kept_channels(g, r) for r in space.keep_choices})))
+        else:
+            out.append((graph.layer_channels[src],))
+    return out
+
+
+def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
+    """Every kernel any policy of ``space`` lowers to: all keep choices × precisions per unit and tensor."""
+    choices = _channel_choices(graph, space)
+    found: set[tuple] = set()
+    for u in graph.units:
+        x, y = u.inputs[0], u.output
+        for c, co in itertools.product(choices[x], choices[y]):
+            found.update(_unit_kernels(u, c, co, graph.block))
+    for t, cs in enumerate(choices):
+        hw = _tensor_hw(graph, t)
+        for c in cs:
+            for op, (prec, lay) in _CONV_OPS.items():
+                if op.startswith("reorder") and c % 4:
+                    continue  # ORT reorders only channel counts divisible by 4 (smaller inputs feed NCHW convs)
+                found.add((op, prec, lay, c, *hw, 0, 0, 1, 1, False, False))
+    return sorted(Kernel(*k) for k in found)
+
+
+def _tensor_hw(graph: UnitGraph, tensor: int) -> tuple[int, int]:
+    for u in graph.units:
+        if tensor in u.inputs:
+            return (1, 1) if u.kind == "gemm" else u.hw
+    return (1, 1)
+
+
+def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
+    h, w = u.hw
+    if u.kind == "conv":
+        g = c if u.depthwise else 1
+        if u.depthwise and c != co:
+            return []
+        out = [("conv", "int8", "nhwc", c, h, w, co, u.k, u.s, g, False, False)]
+        out += [("conv", "fp32", "nchwc", c, h, w, co, u.k, u.s, g, act, sm) for act in (False, True) for sm in (False, True)]
+        return out
+    if u.kind == "gemm":
+        return [("gemm", p, "-", c, 1, 1, co, 0, 1, 1, False, False) for p in ("fp32", "int8")]
+    if u.kind == "add":
+        return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", "nchw", c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}]
+    if u.kind in ("maxpool", "gap"):
+        return [(u.kind, "fp32", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nchwc", "nchw")]
+    return [("flatten", "fp32", "nchw", c, h, w, 0, 0, 1, 1, False, False)]
+
+
+def write_meta(out: Path, device: str, settings: onnx_io.SessionSettings, ms: MeasureSettings, block: int, overhead_us: float, models: list[str]) -> dict:
+    cpu, flags = tbl.cpu_info()
+    meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": tbl.runtime_version(),
+            "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": asdict(ms), "models": models, "units": "microseconds"}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def measure_overhead(settings: onnx_io.SessionSettings, ms: MeasureSettings) -> float:
+    """Median microseconds of one call of an empty model: the fixed per-call cost every model pays."""
+    import onnx
+
+    from hwsearch.latency._builders import empty_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(empty_model(), f"{tmp}/empty.onnx")
+        return min(time_model(f"{tmp}/empty.onnx", settings, MeasureSettings(ms.warmup, 200, 0.05))[0] for _ in range(3))
+
+
+def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: onnx_io.SessionSettings, block: int,
+                models: list[str], ms: MeasureSettings = MeasureSettings(), progress: bool = True) -> Path:
+    """Measure ``kernels`` not yet in ``out/table.csv`` and append them; write meta.json. Resumable."""
+    import onnx
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old.get("threads") != settings.threads or old.get("runtime_version") != tbl.runtime_version():
+            raise HwsearchError(f"Table {str(out)!r} was profiled with threads={old.get('threads')}, runtime {old.get('runtime_version')}; use another --device name for threads={settings.threads}.")
+        models = sorted(set(old.get("models", [])) | set(models))
+    csv_path = out / "table.csv"
+    done = {row["key"] for row in tbl.read_rows(csv_path)}
+    todo = [k for k in kernels if k.key not in done]
+    overhead = measure_overhead(settings, ms)
+    write_meta(out, device, settings, ms, block, overhead, models)
+    new_file = not csv_path.is_file() or csv_path.stat().st_size == 0
+    with csv_path.open("a", newline="") as f, tempfile.TemporaryDirectory() as tmp:
+        writer = csv.DictWriter(f, fieldnames=tbl.COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for kernel in tqdm(todo, desc=f"profile {device}", unit="kernel", disable=not progress, smoothing=0.05):
+            path = Path(tmp) / "k.onnx"
+            onnx.save(build_kernel_model(kernel, block), str(path))
+            med, p90, runs = time_model(path, settings, ms)
+            writer.writerow(tbl.row_for(kernel, max(med - overhead, 0.0), max(p90 - overhead, 0.0), runs))
+            f.flush()
+    return out

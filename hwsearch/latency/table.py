@@ -1,0 +1,112 @@
+"""Latency tables on disk: ``table.csv`` (one measured kernel a row) + ``meta.json`` (provenance).
+
+table.csv columns: ``key,op,precision,layout,c,h,w,co,k,s,g,act,sum,median_us,p90_us,runs``
+(times in microseconds, per-call overhead already subtracted). meta.json: ``schema``, ``device``,
+``cpu_model``, ``isa_flags``, ``runtime``, ``runtime_version``, ``threads``, ``nchwc_block``,
+``call_overhead_us``, ``date``, ``measurement`` (warmup, min_runs, min_time_s, statistic), ``models``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwsearch.errors import HwsearchError
+from hwsearch.latency.kernels import Kernel
+
+SCHEMA = 1
+COLUMNS = ("key", "op", "precision", "layout", "c", "h", "w", "co", "k", "s", "g", "act", "sum", "median_us", "p90_us", "runs")
+META_KEYS = ("schema", "device", "cpu_model", "isa_flags", "runtime", "runtime_version", "threads", "nchwc_block", "call_overhead_us", "date", "measurement")
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """CPU model name and the SIMD flags that decide ORT's kernels (from /proc/cpuinfo where present)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "sse4", "fma", "amx", "vnni")))
+                break
+    except OSError:
+        pass
+    return model, flags
+
+
+def runtime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def row_for(kernel: Kernel, median_us: float, p90_us: float, runs: int) -> dict[str, Any]:
+    return {"key": kernel.key, "op": kernel.op, "precision": kernel.precision, "layout": kernel.layout, "c": kernel.c, "h": kernel.h, "w": kernel.w,
+            "co": kernel.co, "k": kernel.k, "s": kernel.s, "g": kernel.g, "act": int(kernel.act), "sum": int(kernel.sum),
+            "median_us": round(median_us, 3), "p90_us": round(p90_us, 3), "runs": runs}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A loaded, checked table: kernel -> median microseconds, plus its provenance."""
+
+    path: Path
+    meta: dict[str, Any]
+    median_us: dict[Kernel, float]
+
+    @property
+    def device(self) -> str:
+        return str(self.meta["device"])
+
+    @property
+    def call_overhead_us(self) -> float:
+        return float(self.meta["call_overhead_us"])
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            return []
+        if tuple(reader.fieldnames) != COLUMNS:
+            raise HwsearchError(f"Table {str(path)!r} has columns {reader.fieldnames}, expected {list(COLUMNS)}; re-run `hwsearch profile` into a new folder.")
+        return list(reader)
+
+
+def load_table(table_dir: str | Path, warn_provenance: bool = True) -> Table:
+    """Load and check ``table_dir`` (schema, units, provenance); warn if measured on another CPU or runtime."""
+    d = Path(table_dir)
+    meta_path, csv_path = d / "meta.json", d / "table.csv"
+    if not meta_path.is_file() or not csv_path.is_file():
+        raise HwsearchError(f"Latency table {str(d)!r} needs table.csv and meta.json; run `hwsearch profile --device NAME` to create it.")
+    meta = json.loads(meta_path.read_text())
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing or meta.get("schema") != SCHEMA:
+        raise HwsearchError(f"Latency table {str(d)!r} meta.json lacks {missing or 'schema ' + str(SCHEMA)}; re-run `hwsearch profile` with this version.")
+    if not isinstance(meta["call_overhead_us"], (int, float)) or not 0 <= meta["call_overhead_us"] < 1e5:
+        raise HwsearchError(f"Latency table {str(d)!r} has call_overhead_us={meta['call_overhead_us']!r}; it must be microseconds (0..1e5).")
+    median: dict[Kernel, float] = {}
+    for i, row in enumerate(read_rows(csv_path)):
+        kernel = Kernel.parse(row["key"])
+        value = float(row["median_us"])
+        if not 0.0 <= value < 1e6 or float(row["p90_us"]) < value * 0.999:
+            raise HwsearchError(f"Latency table {str(csv_path)!r} row {i + 2} ({row['key']}) has median_us={value}, p90_us={row['p90_us']}; times must be microseconds with p90 >= median.")
+        median[kernel] = value
+    if warn_provenance:
+        check_provenance(meta, str(d))
+    return Table(d, meta, median)
+
+
+def check_provenance(meta: dict[str, Any], where: str) -> None:
+    cpu, _ = cpu_info()
+    here = {"cpu_model": cpu, "runtime_version": runtime_version()}
+    for key, value in here.items():
+        if meta.get(key) != value:
+            warnings.warn(f"Latency table {where!r} was measured with {key}={meta.get(key)!r} but this machine has {key}={value!r}; predictions may not match this machine.", stacklevel=3)

@@ -1,0 +1,123 @@
+"""``hwsearch validate-table``: predicted vs measured latency of random compressed models.
+
+Random policies (pruning and mixed precision) are realised end to end with ``build_candidate``
+(no fine-tuning), exported, and each ONNX file is timed with the table's own session settings
+(interleaved over ``rounds`` passes, median of the round medians); the figures go to
+``validation.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from hwsearch import onnx_io
+from hwsearch.latency.predict import Predictor
+from hwsearch.latency.profile import MeasureSettings, time_model
+from hwsearch.policy import Policy
+from hwsearch.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    policy: dict[str, Any]
+    predicted_ms: float
+    measured_ms: float
+    measured_p90_ms: float
+    coverage: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted_ms / self.measured_ms - 1.0
+
+
+def random_policy(space: SearchSpace, rng: random.Random) -> Policy:
+    """A random policy: each group pruned with probability p_prune, each layer int8/fp16 with random odds."""
+    p_prune, p_int8, p_fp16 = rng.random(), rng.choice([0.0, 0.2, 0.5, 0.8, 1.0]), rng.choice([0.0, 0.1, 0.3])
+    keep = {g.name: rng.choice(space.keep_choices) if rng.random() < p_prune else 1.0 for g in space.groups}
+    prec = {}
+    for layer in space.layers:
+        r = rng.random()
+        prec[layer] = "int8" if r < p_int8 else "fp16" if r < p_int8 + p_fp16 else "fp32"
+    return Policy(keep=keep, precision=prec)
+
+
+def build_cases(task, baseline, space: SearchSpace, predictor: Predictor, n: int, seed: int, tmp: Path, name: str) -> list[tuple[str, Policy, Path, Any]]:
+    from hwsearch.compress import CompressOptions, build_candidate
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        policy = Policy() if i == 0 else random_policy(space, rng)
+        path = tmp / f"{name}-{i}.onnx"
+        build_candidate(task, baseline, policy, space, path, CompressOptions(calib_samples=32, eval_split="val"))
+        out.append((name, policy, path, predictor.predict(policy)))
+    return out
+
+
+def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: MeasureSettings) -> list[Case]:
+    """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly."""
+    per: list[list[tuple[float, float]]] = [[] for _ in built]
+    for _ in range(rounds):
+        for i, (_, _, path, _) in enumerate(built):
+            med, p90, _ = time_model(path, settings, ms)
+            per[i].append((med, p90))
+    cases = []
+    for (name, policy, _, pred), runs in zip(built, per):
+        med = statistics.median(m for m, _ in runs) / 1e3
+        p90 = statistics.median(p for _, p in runs) / 1e3
+        cases.append(Case(name, policy.to_dict(), pred.latency_ms, med, p90, pred.coverage))
+    return cases
+
+
+def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst: int = 10) -> dict[str, Any]:
+    from scipy.stats import spearmanr
+
+    errs = [c.error for c in cases]
+    n = len(cases)
+    by_model = {}
+    for m in sorted({c.model for c in cases}):
+        e = [c.error for c in cases if c.model == m]
+        by_model[m] = {"n_models": len(e), "rmspe": _rms(e), "within_5pct": _within(e, 0.05), "within_10pct": _within(e, 0.10)}
+    ranked = sorted(cases, key=lambda c: -abs(c.error))[:worst]
+    return {
+        "n_models": n, "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
+        "mean_error": statistics.fmean(errs), "spearman": float(spearmanr([c.predicted_ms for c in cases], [c.measured_ms for c in cases]).statistic) if n > 2 else None,
+        "mean_coverage": statistics.fmean(c.coverage for c in cases), "by_model": by_model,
+        "worst": [{"model": c.model, "error": c.error, "predicted_ms": c.predicted_ms, "measured_ms": c.measured_ms, "measured_p90_ms": c.measured_p90_ms, "policy": c.policy} for c in ranked],
+        "device": meta.get("device"), "threads": meta.get("threads"), "seconds": round(seconds, 1),
+        "cases": [{"model": c.model, "predicted_ms": round(c.predicted_ms, 4), "measured_ms": round(c.measured_ms, 4), "coverage": c.coverage} for c in cases],
+    }
+
+
+def _rms(errs: Sequence[float]) -> float:
+    return (sum(e * e for e in errs) / len(errs)) ** 0.5 if errs else 0.0
+
+
+def _within(errs: Sequence[float], tol: float) -> float:
+    return sum(abs(e) <= tol for e in errs) / len(errs) if errs else 0.0
+
+
+def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, SearchSpace, Predictor]], samples: int, seed: int = 0,
+             rounds: int = 3, ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True) -> dict[str, Any]:
+    """Validate a table over ``models`` ((name, task, baseline module, space, predictor) each); ``samples`` split across them."""
+    start = time.perf_counter()
+    predictor = models[0][4]
+    settings = onnx_io.SessionSettings(threads=int(predictor.table.meta["threads"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        built = []
+        for j, (name, task, baseline, space, pred) in enumerate(models):
+            n = samples // len(models) + (1 if j < samples % len(models) else 0)
+            built += build_cases(task, baseline, space, pred, n, seed + j, Path(tmp), name)
+        cases = measure_cases(built, settings, rounds, ms)
+    report = summarize(cases, predictor.table.meta, time.perf_counter() - start)
+    if write:
+        (Path(table_dir) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
