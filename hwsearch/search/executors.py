@@ -43,9 +43,17 @@ class LocalExecutor:
 
 
 def start_local_ray(num_cpus: int) -> str:
-    """Start a private loopback-only Ray instance; return its temp dir (removed by :func:`stop_ray`)."""
-    import ray
+    """Start a private loopback-only Ray instance; return its temp dir (removed by :func:`stop_ray`).
 
+    Ray resolves a node IP of 127.0.0.1 to the host's external address (and its servers then listen
+    on all interfaces) unless it believes clustering is off; turning that off keeps every Ray
+    server and every connection on 127.0.0.1.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="hwray-", dir="/tmp")  # short: Ray's unix sockets live here
