@@ -89,8 +89,9 @@ def train_steps(model: nn.Module, task: Task, cfg: TrainConfig, steps: int, lr: 
     return model.eval()
 
 
-def _key(task: Task, model_spec: str, model_options: dict[str, Any], cfg: TrainConfig) -> str:
-    blob = json.dumps({"task": task.fingerprint(), "model": model_spec, "options": model_options, "train": asdict(cfg)}, sort_keys=True, default=str)
+def _key(task: Task, model: nn.Module, model_spec: str, model_options: dict[str, Any], cfg: TrainConfig) -> str:
+    """Cache key: task data, model name/options, its architecture (repr: layers, strides) and training."""
+    blob = json.dumps({"task": task.fingerprint(), "model": model_spec, "options": model_options, "arch": repr(model), "train": asdict(cfg)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -98,10 +99,10 @@ def load_baseline(task: Task, model_spec: str, model_options: dict[str, Any] | N
     """Return the trained baseline for (task, model, options, cfg), training and caching it if needed."""
     options = dict(model_options or {})
     cfg = cfg or task.train_config
-    key = _key(task, model_spec, options, cfg)
-    path = cache_dir() / "baselines" / f"{task.name.replace(':', '_')}-{model_spec.replace(':', '_')}-{key}.pt"
     torch.manual_seed(cfg.seed)
     model = task.build_model(model_spec, **options)
+    key = _key(task, model, model_spec, options, cfg)
+    path = cache_dir() / "baselines" / f"{task.name.replace(':', '_')}-{model_spec.replace(':', '_')}-{key}.pt"
     if path.is_file() and not retrain:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
