@@ -1,0 +1,119 @@
+"""CLI: ``hwsearch profile``, ``hwsearch predict``, ``hwsearch validate-table``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from hwsearch.errors import HwsearchError
+
+
+def _model_specs(args: argparse.Namespace):
+    """(name, task, baseline module, space) for every --model given (default resnet20)."""
+    from hwsearch.cli import model_options, task_from_args
+    from hwsearch.space import SearchSpace
+    from hwsearch.tasks.train import load_baseline
+
+    task = task_from_args(args)
+    out = []
+    for name in args.model or ["resnet20"]:
+        if args.random_init:
+            model = task.build_model(name, **model_options(args)).eval()
+        else:
+            model = load_baseline(task, name, model_options(args)).model.eval()
+        out.append((name, task, model, SearchSpace.from_model(model, task.example_input(), channel_multiple=args.channel_multiple)))
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="digits", help="digits, cifar10, or package.module:function (default: digits)")
+    p.add_argument("--model", action="append", default=None, help="model name; repeat to cover several models (default resnet20)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--channel-multiple", type=int, default=8)
+    p.add_argument("--random-init", action="store_true", help="use an untrained model (latency does not depend on weights)")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from hwsearch import onnx_io
+    from hwsearch.latency.graph import UnitGraph
+    from hwsearch.latency.profile import MeasureSettings, detect_block, enumerate_kernels, run_profile
+
+    if args.threads < 1:
+        raise HwsearchError(f"--threads {args.threads} must be 1 or more.")
+    settings = onnx_io.SessionSettings(threads=args.threads)
+    block = detect_block(settings)
+    if block <= 0:
+        raise HwsearchError("ONNX Runtime uses no NCHWc kernels on this CPU; latency tables for it are not supported yet.")
+    kernels: set = set()
+    specs = _model_specs(args)
+    for name, task, model, space in specs:
+        kernels.update(enumerate_kernels(UnitGraph.from_model(model, task.example_input(), space, block), space))
+    out = Path(args.out or Path("latency_tables") / args.device)
+    start = time.perf_counter()
+    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    run_profile(out, args.device, sorted(kernels), settings, block, [f"{task.name}/{n}" for n, task, _, _ in specs], ms, progress=not args.quiet)
+    print(json.dumps({"table": str(out), "kernels": len(kernels), "seconds": round(time.perf_counter() - start, 1)}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hwsearch.latency.predict import load_predictor
+    from hwsearch.policy import Policy
+
+    policy = Policy.load(args.policy)
+    (name, task, model, space), = _model_specs(args)[:1]
+    predictor = load_predictor(args.table, task, model, space, strict=args.strict)
+    pred = predictor.predict(policy)
+    print(json.dumps({"device": predictor.device, "model": name, **pred.to_dict(), "kernels": len(predictor.kernels(policy))}, indent=2))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hwsearch.latency.predict import load_predictor
+    from hwsearch.latency.profile import MeasureSettings
+    from hwsearch.latency.validate import validate
+
+    if args.samples < 1:
+        raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
+    logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
+    models = [(n, t, m, s, load_predictor(args.table, t, m, s)) for n, t, m, s in _model_specs(args)]
+    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms)
+    keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
+    print(json.dumps({k: report[k] for k in keys} | {"by_model": report["by_model"]}, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="measure every kernel of a model's search space into latency_tables/NAME")
+    _common(p)
+    p.add_argument("--device", required=True, help="table name, e.g. cpu-1t")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="table folder (default latency_tables/DEVICE)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--min-runs", type=int, default=40)
+    p.add_argument("--min-time", type=float, default=0.03, help="seconds of timed runs per kernel at least")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("predict", help="predict a policy's latency from a table (no export, no measurement)")
+    _common(p)
+    p.add_argument("--table", required=True, help="table folder, e.g. latency_tables/cpu-1t")
+    p.add_argument("--policy", required=True, help="policy JSON file")
+    p.add_argument("--strict", action="store_true", help="a kernel missing from the table is an error instead of interpolated")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("validate-table", help="predicted vs measured latency of random compressed models; writes validation.json")
+    _common(p)
+    p.add_argument("table", help="table folder")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per model")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--min-runs", type=int, default=100)
+    p.add_argument("--min-time", type=float, default=0.1)
+    p.set_defaults(func=cmd_validate)

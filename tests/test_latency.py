@@ -1,0 +1,201 @@
+"""Latency tables: kernel keys, lowering vs ORT's optimised graph, table checks, interpolation,
+strict mode, provenance warnings, and predicted vs measured latency on a small profiled table."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import pytest
+
+from hwsearch import onnx_io
+from hwsearch.compress import CompressOptions, build_candidate
+from hwsearch.errors import HwsearchError
+from hwsearch.latency import load_predictor
+from hwsearch.latency.graph import UnitGraph
+from hwsearch.latency.kernels import Kernel
+from hwsearch.latency.predict import Interpolator
+from hwsearch.latency.profile import MeasureSettings, detect_block, run_profile
+from hwsearch.latency.table import Table, load_table
+from hwsearch.policy import Policy
+from hwsearch.space import SearchSpace
+
+FAST = MeasureSettings(warmup=3, min_runs=15, min_time_s=0.005)
+# ORT op types each kernel stands for (used to compare a lowering with ORT's optimised graph)
+ORT_OPS = {"conv": {"fp32": ["Conv"], "int8": ["QLinearConv"]}, "gemm": {"fp32": ["Gemm"], "int8": ["QuantizeLinear", "QGemm", "DequantizeLinear"]},
+           "reorder_in": {"fp32": ["ReorderInput"]}, "reorder_out": {"fp32": ["ReorderOutput"]}, "quantize": {"int8": ["QuantizeLinear"]},
+           "dequantize": {"int8": ["DequantizeLinear"]}, "to_nhwc": {"int8": ["Transpose"]}, "to_nchw": {"int8": ["Transpose"]},
+           "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"]}, "gap": {"fp32": ["GlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]}}
+POLICIES = [
+    {},
+    {"default_keep": 0.5},
+    {"default_precision": "int8"},
+    {"keep": {"stem.0": 0.5}, "precision": {"layer2.0.conv1": "int8", "layer2.0.conv2": "int8", "layer3.1.conv1": "int8"}},
+]
+
+
+@pytest.fixture(scope="module")
+def setup(digits, tiny_resnet):
+    model = tiny_resnet.model.eval()
+    space = SearchSpace.from_model(model, digits.example_input())
+    settings = onnx_io.SessionSettings(threads=1)
+    block = detect_block(settings)
+    graph = UnitGraph.from_model(model, digits.example_input(), space, block)
+    return digits, model, space, graph, settings, block
+
+
+@pytest.fixture(scope="module")
+def table_dir(setup, tmp_path_factory) -> Path:
+    """A real table measured here, covering exactly the kernels of POLICIES (kept small for speed)."""
+    digits, model, space, graph, settings, block = setup
+    kernels = sorted({Kernel(*t) for p in POLICIES for t in graph.lower(space, Policy.from_dict(p))})
+    out = tmp_path_factory.mktemp("tables") / "cpu-test"
+    run_profile(out, "cpu-test", kernels, settings, block, ["digits/resnet20-tiny"], FAST, progress=False)
+    return out
+
+
+def _ort_op_counts(task, model, space, policy: Policy, path: Path) -> collections.Counter:
+    logging.getLogger().setLevel(logging.ERROR)
+    build_candidate(task, model, policy, space, path, CompressOptions(calib_samples=32))
+    return collections.Counter(onnx_io.optimized_op_types(path))
+
+
+def _lowered_op_counts(graph, space, policy: Policy) -> collections.Counter:
+    counts: collections.Counter = collections.Counter()
+    for t in graph.lower(space, policy):
+        counts.update(ORT_OPS[t[0]][t[1]])
+        if t[0] == "add" and t[1] == "fp32" and t[10]:
+            counts["Relu"] += 1
+    return counts
+
+
+def test_kernel_key_round_trip():
+    k = Kernel("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 2, 1, True, False)
+    assert k.key == "conv;fp32;nchwc;32x16x16;co=64;k=3;s=2;g=1;relu;-"
+    assert Kernel.parse(k.key) == k
+    assert k.out_hw == (8, 8)
+    with pytest.raises(ValueError, match="malformed"):
+        Kernel.parse("conv;fp32;32x16x16")
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=["baseline", "pruned", "int8", "mixed"])
+def test_lowering_matches_ort_optimized_graph(setup, tmp_path, policy):
+    digits, model, space, graph, _, _ = setup
+    p = Policy.from_dict(policy)
+    assert _lowered_op_counts(graph, space, p) == _ort_op_counts(digits, model, space, p, tmp_path / "m.onnx")
+
+
+def test_table_schema(table_dir):
+    meta = json.loads((table_dir / "meta.json").read_text())
+    for key in ("device", "cpu_model", "isa_flags", "runtime", "runtime_version", "threads", "date", "measurement", "call_overhead_us", "nchwc_block"):
+        assert key in meta
+    assert meta["device"] == "cpu-test" and meta["threads"] == 1 and meta["runtime"] == "onnxruntime"
+    assert 0 < meta["call_overhead_us"] < 1000
+    rows = list(csv.DictReader((table_dir / "table.csv").open()))
+    assert rows and all(0 <= float(r["median_us"]) <= float(r["p90_us"]) + 1e-9 for r in rows)
+    assert all(Kernel.parse(r["key"]).op == r["op"] for r in rows)
+    table = load_table(table_dir)
+    assert len(table.median_us) == len(rows)
+
+
+def test_table_with_bad_units_is_rejected(table_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.json").write_text((table_dir / "meta.json").read_text())
+    lines = (table_dir / "table.csv").read_text().splitlines()
+    fields = lines[1].split(",")
+    fields[-3] = "-5"  # a negative median
+    (bad / "table.csv").write_text("\n".join([lines[0], ",".join(fields)]) + "\n")
+    with pytest.raises(HwsearchError, match="microseconds"):
+        load_table(bad)
+    with pytest.raises(HwsearchError, match="table.csv and meta.json"):
+        load_table(tmp_path / "nowhere")
+
+
+def test_interpolation_rule():
+    def conv(c: int, co: int) -> Kernel:
+        return Kernel("conv", "fp32", "nchwc", c, 16, 16, co, 3, 1, 1, True, False)
+
+    table = Table(Path("t"), {}, {conv(16, 16): 10.0, conv(16, 32): 20.0, conv(16, 64): 50.0})
+    interp = Interpolator(table)
+    assert interp.estimate(conv(16, 48)) == pytest.approx(35.0)  # linear in MACs between the bracketing neighbours
+    assert interp.estimate(conv(16, 8)) == pytest.approx(5.0)  # below the range: nearest scaled by the work ratio
+    assert interp.estimate(conv(16, 128)) == pytest.approx(100.0)
+    with pytest.raises(HwsearchError, match="no kernel of its family"):
+        interp.estimate(Kernel("gap", "fp32", "nchw", 16, 8, 8))
+
+
+def test_missing_kernel_is_interpolated_or_strict_error(setup, table_dir, tmp_path):
+    digits, model, space, graph, _, _ = setup
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "meta.json").write_text((table_dir / "meta.json").read_text())
+    baseline_keys = {Kernel(*t).key for t in graph.lower(space, Policy())}
+    lines = (table_dir / "table.csv").read_text().splitlines()
+    dropped = next(line.split(",")[0] for line in lines[1:] if line.startswith("conv;fp32") and line.split(",")[0] in baseline_keys)
+    (partial / "table.csv").write_text("\n".join(line for line in lines if not line.startswith(dropped + ",")) + "\n")
+    pred = load_predictor(partial, digits, model, space).predict(Policy())
+    assert dropped in pred.missing and 0 < pred.coverage < 1
+    full = load_predictor(table_dir, digits, model, space).predict(Policy())
+    assert full.coverage == 1.0 and pred.latency_ms == pytest.approx(full.latency_ms, rel=0.2)
+    with pytest.raises(HwsearchError, match=dropped.replace(";", ".").replace("(", ".")[:20]):
+        load_predictor(partial, digits, model, space, strict=True).predict(Policy())
+
+
+def test_provenance_warning_names_both(setup, table_dir, tmp_path):
+    digits, model, space, _, _, _ = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    meta = json.loads((table_dir / "meta.json").read_text())
+    meta["cpu_model"], meta["runtime_version"] = "Imaginary CPU 9000", "0.0.1"
+    (other / "meta.json").write_text(json.dumps(meta))
+    (other / "table.csv").write_text((table_dir / "table.csv").read_text())
+    with pytest.warns(UserWarning, match="Imaginary CPU 9000") as record:
+        load_predictor(other, digits, model, space)
+    assert any("0.0.1" in str(w.message) for w in record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_table(table_dir)  # the table measured here loads without a warning
+
+
+def test_predicted_vs_measured(setup, table_dir, tmp_path):
+    """Whole-model latency agrees with the table's prediction within the tolerance validation supports."""
+    digits, model, space, _, settings, _ = setup
+    predictor = load_predictor(table_dir, digits, model, space, strict=True)
+    errors = []
+    for i, p in enumerate(POLICIES):
+        policy = Policy.from_dict(p)
+        path = tmp_path / f"m{i}.onnx"
+        logging.getLogger().setLevel(logging.ERROR)
+        build_candidate(digits, model, policy, space, path, CompressOptions(calib_samples=32))
+        measured = onnx_io.measure_latency(path, tuple(digits.example_input().shape), settings, warmup=20, runs=200).median_ms
+        errors.append(predictor.predict(policy).latency_ms / measured - 1)
+    assert max(abs(e) for e in errors) < 0.35, errors
+
+
+def test_predictions_are_fast(setup, table_dir):
+    import time
+
+    digits, model, space, _, _, _ = setup
+    predictor = load_predictor(table_dir, digits, model, space)
+    policy = Policy.from_dict(POLICIES[3])
+    start = time.perf_counter()
+    for _ in range(500):
+        predictor.predict(policy)
+    assert (time.perf_counter() - start) / 500 < 1e-3  # well under a millisecond each (≈100 µs on an idle core)
+
+
+def test_cli_predict(table_dir, tmp_path, capsys):
+    from hwsearch.cli import main
+    from tests.conftest import TINY_RESNET
+
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps(POLICIES[1]))
+    rc = main(["predict", "--table", str(table_dir), "--model", "resnet20", "--model-option", f"widths={json.dumps(TINY_RESNET['widths'])}",
+               "--random-init", "--policy", str(policy)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["latency_ms"] > 0 and out["coverage"] == 1.0 and out["device"] == "cpu-test"
