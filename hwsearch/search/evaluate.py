@@ -7,7 +7,6 @@ while evaluating a policy becomes a result with ``error`` set; the driver record
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -73,13 +72,6 @@ def format_error(exc: BaseException) -> str:
     return text[-4000:]
 
 
-class _DropQuantizationHints(logging.Filter):
-    """ORT's quantizer logs a pre-processing hint on the root logger for every int8 candidate."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
-
-
 class Evaluator:
     """Evaluates policies for one experiment; built from the config's plain-dict form."""
 
@@ -95,9 +87,6 @@ class Evaluator:
         self.options = CompressOptions(importance=c.importance, finetune_steps=c.finetune_steps, finetune_lr=c.finetune_lr,
                                        distill=c.distill, bn_recalib_batches=c.bn_recalib_batches, calib_samples=c.calib_samples, eval_split="val")
         self.tmp = Path(tempfile.mkdtemp(prefix="hwsearch-eval-"))
-        root = logging.getLogger()
-        if not any(isinstance(f, _DropQuantizationHints) for f in root.filters):
-            root.addFilter(_DropQuantizationHints())
 
     def pid(self) -> int:
         return os.getpid()
