@@ -29,7 +29,7 @@ FAST = MeasureSettings(warmup=3, min_runs=15, min_time_s=0.005)
 ORT_OPS = {"conv": {"fp32": ["Conv"], "int8": ["QLinearConv"]}, "gemm": {"fp32": ["Gemm"], "int8": ["QuantizeLinear", "QGemm", "DequantizeLinear"]},
            "reorder_in": {"fp32": ["ReorderInput"]}, "reorder_out": {"fp32": ["ReorderOutput"]}, "quantize": {"int8": ["QuantizeLinear"]},
            "dequantize": {"int8": ["DequantizeLinear"]}, "to_nhwc": {"int8": ["Transpose"]}, "to_nchw": {"int8": ["Transpose"]},
-           "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"]}, "gap": {"fp32": ["GlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]}}
+           "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"], "int8": ["NhwcMaxPool"]}, "gap": {"fp32": ["GlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]}}
 POLICIES = [
     {},
     {"default_keep": 0.5},

@@ -89,6 +89,7 @@ class _Lowering:
         # ORT's QDQ pipeline also runs an fp32 conv as int8 when both its input and output are quantized
         self.qconv = [q or (u.kind == "conv" and precision.get(u.name) == "fp32" and self.quantized[u.inputs[0]] and self.quantized[u.output])
                       for q, u in zip(self.qconv, units)]
+        self.quantized = self._quantized()
         self.rep: dict[int, str] = {0: "nchw"}  # tensor id -> representation it is produced in
         self.need: dict[int, list[str]] = {}
         self.hw: dict[int, tuple[int, int]] = {}
@@ -101,6 +102,9 @@ class _Lowering:
         for i, u in enumerate(self.g.units):
             if self.qconv[i]:
                 quantized[u.output] = True
+        for u in reversed(self.g.units):  # Q moves up through a max-pool, which then runs on uint8
+            if u.kind == "maxpool" and quantized[u.output]:
+                quantized[u.inputs[0]] = True
         return quantized
 
     def require(self, tensor: int, rep: str, hw: tuple[int, int]) -> None:
@@ -168,10 +172,10 @@ class _Lowering:
     def _add(self, i: int, u: Unit) -> None:
         y = u.output
         a, b = u.inputs
-        if a not in self.conv_kernel and b in self.conv_kernel:
+        if not self._fusable(a) and self._fusable(b):
             a, b = b, a
         qa, qb, qy = self.quantized[a], self.quantized[b], self.quantized[y]
-        if a in self.conv_kernel and not (qa or qb) and self.rep.get(b) == "nchwc" and len(self.g.consumers[a]) == 1:
+        if self._fusable(a) and not (qa or qb) and self.rep.get(b) == "nchwc":
             k = self.conv_kernel[a]
             self.kernels[k] = self.kernels[k][:10] + (u.act and not qy, True)
             self.require(b, "nchwc", u.hw)
@@ -189,6 +193,10 @@ class _Lowering:
         self.rep[y] = "nchw"
         self.kernels.append(("add", "fp32", "nchw", self.ch[y], *u.hw, 0, 0, 1, 1, u.act and not qy, False))
 
+    def _fusable(self, tensor: int) -> bool:
+        """An fp32 conv output read only by this add: the add can become the conv's Sum input."""
+        return tensor in self.conv_kernel and len(self.g.consumers[tensor]) == 1
+
     def _pool(self, u: Unit, op: str) -> None:
         x, y = u.inputs[0], u.output
         lay = "nchwc" if self.rep[x] == "nchwc" and not self.quantized[x] else "nchw"
@@ -197,6 +205,12 @@ class _Lowering:
         self.kernels.append((op, "fp32", lay, self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
 
     def _maxpool(self, i: int, u: Unit) -> None:
+        x, y = u.inputs[0], u.output
+        if self.quantized[y]:  # QDQ around a max-pool feeding an int8 conv: uint8 NHWC max-pool
+            self.require(x, "q", u.hw)
+            self.rep[y] = "q"
+            self.kernels.append(("maxpool", "int8", "nhwc", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
+            return
         self._pool(u, "maxpool")
 
     def _gap(self, i: int, u: Unit) -> None:

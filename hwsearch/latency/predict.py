@@ -72,12 +72,18 @@ class Predictor:
         self._interp = Interpolator(table)
         self._estimated: dict[tuple, float] = {}
         self._overhead_us = table.call_overhead_us
+        self._names = (frozenset(space.group_names), frozenset(space.layers))
+
+    def _validated(self, policy: Policy) -> Policy:
+        if not (self._names[0].issuperset(policy.keep) and self._names[1].issuperset(policy.precision)):
+            self.space.validate(policy)  # raises, naming the unknown group or layer
+        return policy
 
     def kernels(self, policy: Policy) -> list[Kernel]:
-        return [Kernel(*t) for t in self.graph.lower(self.space, self.space.validate(policy))]
+        return [Kernel(*t) for t in self.graph.lower(self.space, self._validated(policy))]
 
     def predict(self, policy: Policy) -> Prediction:
-        ktuples = self.graph.lower(self.space, self.space.validate(policy))
+        ktuples = self.graph.lower(self.space, self._validated(policy))
         us = self._us
         total = self._overhead_us
         missing: list[str] = []
