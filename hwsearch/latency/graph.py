@@ -98,10 +98,10 @@ class _Lowering:
 
     def _quantized(self) -> list[bool]:
         """A tensor is quantized when an int8 conv produces or reads it (QDQ puts Q on it; a ReLU before Q is dropped)."""
-        quantized = [any(self.qconv[j] for j in cons) for cons in self.g.consumers]
-        for i, u in enumerate(self.g.units):
-            if self.qconv[i]:
-                quantized[u.output] = True
+        quantized = [False] * len(self.g.consumers)
+        for q, u in zip(self.qconv, self.g.units):
+            if q:
+                quantized[u.inputs[0]] = quantized[u.output] = True
         for u in reversed(self.g.units):  # Q moves up through a max-pool, which then runs on uint8
             if u.kind == "maxpool" and quantized[u.output]:
                 quantized[u.inputs[0]] = True
