@@ -37,6 +37,9 @@ class SessionSettings:
     provider: str = "CPUExecutionProvider"
     graph_optimization: str = "ORT_ENABLE_ALL"
     execution_mode: str = "ORT_SEQUENTIAL"
+    # ORT >= 1.20 quantizes the float weights of a conv that sits between quantized tensors at load
+    # time; disabled so that a layer a policy keeps in fp32 really runs in fp32.
+    disabled_optimizers: tuple[str, ...] = ("WeightBiasQuantization",)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +84,7 @@ def session(path: str | Path, settings: SessionSettings = SessionSettings(), opt
     opts.log_severity_level = 3
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(str(path), sess_options=opts, providers=[settings.provider])
+    return ort.InferenceSession(str(path), sess_options=opts, providers=[settings.provider], disabled_optimizers=list(settings.disabled_optimizers))
 
 
 def run(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

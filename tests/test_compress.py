@@ -101,3 +101,21 @@ def test_finetune_recovers_accuracy_after_pruning(tiny_resnet, digits, tmp_path)
     raw = build_candidate(digits, tiny_resnet.model, policy, space, tmp_path / "raw.onnx")
     tuned = build_candidate(digits, tiny_resnet.model, policy, space, tmp_path / "ft.onnx", CompressOptions(finetune_steps=40, bn_recalib_batches=4))
     assert tuned.accuracy > raw.accuracy + 0.05 and tuned.accuracy > 0.85
+
+
+def test_fp32_layer_between_int8_layers_stays_fp32(tiny_vgg, digits, tmp_path):
+    """ORT would quantize a float conv sandwiched between quantized tensors; our sessions do not."""
+    space = _space(tiny_vgg, digits)
+    first, middle, last = space.layers[:3]
+    res = build_candidate(digits, tiny_vgg.model, Policy(precision={first: "int8", last: "int8"}), space, tmp_path / "s.onnx")
+    assert res.precision_counts == {"int8": 2, "fp16": 0, "fp32": len(space.layers) - 2}
+    assert onnx_io.count_quantized_kernels(res.onnx_path) == 2
+
+
+def test_fp16_works_on_untrained_models_with_shared_initializers(digits, tmp_path):
+    model = digits.build_model("vgg", cfg=[8, "M", 8]).eval()  # identical fresh BN folds share initializers
+    space = SearchSpace.from_model(model, digits.example_input())
+    res = build_candidate(digits, model, Policy(default_precision="fp16"), space, tmp_path / "h.onnx")
+    assert res.precision_counts["fp16"] == len(space.layers)
+    out = onnx_io.run(onnx_io.session(res.onnx_path), digits.split("val").x[:8])
+    assert np.isfinite(out).all()

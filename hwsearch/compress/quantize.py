@@ -100,7 +100,14 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
         for idx in range(1, len(node.input)):
             init = inits.get(node.input[idx])
             if init is not None and init.data_type == TensorProto.FLOAT:
-                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+                # a fresh fp16 copy per node: the exporter may share one initializer between layers
+                half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{init.name}/fp16/{node.name}")
+                graph.initializer.append(half)
+                node.input[idx] = half.name
+            elif init is None:  # a weight computed in the graph (e.g. a Constant node): cast it
+                cast = f"{node.input[idx]}/fp16/{node.name}"
+                new_nodes.append(helper.make_node("Cast", [node.input[idx]], [cast], to=TensorProto.FLOAT16, name=f"{node.name}/cast_w{idx}"))
+                node.input[idx] = cast
         x16, y16, y32 = f"{node.name}/x_fp16", f"{node.name}/y_fp16", node.output[0]
         new_nodes.append(helper.make_node("Cast", [node.input[0]], [x16], to=TensorProto.FLOAT16, name=f"{node.name}/cast_in"))
         node.input[0] = x16
@@ -110,6 +117,10 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
         converted += 1
     del graph.node[:]
     graph.node.extend(new_nodes)
+    used = {name for n in graph.node for name in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     onnx.save(proto, str(path))
     return converted
 

@@ -86,10 +86,6 @@ class _Lowering:
         units = graph.units
         self.qconv = [u.kind == "conv" and precision.get(u.name) == "int8" for u in units]
         self.quantized = self._quantized()
-        # ORT's QDQ pipeline also runs an fp32 conv as int8 when both its input and output are quantized
-        self.qconv = [q or (u.kind == "conv" and precision.get(u.name) == "fp32" and self.quantized[u.inputs[0]] and self.quantized[u.output])
-                      for q, u in zip(self.qconv, units)]
-        self.quantized = self._quantized()
         self.rep: dict[int, str] = {0: "nchw"}  # tensor id -> representation it is produced in
         self.need: dict[int, list[str]] = {}
         self.hw: dict[int, tuple[int, int]] = {}
