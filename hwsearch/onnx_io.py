@@ -41,8 +41,12 @@ class SessionSettings:
     # time; disabled so that a layer a policy keeps in fp32 really runs in fp32.
     disabled_optimizers: tuple[str, ...] = ("WeightBiasQuantization",)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready (lists, not tuples), so a saved record compares equal to a fresh one."""
+        return {**asdict(self), "disabled_optimizers": list(self.disabled_optimizers)}
 
 
 def export(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
