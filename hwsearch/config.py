@@ -12,6 +12,7 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     seed = 0
     population_size = 0             # NSGA-II generation size; 0 = n_trials // 4 clamped to [4, 50]
     max_failures = 0                # stop after this many failed trials in one session; 0 = n_trials
+    warm_start = [1.0, 0.75, 0.5]   # keep ratios whose uniform policies (fp32 and int8) are tried first
     output_dir = ""                 # "" = runs/<config file name without .toml>
     [task_options]                  # keyword arguments of the task factory
     [model_options]                 # keyword arguments of the model factory, e.g. widths = [16, 32, 64]
@@ -87,6 +88,7 @@ class ExperimentConfig:
     seed: int = 0
     population_size: int = 0
     max_failures: int = 0
+    warm_start: tuple[float, ...] = (1.0, 0.75, 0.5)
     output_dir: str = ""
     task_options: Mapping[str, Any] = field(default_factory=dict)
     model_options: Mapping[str, Any] = field(default_factory=dict)
@@ -242,13 +244,14 @@ def _baseline(value: Any) -> dict[str, Any]:
 def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> ExperimentConfig:
     """Validate a raw mapping (parsed TOML or a saved config.json) into an :class:`ExperimentConfig`."""
     allowed = ("name", "task", "model", "objectives", "sampler", "n_trials", "workers", "ray_address", "seed",
-               "population_size", "max_failures", "output_dir") + _TABLES
+               "population_size", "max_failures", "warm_start", "output_dir") + _TABLES
     _check_keys("", raw, allowed)
     if "devices" not in raw:
         raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"latency_tables/cpu-1t\".")
     name = _str("name", raw.get("name", name))
     n_trials = _int("n_trials", raw.get("n_trials", 40), 1)
     output = _str("output_dir", raw.get("output_dir", "")) or str(Path("runs") / name)
+    space = _dataclass_from(SpaceSpec, "space", raw.get("space", {}), _SPACE_CHECKS)
     return ExperimentConfig(
         name=name, devices=_devices(raw["devices"], base_dir),
         task=_str("task", raw.get("task", "digits")), model=_str("model", raw.get("model", "resnet20")),
@@ -261,8 +264,17 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         model_options=_table("model_options", raw.get("model_options", {})),
         baseline=_baseline(raw.get("baseline", {})),
         compress=_dataclass_from(CompressSpec, "compress", raw.get("compress", {}), _COMPRESS_CHECKS),
-        space=_dataclass_from(SpaceSpec, "space", raw.get("space", {}), _SPACE_CHECKS),
+        space=space, warm_start=_warm_start(raw.get("warm_start", [1.0, 0.75, 0.5]), space.keep_choices),
     )
+
+
+def _warm_start(value: Any, keep_choices: tuple[float, ...]) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise HwsearchError(f"warm_start={value!r} is not a list; use keep ratios from space.keep_choices, e.g. [1.0, 0.5], or [] for none.")
+    bad = [v for v in value if v not in keep_choices]
+    if bad:
+        raise HwsearchError(f"warm_start value {bad[0]!r} is not one of space.keep_choices {list(keep_choices)}; pick ratios from that list.")
+    return tuple(float(v) for v in value)
 
 
 def parse_value(text: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
@@ -36,13 +36,13 @@ def _with_uniform_precisions(space):
     return dataclasses.replace(space, precisions=tuple(dict.fromkeys(space.precisions + UNIFORM_PRECISIONS)))
 
 
-def _enqueue_sweep(study, space, cfg: ExperimentConfig) -> None:
-    """Enqueue every sweep point that is neither COMPLETE nor already waiting (first run and resumes)."""
+def enqueue_uniform(study, space, points: list[tuple[float, str]]) -> None:
+    """Enqueue every uniform point that is neither COMPLETE nor already waiting (first run and resumes)."""
     from optuna.trial import TrialState
 
     have = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     have |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items())) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    for ratio, prec in uniform_points(cfg.space.keep_choices):
+    for ratio, prec in points:
         params = uniform_params(space, ratio, prec)
         if tuple(sorted(params.items())) not in have:
             study.enqueue_trial(params)
@@ -51,6 +51,15 @@ def _enqueue_sweep(study, space, cfg: ExperimentConfig) -> None:
 def _requeue(study, trial) -> None:
     """A failed sweep point is asked again (the sweep has no sampler to fall back on)."""
     study.enqueue_trial(dict(trial.params))
+
+
+def warm_start(cfg: ExperimentConfig) -> Callable[[Any, Any], None]:
+    """The main run's first trials: uniform policies at ``cfg.warm_start`` ratios, in fp32 and int8."""
+    def prepare(study, space) -> None:
+        if len(study.trials) == 0:  # a fresh study only: a resumed run keeps what it has
+            precs = [p for p in UNIFORM_PRECISIONS if p in space.precisions]
+            enqueue_uniform(study, space, [(r, p) for r in cfg.warm_start for p in precs])
+    return prepare
 
 
 def baseline_dir(cfg: ExperimentConfig, kind: str) -> Path:
@@ -66,5 +75,5 @@ def run_baseline(cfg: ExperimentConfig, kind: str, progress: bool = True) -> Sea
         return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler=make_sampler(bcfg, "random"), progress=progress)
     bcfg = cfg.replace(sampler="random", n_trials=len(uniform_points(cfg.space.keep_choices)))
     return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-uniform", sampler=make_sampler(bcfg, "random"),
-                      space_override=_with_uniform_precisions, prepare=lambda study, space: _enqueue_sweep(study, space, bcfg),
+                      space_override=_with_uniform_precisions, prepare=lambda study, space: enqueue_uniform(study, space, uniform_points(bcfg.space.keep_choices)),
                       on_failed=_requeue, progress=progress)

@@ -9,11 +9,11 @@ from dataclasses import asdict
 
 def cmd_search(args: argparse.Namespace) -> int:
     from hwsearch.config import load_config
-    from hwsearch.search.baselines import run_baseline
+    from hwsearch.search.baselines import run_baseline, warm_start
     from hwsearch.search.driver import run_search
 
     cfg = load_config(args.config, args.set)
-    stats = run_baseline(cfg, args.baseline, progress=not args.quiet) if args.baseline else run_search(cfg, progress=not args.quiet)
+    stats = run_baseline(cfg, args.baseline, progress=not args.quiet) if args.baseline else run_search(cfg, prepare=warm_start(cfg), progress=not args.quiet)
     print(json.dumps(asdict(stats) | {"driver_share": round(stats.driver_share, 4)}, indent=2))
     return 0
 
