@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/hwsearch train --task digits --model resnet20
-	$(BIN)/hwsearch compress --task digits --model resnet20 --policy experiments/policies/half_int8.json --out runs/quickstart-compress
+	$(BIN)/hwsearch search experiments/quickstart.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
