@@ -13,6 +13,7 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     population_size = 0             # NSGA-II generation size; 0 = n_trials // 4 clamped to [4, 50]
     max_failures = 0                # stop after this many failed trials in one session; 0 = n_trials
     warm_start = [1.0, 0.75, 0.5]   # keep ratios whose uniform policies (fp32 and int8) are tried first
+                                    # (default: those of 1.0, 0.75, 0.5 that are in space.keep_choices)
     output_dir = ""                 # "" = runs/<config file name without .toml>
     [task_options]                  # keyword arguments of the task factory
     [model_options]                 # keyword arguments of the model factory, e.g. widths = [16, 32, 64]
@@ -264,8 +265,11 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         model_options=_table("model_options", raw.get("model_options", {})),
         baseline=_baseline(raw.get("baseline", {})),
         compress=_dataclass_from(CompressSpec, "compress", raw.get("compress", {}), _COMPRESS_CHECKS),
-        space=space, warm_start=_warm_start(raw.get("warm_start", [1.0, 0.75, 0.5]), space.keep_choices),
+        space=space, warm_start=_warm_start(raw.get("warm_start", [r for r in DEFAULT_WARM_START if r in space.keep_choices]), space.keep_choices),
     )
+
+
+DEFAULT_WARM_START = (1.0, 0.75, 0.5)  # those of them in space.keep_choices
 
 
 def _warm_start(value: Any, keep_choices: tuple[float, ...]) -> tuple[float, ...]:

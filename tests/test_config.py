@@ -84,3 +84,16 @@ def test_missing_devices_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("n_trials = = 3\n")
     with pytest.raises(HwsearchError, match="cannot be parsed"):
         load_config(tmp_path / "broken.toml")
+
+
+def test_warm_start_defaults_to_available_ratios_and_rejects_others(tmp_path):
+    from hwsearch.config import parse_config
+    from hwsearch.errors import HwsearchError
+
+    table = tmp_path / "t"
+    table.mkdir()
+    (table / "table.csv").write_text("key\n")
+    raw = {"devices": {"d": {"table": str(table)}}, "space": {"keep_choices": [0.5, 1.0]}}
+    assert parse_config(raw, "x", tmp_path).warm_start == (1.0, 0.5)
+    with pytest.raises(HwsearchError, match="warm_start value 0.25 is not one of space.keep_choices"):
+        parse_config(raw | {"warm_start": [0.25]}, "x", tmp_path)
