@@ -9,7 +9,7 @@ import pytest
 
 from hwsearch.config import apply_overrides, load_config, parse_value
 from hwsearch.errors import HwsearchError
-from tests.test_search_double import make_table, write_config
+from tests.search_helpers import make_table, write_config
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from hwsearch.config import load_config
 from hwsearch.results import dominates, is_feasible, load_pareto
 from hwsearch.search import run_baseline, run_search
 from hwsearch.search.baselines import uniform_points
-from tests.test_search_double import use_double, write_config
+from tests.search_helpers import write_config
 
 @pytest.fixture(autouse=True)
-def _double(monkeypatch, tiny_resnet) -> None:
-    use_double(monkeypatch)
+def _tiny_baseline(tiny_resnet) -> None:
+    """Train (or load) the tiny resnet20 the configs name once, before any search starts."""
 
 
 def _policies(run_dir: Path) -> list[str]:

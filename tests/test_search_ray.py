@@ -15,18 +15,21 @@ import pytest
 
 from hwsearch.config import load_config
 from hwsearch.search import run_search
-from tests.test_search_double import use_double, write_config
+from tests.search_helpers import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def _double(monkeypatch, tiny_resnet) -> None:
-    use_double(monkeypatch)
+def _tiny_baseline(tiny_resnet) -> None:
+    """Train (or load) the tiny resnet20 the configs name once, before any search starts."""
 
 
 def _evaluating_pids() -> list[int]:
-    """Ray worker processes running ``Evaluator.evaluate`` right now (Ray sets the process title)."""
+    """Ray worker processes running ``Evaluator.evaluate`` right now (Ray sets the process title).
+
+    Any hwsearch search on this machine matches: do not run another search beside this test.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         try:
