@@ -22,7 +22,7 @@ import numpy as np
 
 from hwsearch import onnx_io
 from hwsearch.errors import HwsearchError
-from hwsearch.export_context import Device, RunContext, Winner, load_context, select_winners, versions
+from hwsearch.export_context import Device, RunContext, Winner, file_sha256, load_context, select_winners, versions
 from hwsearch.policy import Policy
 
 FP32_MAX_ABS_DIFF = 1e-4
@@ -167,12 +167,6 @@ def latency_warnings(predicted: dict[str, float | None], measured: dict[str, flo
     return out
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-
-
 def _score(task, path: Path, split_name: str) -> float | None:
     try:
         split = task.split(split_name)
@@ -229,7 +223,7 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
     predicted, pred_notes = ctx.predict(winner)
     accuracy = _score(ctx.task, path, ctx.options.eval_split) if runs else None
     return Manifest(
-        run=ctx.name, trial=winner.trial, policy=Policy.from_dict(winner.policy).to_dict(), onnx_path=path.name, onnx_sha256=_sha256(path),
+        run=ctx.name, trial=winner.trial, policy=Policy.from_dict(winner.policy).to_dict(), onnx_path=path.name, onnx_sha256=file_sha256(path) or "",
         accuracy=accuracy, accuracy_split=ctx.options.eval_split,
         test_accuracy=_score(ctx.task, path, "test") if runs else None, search_accuracy=winner.search_accuracy,
         predicted_latency_ms=predicted, measured_latency_ms=median, measured_latency_p90_ms=p90,

@@ -43,6 +43,12 @@ def versions() -> dict[str, str]:
     return out
 
 
+
+def file_sha256(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes, or None when the file does not exist."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class Device:
     """A target device: its name, latency table directory and latency budget."""
@@ -72,7 +78,7 @@ class Device:
 
     def provenance(self) -> dict[str, Any]:
         csv = self.table_dir / "table.csv"
-        digest = hashlib.sha256(csv.read_bytes()).hexdigest() if csv.is_file() else None
+        digest = file_sha256(csv)
         keep = ("device", "cpu_model", "gpu", "runtime", "runtime_version", "threads", "provider", "date", "schema")
         return {"name": self.table_dir.name, "path": str(self.table_dir), "sha256": digest, "budget_ms": self.budget_ms,
                 "meta": {k: self.meta[k] for k in keep if k in self.meta}}
