@@ -162,31 +162,33 @@ def test_provenance_warning_names_both(setup, table_dir, tmp_path):
         load_table(table_dir)  # the table measured here loads without a warning
 
 
-def test_predicted_vs_measured(setup, table_dir, tmp_path):
-    """Whole-model latency agrees with the table's prediction within the tolerance validation supports."""
+def test_prediction_is_the_sum_of_table_kernels(setup, table_dir):
+    """A prediction is the call overhead plus the table's median of every kernel the policy lowers to."""
+    digits, model, space, _, _, _ = setup
+    predictor = load_predictor(table_dir, digits, model, space, strict=True)
+    table = load_table(table_dir)
+    for p in POLICIES:
+        policy = Policy.from_dict(p)
+        expected_us = table.call_overhead_us + sum(table.median_us[k] for k in predictor.kernels(policy))
+        pred = predictor.predict(policy)
+        assert pred.latency_ms == pytest.approx(expected_us / 1e3) and pred.coverage == 1.0 and not pred.missing
+
+
+def test_prediction_ranks_far_apart_policies_like_measurement(setup, table_dir, tmp_path):
+    """Behaviour, not a timing target: the policy predicted much faster is also measured faster.
+    (How close predictions are is a benchmark: ``hwsearch validate-table`` writes it to validation.json.)"""
     digits, model, space, _, settings, _ = setup
     predictor = load_predictor(table_dir, digits, model, space, strict=True)
-    errors = []
-    for i, p in enumerate(POLICIES):
-        policy = Policy.from_dict(p)
+    by_pred = sorted(POLICIES, key=lambda p: predictor.predict(Policy.from_dict(p)).latency_ms)
+    fast, slow = by_pred[0], by_pred[-1]
+    assert predictor.predict(Policy.from_dict(slow)).latency_ms > 1.5 * predictor.predict(Policy.from_dict(fast)).latency_ms
+    measured = []
+    for i, p in enumerate((fast, slow)):
         path = tmp_path / f"m{i}.onnx"
         logging.getLogger().setLevel(logging.ERROR)
-        build_candidate(digits, model, policy, space, path, CompressOptions(calib_samples=32))
-        measured = onnx_io.measure_latency(path, tuple(digits.example_input().shape), settings, warmup=20, runs=200).median_ms
-        errors.append(predictor.predict(policy).latency_ms / measured - 1)
-    assert max(abs(e) for e in errors) < 0.35, errors
-
-
-def test_predictions_are_fast(setup, table_dir):
-    import time
-
-    digits, model, space, _, _, _ = setup
-    predictor = load_predictor(table_dir, digits, model, space)
-    policy = Policy.from_dict(POLICIES[3])
-    start = time.perf_counter()
-    for _ in range(500):
-        predictor.predict(policy)
-    assert (time.perf_counter() - start) / 500 < 1e-3  # well under a millisecond each (≈100 µs on an idle core)
+        build_candidate(digits, model, Policy.from_dict(p), space, path, CompressOptions(calib_samples=32))
+        measured.append(onnx_io.measure_latency(path, tuple(digits.example_input().shape), settings, warmup=20, runs=200).median_ms)
+    assert measured[0] < measured[1], (fast, slow, measured)
 
 
 def test_cli_predict(table_dir, tmp_path, capsys):
