@@ -25,17 +25,29 @@ def _tiny_baseline(tiny_resnet) -> None:
     """Train (or load) the tiny resnet20 the configs name once, before any search starts."""
 
 
-def _evaluating_pids() -> list[int]:
-    """Ray worker processes running ``Evaluator.evaluate`` right now (Ray sets the process title).
+def _parent(pid: int) -> int:
+    stat = (Path("/proc") / str(pid) / "stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
-    Any hwsearch search on this machine matches: do not run another search beside this test.
-    """
+
+def _descends_from_us(pid: int) -> bool:
+    me = os.getpid()
+    while pid > 1:
+        if pid == me:
+            return True
+        pid = _parent(pid)
+    return False
+
+
+def _evaluating_pids() -> list[int]:
+    """This test's Ray worker processes running ``Evaluator.evaluate`` right now (Ray sets the
+    process title); the local Ray node is started by this process, so its workers descend from it."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"ray::Evaluator.evaluate" in (entry / "cmdline").read_bytes():
+            if entry.name.isdigit() and b"ray::Evaluator.evaluate" in (entry / "cmdline").read_bytes() and _descends_from_us(int(entry.name)):
                 pids.append(int(entry.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
     return pids
 
