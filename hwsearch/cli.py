@@ -28,7 +28,7 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="digits", help="digits, cifar10, or package.module:function (default: digits)")
+    p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (default: digits)")
     p.add_argument("--model", default="resnet20", help="resnet20, mobilenetv2, vgg, or package.module:function")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
     p.add_argument("--data-dir", default=None, help="dataset directory (cifar10: the CIFAR-10 python batches)")
@@ -48,15 +48,13 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 def load_task_and_baseline(args: argparse.Namespace, retrain: bool = False):
     from dataclasses import replace
 
-    from hwsearch.tasks.train import load_baseline
-
     task = task_from_args(args)
     cfg = task.train_config
     if getattr(args, "epochs", None) is not None:
         if args.epochs < 1:
             raise HwsearchError(f"--epochs {args.epochs} must be at least 1.")
         cfg = replace(cfg, epochs=args.epochs)
-    return task, load_baseline(task, args.model, model_options(args), cfg, retrain=retrain)
+    return task, task.load_baseline(args.model, model_options(args), cfg, retrain=retrain)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -66,27 +64,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_space(args: argparse.Namespace) -> int:
-    from hwsearch.space import SearchSpace
-
     task = task_from_args(args)
     model = task.build_model(args.model, **model_options(args))
-    print(SearchSpace.from_model(model, task.example_input(), channel_multiple=args.channel_multiple).to_json())
+    print(task.search_space(model, channel_multiple=args.channel_multiple).to_json())
     return 0
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from hwsearch import onnx_io
-    from hwsearch.compress import CompressOptions, build_candidate
+    from hwsearch.compress import CompressOptions
     from hwsearch.policy import Policy
-    from hwsearch.space import SearchSpace
 
     policy = Policy.load(args.policy)
     opts = CompressOptions(importance=args.importance, finetune_steps=args.finetune_steps, bn_recalib_batches=args.bn_recalib_batches, eval_split=args.split)
     task, baseline = load_task_and_baseline(args)
-    space = SearchSpace.from_model(baseline.model, task.example_input(), channel_multiple=args.channel_multiple)
+    space = task.search_space(baseline.model, channel_multiple=args.channel_multiple)
     out = Path(args.out)
-    result = build_candidate(task, baseline.model, policy, space, out / "model.onnx", opts)
-    lat = onnx_io.measure_latency(result.onnx_path, tuple(task.example_input().shape), onnx_io.SessionSettings(threads=args.threads))
+    result = task.build_candidate(baseline.model, policy, space, out / "model.onnx", opts)
+    lat = onnx_io.measure_latency(result.onnx_path, task.input_shape(), onnx_io.SessionSettings(threads=args.threads), feed=task.latency_feed())
     summary = {
         "task": task.name, "model": args.model, "policy": policy.to_dict(), "split": args.split,
         "accuracy": result.accuracy, "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms, "latency_runs": lat.runs, "threads": args.threads,

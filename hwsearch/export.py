@@ -139,7 +139,7 @@ def check_parity(path: str | Path, torch_model, x: np.ndarray, quantized: bool, 
     return Parity(bool(ok), metric, value, threshold, split, len(x))
 
 
-def measure_devices(devices: Sequence[Device], path: Path, input_shape: tuple[int, ...]) -> tuple[dict, dict, list[str]]:
+def measure_devices(devices: Sequence[Device], path: Path, input_shape: tuple[int, ...], feed: dict[str, np.ndarray] | None = None) -> tuple[dict, dict, list[str]]:
     """Median and p90 latency per device with each table's settings; devices this machine cannot run are None."""
     import onnxruntime as ort
 
@@ -152,7 +152,7 @@ def measure_devices(devices: Sequence[Device], path: Path, input_shape: tuple[in
             median[dev.name] = p90[dev.name] = None
             notes.append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
             continue
-        lat = onnx_io.measure_latency(path, input_shape, settings, **dev.measure_options())
+        lat = onnx_io.measure_latency(path, input_shape, settings, **dev.measure_options(), feed=feed)
         median[dev.name], p90[dev.name] = lat.median_ms, lat.p90_ms
     return median, p90, notes
 
@@ -169,8 +169,7 @@ def latency_warnings(predicted: dict[str, float | None], measured: dict[str, flo
 
 def _score(task, path: Path, split_name: str) -> float | None:
     try:
-        split = task.split(split_name)
-        return task.score(onnx_io.run(onnx_io.session(path), split.x), split.y)
+        return task.score_onnx(path, split_name)
     except Exception:  # noqa: BLE001 - an unloadable file is already flagged by the checks
         return None
 
@@ -179,23 +178,21 @@ def _flags(checker_error: str | None, parity: Parity) -> list[str]:
     flags = [f"onnx.checker failed: {checker_error}"] if checker_error else []
     if not parity.ok:
         shown = "could not be computed" if parity.value is None else f"{parity.value:.6g}"
-        limit = f">= {parity.threshold}" if parity.metric == "top1_agreement" else f"<= {parity.threshold}"
+        limit = f"<= {parity.threshold}" if parity.metric == "max_abs_diff" else f">= {parity.threshold}"
         flags.append(f"parity failed: {parity.metric} {shown} (needs {limit})" + (f"; {parity.error}" if parity.error else ""))
     return flags
 
 
 def build_winner(ctx: RunContext, winner: Winner, out_dir: Path):
     """Rebuild the winner's torch model and its ONNX file; returns (torch model, CandidateResult)."""
-    from hwsearch.compress import build_candidate, recovered_model
-
     import torch
 
     policy = Policy.from_dict(winner.policy)
     threads = torch.get_num_threads()
     torch.set_num_threads(REBUILD_THREADS)  # as the search's workers: the fine-tune then repeats the search's arithmetic
     try:
-        model = recovered_model(ctx.task, ctx.baseline.model, policy, ctx.space, ctx.options)
-        result = build_candidate(ctx.task, ctx.baseline.model, policy, ctx.space, out_dir / "model.onnx", ctx.options, model=model)
+        model = ctx.task.recovered_model(ctx.baseline.model, policy, ctx.space, ctx.options)
+        result = ctx.task.build_candidate(ctx.baseline.model, policy, ctx.space, out_dir / "model.onnx", ctx.options, model=model)
     finally:
         torch.set_num_threads(threads)
     return model, result
@@ -210,14 +207,14 @@ def accuracy_warnings(accuracy: float | None, search_accuracy: float | None) -> 
 def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float) -> Manifest:
     """Check and measure an exported file against ``model``, and return its manifest (not yet saved)."""
     path = Path(result.onnx_path)
-    shape = tuple(ctx.task.example_input().shape)
+    shape = ctx.task.input_shape()
     checker_error = check_onnx(path)
     quantized = result.precision_counts.get("int8", 0) + result.precision_counts.get("fp16", 0) > 0
-    parity = check_parity(path, model, ctx.task.split("val").x, quantized)
+    parity = ctx.task.parity(path, model, quantized)
     flags = _flags(checker_error, parity)
     runs = parity.value is not None  # the file loads and runs in ORT
     if runs:
-        median, p90, notes = measure_devices(ctx.devices, path, shape)
+        median, p90, notes = measure_devices(ctx.devices, path, shape, ctx.task.latency_feed())
     else:
         median, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
     predicted, pred_notes = ctx.predict(winner)

@@ -49,19 +49,27 @@ class SessionSettings:
         return {**asdict(self), "disabled_optimizers": list(self.disabled_optimizers)}
 
 
-def export(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> Path:
-    """Export ``model`` (eval mode, BatchNorm folded) to ONNX with a dynamic batch axis."""
+def export(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], path: str | Path,
+           input_names: tuple[str, ...] = (INPUT_NAME,), dynamic_axes: dict[str, dict[int, str]] | None = None) -> Path:
+    """Export ``model`` (eval mode, BatchNorm folded) to ONNX with a dynamic batch axis.
+
+    A tuple ``example_input`` is passed as several inputs named ``input_names``; ``dynamic_axes``
+    (by input name) adds dynamic axes beyond the batch (e.g. a sequence length).
+    """
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
     layer_names = execution_order(model, example_input)
+    axes = {name: {0: "batch"} for name in (*input_names, OUTPUT_NAME)}
+    for name, extra in (dynamic_axes or {}).items():
+        axes[name] = {**axes.get(name, {}), **extra}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model.eval(), (example_input,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True,
+            model.eval(), args, str(path), dynamo=False, opset_version=OPSET,
+            input_names=list(input_names), output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
         )
     proto = onnx.load(str(path))
     nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and _is_weight(proto, n.input[1])]
@@ -96,6 +104,11 @@ def run(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
 
 
+def run_feeds(sess, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The first output of ``sess`` for each feed (name -> array) in turn, concatenated along the batch."""
+    return np.concatenate([sess.run(None, feed)[0] for feed in feeds])
+
+
 def optimized_op_types(path: str | Path, settings: SessionSettings = SessionSettings()) -> list[str]:
     """Op types of the graph ORT really executes after its optimisations (QDQ fusion included)."""
     import onnx
@@ -117,11 +130,15 @@ class Latency:
     runs: int
 
 
-def measure_latency(path: str | Path, input_shape: tuple[int, ...], settings: SessionSettings = SessionSettings(), warmup: int = 20, runs: int = 100, min_time_s: float = 0.0) -> Latency:
-    """Batch-1 latency: ``warmup`` runs, then at least ``runs`` timed runs (and ``min_time_s``)."""
+def measure_latency(path: str | Path, input_shape: tuple[int, ...], settings: SessionSettings = SessionSettings(), warmup: int = 20, runs: int = 100,
+                    min_time_s: float = 0.0, feed: dict[str, np.ndarray] | None = None) -> Latency:
+    """Batch-1 latency: ``warmup`` runs, then at least ``runs`` timed runs (and ``min_time_s``).
+
+    The input is random normal of ``input_shape`` unless ``feed`` gives every input (name -> array).
+    """
     sess = session(path, settings)
     name = sess.get_inputs()[0].name
-    feed = {name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
+    feed = feed or {name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
     for _ in range(warmup):
         sess.run(None, feed)
     times: list[float] = []

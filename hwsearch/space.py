@@ -87,3 +87,19 @@ class SearchSpace:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+@dataclass(frozen=True)
+class TransformerSpace(SearchSpace):
+    """A transformer's space: ``layer<i>.attn`` groups count attention heads, ``layer<i>.ffn`` groups FFN neurons.
+
+    Heads are kept in whole heads (at least one); neurons in multiples of ``channel_multiple``.
+    The precision layers are the same names: each covers the block's linear layers.
+    """
+
+    head_groups: frozenset[str] = frozenset()
+
+    def kept_channels(self, group: GroupInfo, ratio: float) -> int:
+        if group.name in self.head_groups:
+            return int(min(group.channels, max(1, round(ratio * group.channels))))
+        return super().kept_channels(group, ratio)

@@ -30,14 +30,14 @@ class GroupInfo:
     layers: tuple[str, ...]  # conv/linear layers whose outputs (or depthwise channels) are cut
 
 
-def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
-    """Names of the conv/linear modules in the order a forward pass runs them."""
+def execution_order(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> list[str]:
+    """Names of the conv/linear modules in the order a forward pass runs them (a tuple input is unpacked)."""
     names = {m: n for n, m in model.named_modules()}
     order: list[str] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(names[mod])) for m in model.modules() if isinstance(m, ROOT_TYPES)]
     try:
         with torch.no_grad():
-            model.eval()(example_input)
+            model.eval()(*example_input) if isinstance(example_input, tuple) else model.eval()(example_input)
     finally:
         for h in hooks:
             h.remove()
@@ -122,3 +122,34 @@ def prune_in_place(
     for module, handler, drop in plan:
         dg.get_pruning_group(module, handler, drop).prune()
     model.zero_grad(set_to_none=True)
+
+
+def _linear_score(layers_out: list[nn.Linear], layers_in: list[nn.Linear], unit: int) -> torch.Tensor:
+    """L1 magnitude per unit of ``unit`` consecutive channels: rows of ``layers_out`` + columns of ``layers_in``."""
+    score = sum(lin.weight.detach().abs().sum(1) for lin in layers_out) + sum(lin.weight.detach().abs().sum(0) for lin in layers_in)
+    return score.reshape(-1, unit).sum(1)
+
+
+def prune_transformer_in_place(blocks: list[tuple[list[nn.Linear], list[nn.Linear], int, int]]) -> None:
+    """Physically remove attention heads / FFN neurons with torch-pruning's linear-layer pruners.
+
+    Each block is ``(producers, consumers, unit, n_keep)``: the output channels of ``producers``
+    (q, k, v projections; the FFN up projection) and the matching input channels of ``consumers``
+    (the attention output projection; the FFN down projection) are cut together, ``unit`` channels
+    at a time (one head = ``head_dim`` channels, one neuron = 1), keeping the ``n_keep`` units of
+    largest L1 magnitude. The hidden size is untouched.
+    """
+    import torch_pruning as tp
+
+    for producers, consumers, unit, n_keep in blocks:
+        n_units = producers[0].out_features // unit
+        if not 1 <= n_keep <= n_units:
+            raise HwsearchError(f"Cannot keep {n_keep} of {n_units} units in a transformer block; keep between 1 and {n_units}.")
+        if n_keep == n_units:
+            continue
+        keep = set(torch.argsort(_linear_score(producers, consumers, unit), descending=True)[:n_keep].tolist())
+        drop = [u * unit + j for u in range(n_units) if u not in keep for j in range(unit)]
+        for lin in producers:
+            tp.prune_linear_out_channels(lin, drop)
+        for lin in consumers:
+            tp.prune_linear_in_channels(lin, drop)

@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,17 +42,23 @@ def int8_node_names(graph, layers: Iterable[str]) -> list[str]:
 
 
 class _Reader:
-    """ORT CalibrationDataReader over a fixed array of calibration inputs."""
+    """ORT CalibrationDataReader over a fixed array of calibration inputs (or a list of ready feeds)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch_size: int = 32) -> None:
-        self._batches = iter([{input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)])
+    def __init__(self, input_name: str, x: np.ndarray | Sequence[Mapping[str, np.ndarray]], batch_size: int = 32) -> None:
+        if isinstance(x, np.ndarray):
+            self._batches = iter([{input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)])
+        else:  # several inputs (e.g. token ids and mask): one feed dict per calibration batch
+            self._batches = iter([dict(feed) for feed in x])
 
     def get_next(self):
         return next(self._batches, None)
 
 
-def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.ndarray) -> int:
-    """Write ``dst``: ``src`` with ``layers`` quantized to int8. Returns the number of layers quantized."""
+def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]], per_channel: bool = True) -> int:
+    """Write ``dst``: ``src`` with ``layers`` quantized to int8. Returns the number of layers quantized.
+
+    ``calibration``: input samples (one input) or a list of feed dicts (several inputs).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -72,7 +78,7 @@ def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.n
             out = Path(tmp) / "q.onnx"
             quantize_static(
                 str(src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                 nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
@@ -125,10 +131,11 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
     return converted
 
 
-def apply_precisions(src: Path, dst: Path, precision: Mapping[str, str], calibration: np.ndarray) -> dict[str, int]:
+def apply_precisions(src: Path, dst: Path, precision: Mapping[str, str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]],
+                     per_channel: bool = True) -> dict[str, int]:
     """Write ``dst`` = ``src`` with each layer in its precision; returns counts per precision."""
     int8 = [name for name, p in precision.items() if p == "int8"]
     fp16 = [name for name, p in precision.items() if p == "fp16"]
-    n_int8 = quantize_int8(src, dst, int8, calibration)
+    n_int8 = quantize_int8(src, dst, int8, calibration, per_channel)
     n_fp16 = apply_fp16(dst, fp16) if fp16 else 0
     return {"int8": n_int8, "fp16": n_fp16, "fp32": len(precision) - n_int8 - n_fp16}

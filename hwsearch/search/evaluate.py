@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hwsearch.compress import CompressOptions, build_candidate
+from hwsearch.compress import CompressOptions
 from hwsearch.config import ExperimentConfig, parse_config
 from hwsearch.policy import Policy
 
@@ -46,23 +46,26 @@ class TrialResult:
 
 def load_context(cfg: ExperimentConfig, verbose: bool = False):
     """(task, baseline, space) for a config: the baseline is trained and cached if absent."""
-    from hwsearch.space import SearchSpace
     from hwsearch.tasks import get_task
-    from hwsearch.tasks.train import load_baseline
 
     task = get_task(cfg.task, **dict(cfg.task_options))
-    baseline = load_baseline(task, cfg.model, dict(cfg.model_options), cfg.train_config(task.train_config), verbose=verbose)
-    space = SearchSpace.from_model(baseline.model, task.example_input(), keep_choices=cfg.space.keep_choices,
-                                   precisions=cfg.space.precisions, channel_multiple=cfg.space.channel_multiple)
+    baseline = task.load_baseline(cfg.model, dict(cfg.model_options), cfg.train_config(task.train_config), verbose=verbose)
+    space = task.search_space(baseline.model, keep_choices=cfg.space.keep_choices, precisions=cfg.space.precisions,
+                              channel_multiple=cfg.space.channel_multiple)
     return task, baseline, space
 
 
 def load_predictors(cfg: ExperimentConfig, task, model, space) -> dict[str, Any]:
-    """One latency predictor per configured device, keyed by the config's device name."""
+    """One latency predictor per configured device, keyed by the config's device name.
+
+    ``$HWSEARCH_PREDICTOR`` replaces the task's own predictor (``Task.load_predictor``).
+    """
     from hwsearch.tasks.base import import_object
 
-    factory = import_object(os.environ.get(PREDICTOR_ENV) or DEFAULT_PREDICTOR, "Latency predictor")
-    return {d.name: factory(d.table, task, model, space, strict=False) for d in cfg.devices}
+    if os.environ.get(PREDICTOR_ENV):
+        factory = import_object(os.environ[PREDICTOR_ENV], "Latency predictor")
+        return {d.name: factory(d.table, task, model, space, strict=False) for d in cfg.devices}
+    return {d.name: task.load_predictor(d.table, model, space, strict=False) for d in cfg.devices}
 
 
 def format_error(exc: BaseException) -> str:
@@ -104,7 +107,7 @@ class Evaluator:
         try:
             pol = self.space.validate(Policy.from_dict(policy))
             latency, coverage = self.predict(pol)
-            cand = build_candidate(self.task, self.baseline.model, pol, self.space, out, self.options)
+            cand = self.task.build_candidate(self.baseline.model, pol, self.space, out, self.options)
             return TrialResult(number, cand.accuracy, latency, coverage, cand.params, cand.macs, cand.size_bytes,
                                time.perf_counter() - start, str(os.getpid()))
         except Exception as exc:  # noqa: BLE001 - failures are data: the driver records a FAIL trial

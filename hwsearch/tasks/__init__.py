@@ -7,15 +7,17 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 from hwsearch.tasks.base import Split, Task, TrainConfig, import_object
 
-BUILTIN_TASKS = ("digits", "cifar10")
+BUILTIN_TASKS = ("digits", "cifar10", "minilm")
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """Build a task by built-in name (``digits``, ``cifar10``) or ``package.module:function``."""
+    """Build a task by built-in name (``digits``, ``cifar10``, ``minilm``) or ``package.module:function``."""
     if name == "digits":
         from hwsearch.tasks.digits import make_task
     elif name == "cifar10":
         from hwsearch.tasks.cifar10 import make_task
+    elif name == "minilm":
+        from hwsearch.tasks.minilm import make_task
     elif ":" in name:
         make_task = import_object(name, "Task")
     else:

@@ -98,3 +98,63 @@ class Task:
     def score(logits: np.ndarray, y: np.ndarray) -> float:
         """Top-1 accuracy in [0, 1]."""
         return float((np.asarray(logits).argmax(axis=1) == np.asarray(y)).mean())
+
+    # The pipeline steps the search, export and latency commands call. The defaults are the
+    # image-classification path (trained CNN baseline, dependency-group space, CNN kernel tables);
+    # a task of another kind (e.g. hwsearch.tasks.minilm) overrides them.
+
+    def input_shape(self) -> tuple[int, ...]:
+        """The batch-1 input shape latency is measured and recorded at."""
+        return tuple(self.example_input().shape)
+
+    def latency_feed(self) -> dict[str, np.ndarray]:
+        """The batch-1 ORT feed latency is measured with."""
+        from hwsearch.onnx_io import INPUT_NAME
+
+        return {INPUT_NAME: np.random.default_rng(0).standard_normal(self.input_shape()).astype(np.float32)}
+
+    def load_baseline(self, model_spec: str, model_options: dict[str, Any] | None = None, cfg: TrainConfig | None = None, *,
+                      retrain: bool = False, verbose: bool = True):
+        """The baseline to compress (a :class:`hwsearch.tasks.train.Baseline`): trained and cached here."""
+        from hwsearch.tasks.train import load_baseline
+
+        return load_baseline(self, model_spec, model_options, cfg, retrain=retrain, verbose=verbose)
+
+    def search_space(self, model: nn.Module, keep_choices: Any = None, precisions: Any = None, channel_multiple: int = 8):
+        """The :class:`hwsearch.space.SearchSpace` of ``model`` (None: the space's defaults)."""
+        from hwsearch.space import DEFAULT_KEEP_CHOICES, SearchSpace
+        from hwsearch.policy import PRECISIONS
+
+        return SearchSpace.from_model(model, self.example_input(), keep_choices=keep_choices or DEFAULT_KEEP_CHOICES,
+                                      precisions=precisions or PRECISIONS, channel_multiple=channel_multiple)
+
+    def recovered_model(self, baseline: nn.Module, policy: Any, space: Any, opts: Any) -> nn.Module:
+        """The compressed, recovered torch model a candidate's ONNX file is exported from."""
+        from hwsearch.compress import recovered_model
+
+        return recovered_model(self, baseline, policy, space, opts)
+
+    def build_candidate(self, baseline: nn.Module, policy: Any, space: Any, out_path: Any, opts: Any, *, model: nn.Module | None = None):
+        """Realise ``policy`` as an ONNX file scored in ONNX Runtime (a :class:`hwsearch.compress.CandidateResult`)."""
+        from hwsearch.compress import build_candidate
+
+        return build_candidate(self, baseline, policy, space, out_path, opts, model=model)
+
+    def load_predictor(self, table_dir: Any, model: nn.Module, space: Any, strict: bool = False):
+        """The latency predictor of ``model``'s policies from the table at ``table_dir``."""
+        from hwsearch.latency.predict import load_predictor
+
+        return load_predictor(table_dir, self, model, space, strict=strict)
+
+    def score_onnx(self, path: Any, split: str) -> float:
+        """The task's score of an ONNX file on a split, computed in ONNX Runtime."""
+        from hwsearch import onnx_io
+
+        data = self.split(split)
+        return self.score(onnx_io.run(onnx_io.session(path), data.x), data.y)
+
+    def parity(self, path: Any, model: nn.Module, quantized: bool):
+        """The exported file vs the torch model it came from (a :class:`hwsearch.export.Parity`)."""
+        from hwsearch.export import check_parity
+
+        return check_parity(path, model, self.split("val").x, quantized)
