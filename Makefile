@@ -20,5 +20,27 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
+# `make bench`: every figure of BENCHMARKS.md from raw CSV/JSON (experiments/results/) and the front plots
+# (docs/bench_front_<model>.png). About 45 min on a 2-core machine with the defaults; quick look:
+#   make bench BENCH_TRIALS=6 BENCH_SEEDS=1 BENCH_MODELS=vgg BENCH_SEARCH_TRIALS=4
+BENCH_TRIALS ?= 24
+BENCH_SEEDS ?= 3
+BENCH_MODELS ?= resnet20 mobilenetv2 vgg
+BENCH_SEARCH_TRIALS ?= 12
+# run directories and ONNX files; a fresh one per call (pass the same BENCH_WORK to resume a killed run)
+BENCH_WORK ?= /tmp/hwbench-$(shell date +%Y%m%d-%H%M%S)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --work $(BENCH_WORK)
+	$(BIN)/python experiments/bench_predict.py --models $(BENCH_MODELS)
+	$(BIN)/python experiments/bench_search.py --trials $(BENCH_SEARCH_TRIALS)
+	$(BIN)/python experiments/bench_compress.py --models $(BENCH_MODELS)
+	$(BIN)/python experiments/write_benchmarks.py
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,7 +4,8 @@ Usage: .venv/bin/python experiments/bench_compress.py [--out experiments/results
 
 For resnet20, mobilenetv2 and vgg (default widths) it realises the baseline ({}), whole-model int8,
 {"default_keep": 0.5} (fine-tuned) and both together, measures test accuracy on the ONNX file and
-ONNX Runtime CPU latency (batch 1, median of >=300 runs after warm-up) at 1 and 2 threads, and writes
+ONNX Runtime CPU latency (batch 1, median of >=300 runs after warm-up; under the machine-wide measurement
+lock of bench_common.py) at 1 and 2 threads, and writes
 one CSV row per (model, policy).
 """
 
@@ -22,6 +23,9 @@ import onnxruntime
 import torch
 
 from hwsearch import onnx_io
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import measure_lock  # noqa: E402
 from hwsearch.compress import CompressOptions, build_candidate
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
@@ -44,7 +48,8 @@ def measure(task, baseline, name: str, policy: Policy, tmp: Path, finetune_steps
     row = {"policy": name, "accuracy": round(res.accuracy, 4), "params": res.params, "macs": res.macs, "size_bytes": res.size_bytes,
            "quantized_kernels": onnx_io.count_quantized_kernels(res.onnx_path)}
     for threads in (1, 2):
-        lat = onnx_io.measure_latency(res.onnx_path, shape, onnx_io.SessionSettings(threads=threads), warmup=50, runs=300, min_time_s=1.0)
+        with measure_lock():  # no other measurement on this machine overlaps this one
+            lat = onnx_io.measure_latency(res.onnx_path, shape, onnx_io.SessionSettings(threads=threads), warmup=50, runs=300, min_time_s=1.0)
         row[f"latency_ms_{threads}t"] = round(lat.median_ms, 4)
         row[f"p90_ms_{threads}t"] = round(lat.p90_ms, 4)
     return row

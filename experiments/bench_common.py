@@ -1,0 +1,82 @@
+"""Shared helpers of the benchmark scripts: the measurement lock, machine/library provenance, CSV I/O.
+
+Every latency *measurement* in experiments/bench_*.py runs inside :func:`measure_lock`, an exclusive
+``fcntl.flock`` on /tmp/hwsearch-measure.lock, so that timings taken by different processes on this
+machine never overlap. Searches and builds do not take it.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+LOCK_PATH = os.environ.get("HWSEARCH_MEASURE_LOCK", "/tmp/hwsearch-measure.lock")
+RESULTS = Path("experiments/results")
+
+
+@contextmanager
+def measure_lock() -> Iterator[None]:
+    """Hold the machine-wide measurement lock for the duration of the block."""
+    with open(LOCK_PATH, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def measure(path: str | Path, input_shape: tuple[int, ...], threads: int, runs: int = 200, min_time_s: float = 0.3):
+    """Batch-1 ORT CPU latency of an ONNX file at ``threads`` (median and p90 of >= ``runs`` runs), under the lock."""
+    from hwsearch import onnx_io
+
+    with measure_lock():
+        return onnx_io.measure_latency(path, input_shape, onnx_io.SessionSettings(threads=threads), warmup=30, runs=runs, min_time_s=min_time_s)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Provenance recorded beside every result: CPU, cores, OS, library versions, date."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = {}
+    for name in ("torch", "onnxruntime", "onnx", "optuna", "torch-pruning", "ray", "numpy"):
+        try:
+            libs[name] = version(name)
+        except PackageNotFoundError:
+            libs[name] = "absent"
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+            "libraries": libs, "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
