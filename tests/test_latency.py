@@ -7,6 +7,8 @@ import collections
 import csv
 import json
 import logging
+import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -96,10 +98,11 @@ def test_table_schema(table_dir):
     assert meta["device"] == "cpu-test" and meta["threads"] == 1 and meta["runtime"] == "onnxruntime"
     assert 0 < meta["call_overhead_us"] < 1000
     rows = list(csv.DictReader((table_dir / "table.csv").open()))
-    assert rows and all(0 <= float(r["median_us"]) <= float(r["p90_us"]) + 1e-9 for r in rows)
+    assert rows and all(0 <= float(r["p10_us"]) <= float(r["median_us"]) <= float(r["p90_us"]) + 1e-9 for r in rows)
+    assert meta["measurement"]["statistic"] == "p10" and meta["schema"] == 2
     assert all(Kernel.parse(r["key"]).op == r["op"] for r in rows)
     table = load_table(table_dir)
-    assert len(table.median_us) == len(rows)
+    assert len(table.us) == len(rows)
 
 
 def test_table_with_bad_units_is_rejected(table_dir, tmp_path):
@@ -169,7 +172,7 @@ def test_prediction_is_the_sum_of_table_kernels(setup, table_dir):
     table = load_table(table_dir)
     for p in POLICIES:
         policy = Policy.from_dict(p)
-        expected_us = table.call_overhead_us + sum(table.median_us[k] for k in predictor.kernels(policy))
+        expected_us = table.call_overhead_us + sum(table.us[k] for k in predictor.kernels(policy))
         pred = predictor.predict(policy)
         assert pred.latency_ms == pytest.approx(expected_us / 1e3) and pred.coverage == 1.0 and not pred.missing
 
@@ -201,3 +204,63 @@ def test_cli_predict(table_dir, tmp_path, capsys):
                "--random-init", "--policy", str(policy)])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["latency_ms"] > 0 and out["coverage"] == 1.0 and out["device"] == "cpu-test"
+
+
+def test_calibration_fit_recovers_known_coefficients():
+    from hwsearch.latency.calibrate import apply, cross_validated_rmspe, fit
+
+    rng = random.Random(0)
+    truth_scale, truth_per, intercept, overhead = {"conv-fp32-kxk": 1.2, "reorder": 2.0}, {"conv-fp32-kxk": 0.5, "reorder": 1.0}, 3.0, 6.0
+    rows = []
+    for _ in range(60):
+        terms = {"conv-fp32-kxk": (rng.uniform(100, 1000), rng.randint(5, 20)), "reorder": (rng.uniform(5, 50), rng.randint(1, 6))}
+        rows.append((terms, apply(terms, truth_scale, truth_per, intercept, overhead)))
+    scale, per, icpt = fit(rows, overhead)
+    assert scale["conv-fp32-kxk"] == pytest.approx(1.2, abs=0.02) and scale["reorder"] == pytest.approx(2.0, abs=0.1)
+    assert cross_validated_rmspe(rows, overhead) < 0.01
+
+
+def test_predictor_applies_calibration_and_ignores_a_stale_one(setup, table_dir, tmp_path):
+    from hwsearch.latency.calibrate import CALIBRATION_FILE, kernel_class, table_hash
+
+    digits, model, space, _, _, _ = setup
+    cal_dir = tmp_path / "cal"
+    shutil.copytree(table_dir, cal_dir)
+    plain = load_predictor(cal_dir, digits, model, space)
+    policy = Policy.from_dict(POLICIES[3])
+    kernels = plain.kernels(policy)
+    cal = {"schema": 1, "table_sha256": table_hash(cal_dir), "intercept_us": 2.0, "scale": {"conv-fp32-kxk": 1.5}, "per_kernel_us": {"reorder": 0.25}}
+    (cal_dir / CALIBRATION_FILE).write_text(json.dumps(cal))
+    table = load_table(cal_dir)
+    expected = table.call_overhead_us + 2.0
+    for k in kernels:
+        t = (k.op, k.precision, k.layout, k.c, k.h, k.w, k.co, k.k, k.s, k.g, k.act, k.sum)
+        c = kernel_class(t)
+        expected += cal["scale"].get(c, 1.0) * table.us[k] + cal["per_kernel_us"].get(c, 0.0)
+    assert load_predictor(cal_dir, digits, model, space).predict(policy).latency_ms == pytest.approx(expected / 1e3)
+    assert load_predictor(cal_dir, digits, model, space, calibrated=False).predict(policy).latency_ms == pytest.approx(plain.predict(policy).latency_ms)
+    cal["table_sha256"] = "0" * 64
+    (cal_dir / CALIBRATION_FILE).write_text(json.dumps(cal))
+    with pytest.warns(UserWarning, match="calibrate-table"):
+        stale = load_predictor(cal_dir, digits, model, space)
+    assert stale.predict(policy).latency_ms == pytest.approx(plain.predict(policy).latency_ms)
+
+
+def test_cli_profile_calibrate_validate(tmp_path, capsys):
+    """The three table commands end to end on the tiny resnet20's whole space (quick, noisy timings)."""
+    from hwsearch.cli import main
+    from tests.conftest import TINY_RESNET
+
+    work = tmp_path / "t"
+    model = ["--model", "resnet20", "--model-option", f"widths={json.dumps(TINY_RESNET['widths'])}", "--random-init"]
+    assert main(["profile", "--device", "cpu-tiny", "--out", str(work), *model, "--warmup", "2", "--min-runs", "5", "--min-time", "0", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["kernels"] > 500
+    args = [*model, "--rounds", "1", "--min-runs", "20", "--min-time", "0"]
+    assert main(["calibrate-table", str(work), "--samples", "12", *args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_models"] == 12 and out["rmspe_cross_validated"] >= 0 and (work / "calibration.json").is_file()
+    assert main(["validate-table", str(work), "--samples", "4", *args]) == 0
+    report = json.loads((work / "validation.json").read_text())
+    assert report["calibrated"] and report["statistic"] == "p10" and report["n_models"] == 4
+    assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
+    assert "--samples 3 is too few" in capsys.readouterr().err

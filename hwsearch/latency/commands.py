@@ -1,4 +1,4 @@
-"""CLI: ``hwsearch profile``, ``hwsearch predict``, ``hwsearch validate-table``."""
+"""CLI: ``hwsearch profile``, ``hwsearch predict``, ``hwsearch validate-table``, ``hwsearch calibrate-table``."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         kernels.update(enumerate_kernels(UnitGraph.from_model(model, task.example_input(), space, block), space))
     out = Path(args.out or Path("latency_tables") / args.device)
     start = time.perf_counter()
-    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic)
     run_profile(out, args.device, sorted(kernels), settings, block, [f"{task.name}/{n}" for n, task, _, _ in specs], ms, progress=not args.quiet)
     print(json.dumps({"table": str(out), "kernels": len(kernels), "seconds": round(time.perf_counter() - start, 1)}))
     return 0
@@ -88,6 +88,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from hwsearch.latency.calibrate import calibrate
+    from hwsearch.latency.predict import load_predictor
+    from hwsearch.latency.profile import MeasureSettings
+
+    if args.samples < 10:
+        raise HwsearchError(f"--samples {args.samples} is too few to fit a calibration; use 60 or more (e.g. 120).")
+    logging.getLogger().setLevel(logging.ERROR)
+    models = [(n, t, m, s, load_predictor(args.table, t, m, s, calibrated=False)) for n, t, m, s in _model_specs(args)]
+    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms)
+    keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "seconds")
+    print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
+    return 0
+
+
+def _measure_options(p: argparse.ArgumentParser, samples: int, seed: int) -> None:
+    p.add_argument("table", help="table folder")
+    p.add_argument("--samples", type=int, default=samples)
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per model")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--min-runs", type=int, default=100)
+    p.add_argument("--min-time", type=float, default=0.1)
+
+
 def register(sub) -> None:
     p = sub.add_parser("profile", help="measure every kernel of a model's search space into latency_tables/NAME")
     _common(p)
@@ -97,6 +123,7 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--min-runs", type=int, default=40)
     p.add_argument("--min-time", type=float, default=0.03, help="seconds of timed runs per kernel at least")
+    p.add_argument("--statistic", choices=("p10", "median"), default="p10", help="per-kernel figure predictions use (default p10: steady under background load)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_profile)
 
@@ -109,11 +136,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("validate-table", help="predicted vs measured latency of random compressed models; writes validation.json")
     _common(p)
-    p.add_argument("table", help="table folder")
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per model")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--min-runs", type=int, default=100)
-    p.add_argument("--min-time", type=float, default=0.1)
+    _measure_options(p, samples=200, seed=0)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("calibrate-table", help="fit the table's per-kernel-class correction on measured whole models; writes calibration.json")
+    _common(p)
+    _measure_options(p, samples=120, seed=1000)
+    p.set_defaults(func=cmd_calibrate)

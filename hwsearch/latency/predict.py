@@ -1,4 +1,5 @@
-"""Predict a policy's latency from a device table: sum of the kernels it lowers to + per-call overhead.
+"""Predict a policy's latency from a device table: sum of the kernels it lowers to + per-call overhead,
+corrected per kernel class by the table's ``calibration.json`` when it has one (see calibrate.py).
 
 Interpolation rule (for a kernel the table lacks): take the measured kernels of the same *family*
 (same op, precision, layout, spatial size, kernel size, stride, activation, sum, depthwise-ness;
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from hwsearch.errors import HwsearchError
+from hwsearch.latency.calibrate import Calibration, kernel_class, load_calibration
 from hwsearch.latency.graph import UnitGraph
 from hwsearch.latency.kernels import Kernel
 from hwsearch.latency.table import Table, load_table
@@ -45,7 +47,7 @@ class Interpolator:
 
     def __init__(self, table: Table) -> None:
         fams: dict[str, list[tuple[float, float]]] = {}
-        for kernel, us in table.median_us.items():
+        for kernel, us in table.us.items():
             fams.setdefault(kernel.family(), []).append((kernel.work, us))
         self.families = {f: sorted(v) for f, v in fams.items()}
 
@@ -65,13 +67,14 @@ class Interpolator:
 class Predictor:
     """Latency predictions for one (table, task, model, space); construct once, predict per trial."""
 
-    def __init__(self, table: Table, graph: UnitGraph, space: SearchSpace, strict: bool = False) -> None:
-        self.table, self.graph, self.space, self.strict = table, graph, space, strict
+    def __init__(self, table: Table, graph: UnitGraph, space: SearchSpace, strict: bool = False, calibration: Calibration | None = None) -> None:
+        self.table, self.graph, self.space, self.strict, self.calibration = table, graph, space, strict, calibration
         self.device: str = table.device
-        self._us = {_tuple(k): v for k, v in table.median_us.items()}
+        self._us = {_tuple(k): v for k, v in table.us.items()}
         self._interp = Interpolator(table)
         self._estimated: dict[tuple, float] = {}
-        self._overhead_us = table.call_overhead_us
+        self._overhead_us = table.call_overhead_us + (calibration.intercept_us if calibration else 0.0)
+        self._coef: dict[tuple, tuple[float, float]] = {}
         self._names = (frozenset(space.group_names), frozenset(space.layers))
 
     def _validated(self, policy: Policy) -> Policy:
@@ -82,9 +85,14 @@ class Predictor:
     def kernels(self, policy: Policy) -> list[Kernel]:
         return [Kernel(*t) for t in self.graph.lower(self.space, self._validated(policy))]
 
+    def kernel_us(self, t: tuple) -> float:
+        """The table's (uncalibrated) time of one kernel tuple, interpolated if the table lacks it."""
+        v = self._us.get(t)
+        return self._missing(t) if v is None else v
+
     def predict(self, policy: Policy) -> Prediction:
         ktuples = self.graph.lower(self.space, self._validated(policy))
-        us = self._us
+        us, coef, cal = self._us, self._coef, self.calibration
         total = self._overhead_us
         missing: list[str] = []
         for t in ktuples:
@@ -92,6 +100,11 @@ class Predictor:
             if v is None:
                 v = self._missing(t)
                 missing.append(Kernel(*t).key)
+            if cal is not None:
+                a_b = coef.get(t)
+                if a_b is None:
+                    a_b = coef[t] = cal.coefficients(kernel_class(t))
+                v = a_b[0] * v + a_b[1]
             total += v
         n = len(ktuples)
         return Prediction(total / 1e3, (n - len(missing)) / n if n else 1.0, tuple(missing))
@@ -105,11 +118,13 @@ class Predictor:
         return v
 
 
-def load_predictor(table_dir: str | Path, task: Task, model: torch.nn.Module, space: SearchSpace, strict: bool = False) -> Predictor:
-    """Load and check the table at ``table_dir``, then lower ``model``'s graph once for fast predictions."""
+def load_predictor(table_dir: str | Path, task: Task, model: torch.nn.Module, space: SearchSpace, strict: bool = False,
+                   calibrated: bool = True) -> Predictor:
+    """Load and check the table at ``table_dir`` (and its calibration.json unless ``calibrated=False``),
+    then lower ``model``'s graph once for fast predictions."""
     table = load_table(table_dir)
     block = int(table.meta["nchwc_block"])
     if block <= 0:
         raise HwsearchError(f"Latency table {str(table_dir)!r} has nchwc_block={block}; this CPU has no NCHWc kernels, which these tables do not model yet.")
     graph = UnitGraph.from_model(model, task.example_input(), space, block)
-    return Predictor(table, graph, space, strict)
+    return Predictor(table, graph, space, strict, load_calibration(table_dir) if calibrated else None)

@@ -2,8 +2,10 @@
 
 Each kernel runs as a tiny single-kernel ONNX model under the same ORT session settings as whole
 models (threads fixed, ORT_ENABLE_ALL); after warm-up it is timed until ``min_runs`` runs and
-``min_time_s`` have passed; the median and p90, minus the per-call overhead of an empty model,
-are appended to table.csv at once, so a killed profile resumes where it stopped.
+``min_time_s`` have passed; its p10, median and p90, minus the per-call overhead of an empty
+model, are appended to table.csv at once, so a killed profile resumes where it stopped.
+Predictions use the statistic ``MeasureSettings.statistic`` names (default p10: the kernel's cost
+when nothing interrupts it, which stays put when other processes share the cores).
 """
 
 from __future__ import annotations
@@ -32,7 +34,24 @@ class MeasureSettings:
     warmup: int = 10
     min_runs: int = 40
     min_time_s: float = 0.03
-    statistic: str = "median of repeated runs minus the empty-model call overhead; p90 alongside"
+    statistic: str = "p10"  # what predictions use: p10 or median of the repeated runs (minus the call overhead)
+
+    def __post_init__(self) -> None:
+        if self.statistic not in tbl.STATISTICS:
+            raise HwsearchError(f"Timing statistic {self.statistic!r} is unknown; use one of {', '.join(tbl.STATISTICS)}.")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Repeated-run timing of one model file, in microseconds."""
+
+    p10_us: float
+    median_us: float
+    p90_us: float
+    runs: int
+
+    def value(self, statistic: str) -> float:
+        return self.p10_us if statistic == "p10" else self.median_us
 
 
 def detect_block(settings: onnx_io.SessionSettings) -> int:
@@ -54,8 +73,8 @@ def detect_block(settings: onnx_io.SessionSettings) -> int:
     return dims[0][0] if dims else 0
 
 
-def time_model(path: str | Path, settings: onnx_io.SessionSettings, ms: MeasureSettings) -> tuple[float, float, int]:
-    """(median_us, p90_us, runs) of one model file, inputs random, after warm-up."""
+def time_model(path: str | Path, settings: onnx_io.SessionSettings, ms: MeasureSettings) -> Timing:
+    """p10, median and p90 microseconds of one model file (inputs random, after warm-up)."""
     sess = onnx_io.session(path, settings)
     feed = random_feed(sess.get_inputs())
     for _ in range(ms.warmup):
@@ -67,7 +86,7 @@ def time_model(path: str | Path, settings: onnx_io.SessionSettings, ms: MeasureS
         sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e6)
     times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))], len(times)
+    return Timing(times[int(0.1 * (len(times) - 1))], statistics.median(times), times[int(0.9 * (len(times) - 1))], len(times))
 
 
 def _channel_choices(graph: UnitGraph, space: SearchSpace) -> list[tuple[int, ...]]:
@@ -138,14 +157,14 @@ def write_meta(out: Path, device: str, settings: onnx_io.SessionSettings, ms: Me
 
 
 def measure_overhead(settings: onnx_io.SessionSettings, ms: MeasureSettings) -> float:
-    """Median microseconds of one call of an empty model: the fixed per-call cost every model pays."""
+    """Microseconds of one call of an empty model (the table's statistic): the fixed per-call cost every model pays."""
     import onnx
 
     from hwsearch.latency._builders import empty_model
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx.save(empty_model(), f"{tmp}/empty.onnx")
-        return min(time_model(f"{tmp}/empty.onnx", settings, MeasureSettings(ms.warmup, 200, 0.05))[0] for _ in range(3))
+        return min(time_model(f"{tmp}/empty.onnx", settings, MeasureSettings(ms.warmup, 200, 0.05)).value(ms.statistic) for _ in range(3))
 
 
 def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: onnx_io.SessionSettings, block: int,
@@ -161,6 +180,9 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
         old = json.loads(meta_path.read_text())
         if old.get("threads") != settings.threads or old.get("runtime_version") != tbl.runtime_version():
             raise HwsearchError(f"Table {str(out)!r} was profiled with threads={old.get('threads')}, runtime {old.get('runtime_version')}; use another --device name for threads={settings.threads}.")
+        if old.get("schema") != tbl.SCHEMA or tbl.statistic(old) != ms.statistic:
+            raise HwsearchError(f"Table {str(out)!r} has schema {old.get('schema')} and statistic {tbl.statistic(old)!r}; this profile writes schema {tbl.SCHEMA} "
+                                f"with {ms.statistic!r}. Profile into a new folder (--out) or delete the old one.")
         models = sorted(set(old.get("models", [])) | set(models))
     csv_path = out / "table.csv"
     done = {row["key"] for row in tbl.read_rows(csv_path)}
@@ -175,7 +197,7 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
         for kernel in tqdm(todo, desc=f"profile {device}", unit="kernel", disable=not progress, smoothing=0.05):
             path = Path(tmp) / "k.onnx"
             onnx.save(build_kernel_model(kernel, block), str(path))
-            med, p90, runs = time_model(path, settings, ms)
-            writer.writerow(tbl.row_for(kernel, max(med - overhead, 0.0), max(p90 - overhead, 0.0), runs))
+            t = time_model(path, settings, ms)
+            writer.writerow(tbl.row_for(kernel, *(max(v - overhead, 0.0) for v in (t.p10_us, t.median_us, t.p90_us)), t.runs))
             f.flush()
     return out

@@ -1,9 +1,12 @@
 """Latency tables on disk: ``table.csv`` (one measured kernel a row) + ``meta.json`` (provenance).
 
-table.csv columns: ``key,op,precision,layout,c,h,w,co,k,s,g,act,sum,median_us,p90_us,runs``
-(times in microseconds, per-call overhead already subtracted). meta.json: ``schema``, ``device``,
-``cpu_model``, ``isa_flags``, ``runtime``, ``runtime_version``, ``threads``, ``nchwc_block``,
-``call_overhead_us``, ``date``, ``measurement`` (warmup, min_runs, min_time_s, statistic), ``models``.
+table.csv columns: ``key,op,precision,layout,c,h,w,co,k,s,g,act,sum,p10_us,median_us,p90_us,runs``
+(times in microseconds, per-call overhead already subtracted; schema-1 tables lack ``p10_us``).
+meta.json: ``schema``, ``device``, ``cpu_model``, ``isa_flags``, ``runtime``, ``runtime_version``,
+``threads``, ``nchwc_block``, ``call_overhead_us``, ``date``, ``measurement`` (warmup, min_runs,
+min_time_s, statistic), ``models``. ``measurement.statistic`` names the column predictions use:
+``p10`` (the 10th percentile of the repeated runs: what the kernel costs when nothing else
+interrupts it, and steady when other processes share the cores) or ``median``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.kernels import Kernel
 
-SCHEMA = 1
-COLUMNS = ("key", "op", "precision", "layout", "c", "h", "w", "co", "k", "s", "g", "act", "sum", "median_us", "p90_us", "runs")
+SCHEMA = 2
+SCHEMAS = (1, 2)
+COLUMNS = ("key", "op", "precision", "layout", "c", "h", "w", "co", "k", "s", "g", "act", "sum", "p10_us", "median_us", "p90_us", "runs")
+COLUMNS_V1 = tuple(c for c in COLUMNS if c != "p10_us")
+STATISTICS = ("p10", "median")
 META_KEYS = ("schema", "device", "cpu_model", "isa_flags", "runtime", "runtime_version", "threads", "nchwc_block", "call_overhead_us", "date", "measurement")
 
 
@@ -45,19 +51,25 @@ def runtime_version() -> str:
     return onnxruntime.__version__
 
 
-def row_for(kernel: Kernel, median_us: float, p90_us: float, runs: int) -> dict[str, Any]:
+def row_for(kernel: Kernel, p10_us: float, median_us: float, p90_us: float, runs: int) -> dict[str, Any]:
     return {"key": kernel.key, "op": kernel.op, "precision": kernel.precision, "layout": kernel.layout, "c": kernel.c, "h": kernel.h, "w": kernel.w,
             "co": kernel.co, "k": kernel.k, "s": kernel.s, "g": kernel.g, "act": int(kernel.act), "sum": int(kernel.sum),
-            "median_us": round(median_us, 3), "p90_us": round(p90_us, 3), "runs": runs}
+            "p10_us": round(p10_us, 3), "median_us": round(median_us, 3), "p90_us": round(p90_us, 3), "runs": runs}
+
+
+def statistic(meta: dict[str, Any]) -> str:
+    """The per-kernel statistic predictions use (``p10`` or ``median``; schema-1 tables: median)."""
+    stat = (meta.get("measurement") or {}).get("statistic", "median")
+    return stat if stat in STATISTICS else "median"
 
 
 @dataclass(frozen=True)
 class Table:
-    """A loaded, checked table: kernel -> median microseconds, plus its provenance."""
+    """A loaded, checked table: kernel -> microseconds (the meta's statistic), plus its provenance."""
 
     path: Path
     meta: dict[str, Any]
-    median_us: dict[Kernel, float]
+    us: dict[Kernel, float]
 
     @property
     def device(self) -> str:
@@ -75,7 +87,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             return []
-        if tuple(reader.fieldnames) != COLUMNS:
+        if tuple(reader.fieldnames) not in (COLUMNS, COLUMNS_V1):
             raise HwsearchError(f"Table {str(path)!r} has columns {reader.fieldnames}, expected {list(COLUMNS)}; re-run `hwsearch profile` into a new folder.")
         return list(reader)
 
@@ -88,20 +100,22 @@ def load_table(table_dir: str | Path, warn_provenance: bool = True) -> Table:
         raise HwsearchError(f"Latency table {str(d)!r} needs table.csv and meta.json; run `hwsearch profile --device NAME` to create it.")
     meta = json.loads(meta_path.read_text())
     missing = [k for k in META_KEYS if k not in meta]
-    if missing or meta.get("schema") != SCHEMA:
+    if missing or meta.get("schema") not in SCHEMAS:
         raise HwsearchError(f"Latency table {str(d)!r} meta.json lacks {missing or 'schema ' + str(SCHEMA)}; re-run `hwsearch profile` with this version.")
     if not isinstance(meta["call_overhead_us"], (int, float)) or not 0 <= meta["call_overhead_us"] < 1e5:
         raise HwsearchError(f"Latency table {str(d)!r} has call_overhead_us={meta['call_overhead_us']!r}; it must be microseconds (0..1e5).")
-    median: dict[Kernel, float] = {}
+    column = statistic(meta) + "_us"
+    times: dict[Kernel, float] = {}
     for i, row in enumerate(read_rows(csv_path)):
         kernel = Kernel.parse(row["key"])
-        value = float(row["median_us"])
-        if not 0.0 <= value < 1e6 or float(row["p90_us"]) < value * 0.999:
-            raise HwsearchError(f"Latency table {str(csv_path)!r} row {i + 2} ({row['key']}) has median_us={value}, p90_us={row['p90_us']}; times must be microseconds with p90 >= median.")
-        median[kernel] = value
+        value, med = float(row.get(column) or row["median_us"]), float(row["median_us"])
+        if not 0.0 <= value < 1e6 or not value <= med * 1.001 + 1e-3 or float(row["p90_us"]) < med * 0.999:
+            raise HwsearchError(f"Latency table {str(csv_path)!r} row {i + 2} ({row['key']}) has {column}={value}, median_us={med}, p90_us={row['p90_us']}; "
+                                "times must be microseconds with p10 <= median <= p90.")
+        times[kernel] = value
     if warn_provenance:
         check_provenance(meta, str(d))
-    return Table(d, meta, median)
+    return Table(d, meta, times)
 
 
 def check_provenance(meta: dict[str, Any], where: str) -> None:

@@ -13,13 +13,14 @@ import random
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from hwsearch import onnx_io
 from hwsearch.latency.predict import Predictor
 from hwsearch.latency.profile import MeasureSettings, time_model
+from hwsearch.latency.table import statistic
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
 
@@ -63,12 +64,13 @@ def build_cases(task, baseline, space: SearchSpace, predictor: Predictor, n: int
 
 
 def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: MeasureSettings) -> list[Case]:
-    """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly."""
+    """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
+    ``measured_ms`` is the median over rounds of ``ms.statistic`` (the table's statistic)."""
     per: list[list[tuple[float, float]]] = [[] for _ in built]
     for _ in range(rounds):
         for i, (_, _, path, _) in enumerate(built):
-            med, p90, _ = time_model(path, settings, ms)
-            per[i].append((med, p90))
+            t = time_model(path, settings, ms)
+            per[i].append((t.value(ms.statistic), t.p90_us))
     cases = []
     for (name, policy, _, pred), runs in zip(built, per):
         med = statistics.median(m for m, _ in runs) / 1e3
@@ -97,6 +99,14 @@ def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst
     }
 
 
+def _loadavg() -> float | None:
+    """1-minute load average (other work on the cores makes timings noisy; recorded beside them)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _rms(errs: Sequence[float]) -> float:
     return (sum(e * e for e in errs) / len(errs)) ** 0.5 if errs else 0.0
 
@@ -108,8 +118,9 @@ def _within(errs: Sequence[float], tol: float) -> float:
 def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, SearchSpace, Predictor]], samples: int, seed: int = 0,
              rounds: int = 3, ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True) -> dict[str, Any]:
     """Validate a table over ``models`` ((name, task, baseline module, space, predictor) each); ``samples`` split across them."""
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), _loadavg()
     predictor = models[0][4]
+    ms = replace(ms, statistic=statistic(predictor.table.meta))
     settings = onnx_io.SessionSettings(threads=int(predictor.table.meta["threads"]))
     with tempfile.TemporaryDirectory() as tmp:
         built = []
@@ -118,6 +129,11 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
             built += build_cases(task, baseline, space, pred, n, seed + j, Path(tmp), name)
         cases = measure_cases(built, settings, rounds, ms)
     report = summarize(cases, predictor.table.meta, time.perf_counter() - start)
+    report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": _loadavg()}
+    cal = predictor.calibration
+    report["calibrated"] = cal is not None
+    if cal is not None:
+        report["calibration"] = {"n_models": cal.info.get("n_models"), "seed": cal.info.get("seed"), "date": cal.info.get("date")}
     if write:
         (Path(table_dir) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
