@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("space", help="print a model's search space as JSON")
     model_args(p)
-    p.add_argument("--channel-multiple", type=int, default=8)
+    p.add_argument("--channel-multiple", type=int, default=None, help="channel rounding (default: the task's, 8 for CNNs, 64 FFN neurons for minilm)")
     p.set_defaults(func=cmd_space)
 
     p = sub.add_parser("compress", help="apply one policy: write DIR/model.onnx and DIR/summary.json")
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance", default="l1", help="channel importance: l1 (default), bn_scale, taylor")
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--bn-recalib-batches", type=int, default=0)
-    p.add_argument("--channel-multiple", type=int, default=8)
+    p.add_argument("--channel-multiple", type=int, default=None, help="channel rounding (default: the task's, 8 for CNNs, 64 FFN neurons for minilm)")
     p.add_argument("--threads", type=int, default=1, help="ORT intra-op threads for the latency figure (default 1)")
     p.add_argument("--split", default="test", help="split the accuracy is measured on (default test)")
     p.set_defaults(func=cmd_compress)

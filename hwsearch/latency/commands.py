@@ -14,8 +14,6 @@ from hwsearch.errors import HwsearchError
 def _model_specs(args: argparse.Namespace):
     """(name, task, baseline module, space) for every --model given (default resnet20)."""
     from hwsearch.cli import model_options, task_from_args
-    from hwsearch.space import SearchSpace
-    from hwsearch.tasks.train import load_baseline
 
     task = task_from_args(args)
     out = []
@@ -23,24 +21,23 @@ def _model_specs(args: argparse.Namespace):
         if args.random_init:
             model = task.build_model(name, **model_options(args)).eval()
         else:
-            model = load_baseline(task, name, model_options(args)).model.eval()
-        out.append((name, task, model, SearchSpace.from_model(model, task.example_input(), channel_multiple=args.channel_multiple)))
+            model = task.load_baseline(name, model_options(args)).model.eval()
+        out.append((name, task, model, task.search_space(model, channel_multiple=args.channel_multiple)))
     return out
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="digits", help="digits, cifar10, or package.module:function (default: digits)")
+    p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (default: digits)")
     p.add_argument("--model", action="append", default=None, help="model name; repeat to cover several models (default resnet20)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--channel-multiple", type=int, default=8)
+    p.add_argument("--channel-multiple", type=int, default=None, help="channel rounding (default: the task's, 8 for CNNs, 64 FFN neurons for minilm)")
     p.add_argument("--random-init", action="store_true", help="use an untrained model (latency does not depend on weights)")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hwsearch import onnx_io
-    from hwsearch.latency.graph import UnitGraph
-    from hwsearch.latency.profile import MeasureSettings, detect_block, enumerate_kernels, run_profile
+    from hwsearch.latency.profile import MeasureSettings, detect_block, run_profile
 
     if args.threads < 1:
         raise HwsearchError(f"--threads {args.threads} must be 1 or more.")
@@ -50,37 +47,38 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise HwsearchError("ONNX Runtime uses no NCHWc kernels on this CPU; latency tables for it are not supported yet.")
     kernels: set = set()
     specs = _model_specs(args)
+    measure, extra = None, {}
     for name, task, model, space in specs:
-        kernels.update(enumerate_kernels(UnitGraph.from_model(model, task.example_input(), space, block), space))
+        found, measure, extra = task.latency_plan(model, space, block)
+        kernels.update(found)
     out = Path(args.out or Path("latency_tables") / args.device)
     start = time.perf_counter()
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic)
-    run_profile(out, args.device, sorted(kernels), settings, block, [f"{task.name}/{n}" for n, task, _, _ in specs], ms, progress=not args.quiet)
+    run_profile(out, args.device, sorted(kernels), settings, block, [f"{task.name}/{n}" for n, task, _, _ in specs], ms, progress=not args.quiet,
+                measure=measure, extra_meta=extra)
     print(json.dumps({"table": str(out), "kernels": len(kernels), "seconds": round(time.perf_counter() - start, 1)}))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hwsearch.latency.predict import load_predictor
     from hwsearch.policy import Policy
 
     policy = Policy.load(args.policy)
     (name, task, model, space), = _model_specs(args)[:1]
-    predictor = load_predictor(args.table, task, model, space, strict=args.strict)
+    predictor = task.load_predictor(args.table, model, space, strict=args.strict)
     pred = predictor.predict(policy)
     print(json.dumps({"device": predictor.device, "model": name, **pred.to_dict(), "kernels": len(predictor.kernels(policy))}, indent=2))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hwsearch.latency.predict import load_predictor
     from hwsearch.latency.profile import MeasureSettings
     from hwsearch.latency.validate import validate
 
     if args.samples < 1:
         raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
-    models = [(n, t, m, s, load_predictor(args.table, t, m, s)) for n, t, m, s in _model_specs(args)]
+    models = [(n, t, m, s, t.load_predictor(args.table, m, s)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
     report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from hwsearch import onnx_io
 from hwsearch.errors import HwsearchError
@@ -73,10 +73,10 @@ def detect_block(settings: onnx_io.SessionSettings) -> int:
     return dims[0][0] if dims else 0
 
 
-def time_model(path: str | Path, settings: onnx_io.SessionSettings, ms: MeasureSettings) -> Timing:
-    """p10, median and p90 microseconds of one model file (inputs random, after warm-up)."""
+def time_model(path: str | Path, settings: onnx_io.SessionSettings, ms: MeasureSettings, feed: dict | None = None) -> Timing:
+    """p10, median and p90 microseconds of one model file (inputs random, or ``feed``; after warm-up)."""
     sess = onnx_io.session(path, settings)
-    feed = random_feed(sess.get_inputs())
+    feed = feed or random_feed(sess.get_inputs())
     for _ in range(ms.warmup):
         sess.run(None, feed)
     times: list[float] = []
@@ -147,11 +147,12 @@ def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
     return [("flatten", "fp32", "nchw", c, h, w, 0, 0, 1, 1, False, False)]
 
 
-def write_meta(out: Path, device: str, settings: onnx_io.SessionSettings, ms: MeasureSettings, block: int, overhead_us: float, models: list[str]) -> dict:
+def write_meta(out: Path, device: str, settings: onnx_io.SessionSettings, ms: MeasureSettings, block: int, overhead_us: float, models: list[str],
+               extra: dict | None = None) -> dict:
     cpu, flags = tbl.cpu_info()
     meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": tbl.runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": asdict(ms), "models": models, "units": "microseconds"}
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": asdict(ms), "models": models, "units": "microseconds", **(extra or {})}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -168,8 +169,14 @@ def measure_overhead(settings: onnx_io.SessionSettings, ms: MeasureSettings) -> 
 
 
 def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: onnx_io.SessionSettings, block: int,
-                models: list[str], ms: MeasureSettings = MeasureSettings(), progress: bool = True) -> Path:
-    """Measure ``kernels`` not yet in ``out/table.csv`` and append them; write meta.json. Resumable."""
+                models: list[str], ms: MeasureSettings = MeasureSettings(), progress: bool = True,
+                measure: Callable[[Kernel, onnx_io.SessionSettings, MeasureSettings], Timing] | None = None,
+                extra_meta: dict | None = None) -> Path:
+    """Measure ``kernels`` not yet in ``out/table.csv`` and append them; write meta.json. Resumable.
+
+    ``measure`` times one kernel (default: its single-kernel CNN model, :func:`build_kernel_model`);
+    ``extra_meta`` adds keys to meta.json (e.g. a transformer table's ``seq_len``).
+    """
     import onnx
     from tqdm import tqdm
 
@@ -188,16 +195,19 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
     done = {row["key"] for row in tbl.read_rows(csv_path)}
     todo = [k for k in kernels if k.key not in done]
     overhead = measure_overhead(settings, ms)
-    write_meta(out, device, settings, ms, block, overhead, models)
+    write_meta(out, device, settings, ms, block, overhead, models, extra_meta)
     new_file = not csv_path.is_file() or csv_path.stat().st_size == 0
     with csv_path.open("a", newline="") as f, tempfile.TemporaryDirectory() as tmp:
         writer = csv.DictWriter(f, fieldnames=tbl.COLUMNS)
         if new_file:
             writer.writeheader()
         for kernel in tqdm(todo, desc=f"profile {device}", unit="kernel", disable=not progress, smoothing=0.05):
-            path = Path(tmp) / "k.onnx"
-            onnx.save(build_kernel_model(kernel, block), str(path))
-            t = time_model(path, settings, ms)
+            if measure is not None:
+                t = measure(kernel, settings, ms)
+            else:
+                path = Path(tmp) / "k.onnx"
+                onnx.save(build_kernel_model(kernel, block), str(path))
+                t = time_model(path, settings, ms)
             writer.writerow(tbl.row_for(kernel, *(max(v - overhead, 0.0) for v in (t.p10_us, t.median_us, t.p90_us)), t.runs))
             f.flush()
     return out

@@ -47,29 +47,30 @@ def random_policy(space: SearchSpace, rng: random.Random) -> Policy:
     for layer in space.layers:
         r = rng.random()
         prec[layer] = "int8" if r < p_int8 else "fp16" if r < p_int8 + p_fp16 else "fp32"
+        prec[layer] = prec[layer] if prec[layer] in space.precisions else "fp32"
     return Policy(keep=keep, precision=prec)
 
 
 def build_cases(task, baseline, space: SearchSpace, predictor: Predictor, n: int, seed: int, tmp: Path, name: str) -> list[tuple[str, Policy, Path, Any]]:
-    from hwsearch.compress import CompressOptions, build_candidate
+    from hwsearch.compress import CompressOptions
 
     rng = random.Random(seed)
     out = []
     for i in range(n):
         policy = Policy() if i == 0 else random_policy(space, rng)
         path = tmp / f"{name}-{i}.onnx"
-        build_candidate(task, baseline, policy, space, path, CompressOptions(calib_samples=32, eval_split="val"))
+        task.build_candidate(baseline, policy, space, path, CompressOptions(calib_samples=32, eval_split="val"))
         out.append((name, policy, path, predictor.predict(policy)))
     return out
 
 
-def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: MeasureSettings) -> list[Case]:
+def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: MeasureSettings, feed: dict | None = None) -> list[Case]:
     """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
     ``measured_ms`` is the median over rounds of ``ms.statistic`` (the table's statistic)."""
     per: list[list[tuple[float, float]]] = [[] for _ in built]
     for _ in range(rounds):
         for i, (_, _, path, _) in enumerate(built):
-            t = time_model(path, settings, ms)
+            t = time_model(path, settings, ms, feed)
             per[i].append((t.value(ms.statistic), t.p90_us))
     cases = []
     for (name, policy, _, pred), runs in zip(built, per):
@@ -127,7 +128,7 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
         for j, (name, task, baseline, space, pred) in enumerate(models):
             n = samples // len(models) + (1 if j < samples % len(models) else 0)
             built += build_cases(task, baseline, space, pred, n, seed + j, Path(tmp), name)
-        cases = measure_cases(built, settings, rounds, ms)
+        cases = measure_cases(built, settings, rounds, ms, models[0][1].latency_feed())
     report = summarize(cases, predictor.table.meta, time.perf_counter() - start)
     report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": _loadavg()}
     cal = predictor.calibration

@@ -120,13 +120,13 @@ class Task:
 
         return load_baseline(self, model_spec, model_options, cfg, retrain=retrain, verbose=verbose)
 
-    def search_space(self, model: nn.Module, keep_choices: Any = None, precisions: Any = None, channel_multiple: int = 8):
-        """The :class:`hwsearch.space.SearchSpace` of ``model`` (None: the space's defaults)."""
+    def search_space(self, model: nn.Module, keep_choices: Any = None, precisions: Any = None, channel_multiple: int | None = None):
+        """The :class:`hwsearch.space.SearchSpace` of ``model`` (None: the space's defaults, channel multiple 8)."""
         from hwsearch.space import DEFAULT_KEEP_CHOICES, SearchSpace
         from hwsearch.policy import PRECISIONS
 
         return SearchSpace.from_model(model, self.example_input(), keep_choices=keep_choices or DEFAULT_KEEP_CHOICES,
-                                      precisions=precisions or PRECISIONS, channel_multiple=channel_multiple)
+                                      precisions=precisions or PRECISIONS, channel_multiple=8 if channel_multiple is None else channel_multiple)
 
     def recovered_model(self, baseline: nn.Module, policy: Any, space: Any, opts: Any) -> nn.Module:
         """The compressed, recovered torch model a candidate's ONNX file is exported from."""
@@ -145,6 +145,14 @@ class Task:
         from hwsearch.latency.predict import load_predictor
 
         return load_predictor(table_dir, self, model, space, strict=strict)
+
+    def latency_plan(self, model: nn.Module, space: Any, block: int) -> tuple[list, Any, dict]:
+        """What ``hwsearch profile`` measures: (kernels, a function timing one kernel or None for the
+        CNN single-kernel models, extra meta.json keys)."""
+        from hwsearch.latency.graph import UnitGraph
+        from hwsearch.latency.profile import enumerate_kernels
+
+        return enumerate_kernels(UnitGraph.from_model(model, self.example_input(), space, block), space), None, {}
 
     def score_onnx(self, path: Any, split: str) -> float:
         """The task's score of an ONNX file on a split, computed in ONNX Runtime."""

@@ -152,6 +152,11 @@ class MiniLMTask(Task):
 
         return load_predictor(table_dir, model, space, strict=strict, seq_len=self.seq_len)
 
+    def latency_plan(self, model: nn.Module, space: Any, block: int) -> tuple[list, Any, dict]:
+        from hwsearch.latency import transformer
+
+        return transformer.enumerate_kernels(model, space, self.seq_len), transformer.measure_kernel, {"seq_len": self.seq_len, "kernels": "transformer blocks (hwsearch.latency.transformer)"}
+
     def parity(self, path: Any, model: nn.Module, quantized: bool):
         """fp32: max abs embedding difference <= 1e-4; int8: mean cosine to the torch model >= 0.9 (val split)."""
         from hwsearch.export import FP32_MAX_ABS_DIFF, Parity

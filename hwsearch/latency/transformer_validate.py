@@ -1,0 +1,80 @@
+"""Validate transformer block tables (several thread counts at once) on random whole models.
+
+Each random policy (the same generator as ``hwsearch validate-table``) is realised once (heads
+and neurons removed, exported, int8 blocks quantized; no fine-tuning, which does not change
+latency), then timed with every table's own session settings and statistic right away and
+deleted, so hundreds of 60-90 MB files never sit on disk together. Timing holds an exclusive
+``flock`` on ``lock_path`` (when given) so that measurements of other processes do not overlap.
+Each table gets its ``validation.json`` (same format as ``hwsearch validate-table``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from hwsearch import onnx_io
+from hwsearch.latency.profile import MeasureSettings, time_model
+from hwsearch.latency.table import statistic
+from hwsearch.latency.validate import Case, _loadavg, random_policy, summarize
+from hwsearch.policy import Policy
+
+
+@contextlib.contextmanager
+def measuring(lock_path: str | None) -> Iterator[None]:
+    if not lock_path:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 2,
+                    ms: MeasureSettings = MeasureSettings(min_runs=30, min_time_s=0.2), lock_path: str | None = None,
+                    name: str = "minilm", write: bool = True, progress: bool = True) -> dict[str, dict[str, Any]]:
+    from hwsearch.tasks.minilm_compress import compress, realise
+
+    start, load_before = time.perf_counter(), _loadavg()
+    predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
+    settings = [onnx_io.SessionSettings(threads=int(p.table.meta["threads"])) for p in predictors]
+    stats = [replace(ms, statistic=statistic(p.table.meta)) for p in predictors]
+    feed = task.latency_feed()
+    rng = random.Random(seed)
+    cases: list[list[Case]] = [[] for _ in table_dirs]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(samples):
+            policy = Policy() if i == 0 else random_policy(space, rng)
+            path = Path(tmp) / f"{name}-{i}.onnx"
+            realise(task, compress(baseline, policy, space), policy, space, path, calib_samples=16)
+            with measuring(lock_path):
+                for j, (pred, st, m) in enumerate(zip(predictors, settings, stats)):
+                    runs = [time_model(path, st, m, feed) for _ in range(rounds)]
+                    measured = statistics.median(t.value(m.statistic) for t in runs) / 1e3
+                    p90 = statistics.median(t.p90_us for t in runs) / 1e3
+                    p = pred.predict(policy)
+                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, measured, p90, p.coverage))
+            path.unlink()
+            if progress:
+                print(f"{i + 1}/{samples} " + " ".join(f"{c[-1].predicted_ms:.2f}/{c[-1].measured_ms:.2f}ms" for c in cases), flush=True)
+    reports = {}
+    for d, pred, m, cs in zip(table_dirs, predictors, stats, cases):
+        report = summarize(cs, pred.table.meta, time.perf_counter() - start)
+        report |= {"statistic": m.statistic, "load_average": {"before": load_before, "after": _loadavg()}, "calibrated": False,
+                   "method": "random policies realised once, each timed with every table's settings (rounds interleaved per model)",
+                   "measurement": {"rounds": rounds, "warmup": m.warmup, "min_runs": m.min_runs, "min_time_s": m.min_time_s}}
+        if write:
+            (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+        reports[str(d)] = report
+    return reports
