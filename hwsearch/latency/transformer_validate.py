@@ -78,3 +78,33 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
             (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         reports[str(d)] = report
     return reports
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hwsearch.latency.transformer_validate TABLE... [--samples N]`` (task minilm)."""
+    import argparse
+    import logging
+
+    import torch
+
+    from hwsearch.tasks import get_task
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("tables", nargs="+")
+    p.add_argument("--samples", type=int, default=210)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--lock", default=None, help="flock this file while timing")
+    args = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    task = get_task("minilm")
+    baseline = task.load_baseline("all-minilm-l6-v2")
+    reports = validate_tables(args.tables, task, baseline.model, task.search_space(baseline.model), args.samples, args.seed, args.rounds, lock_path=args.lock)
+    keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
+    print(json.dumps({d: {k: r[k] for k in keys} for d, r in reports.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

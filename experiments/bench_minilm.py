@@ -1,0 +1,113 @@
+"""MiniLM benchmark: the search's front next to int8-only and uniform-pruning baselines, measured here.
+
+For the dense fp32 model, every point of ``runs/minilm_cpu/pareto.json`` and the baselines
+(int8 everywhere; uniform pruning of heads and FFN neurons at 0.875 / 0.75 / 0.5 in fp32 and int8)
+this rebuilds the ONNX file with the run's options, measures fidelity to the dense model on the
+*test* split (the search used val), counts parameters, and times batch-1, 128-token latency with
+1 ONNX Runtime thread (p10 and median of repeated runs, 3 interleaved rounds, holding
+/tmp/hwsearch-measure.lock while timing). Writes experiments/results/minilm.csv and minilm.json.
+
+    HWSEARCH_CACHE=... .venv/bin/python experiments/bench_minilm.py [--run runs/minilm_cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COLUMNS = ("kind", "trial", "params", "param_reduction_pct", "size_bytes", "int8_blocks", "heads_kept", "ffn_neurons_kept",
+           "latency_p10_ms_1t", "latency_median_ms_1t", "speedup_vs_dense_fp32_1t", "predicted_latency_ms_1t",
+           "cosine_test", "spearman_test", "top10_test", "cosine_val_search", "policy")
+BASELINES = [("dense_fp32", {}), ("int8_only", {"default_precision": "int8"})] + [
+    (f"uniform_{k}_{p}", {"default_keep": k, "default_precision": p}) for p in ("fp32", "int8") for k in (0.875, 0.75, 0.5)]
+
+
+def main() -> int:
+    import torch
+
+    from hwsearch import onnx_io
+    from hwsearch.config import load_config
+    from hwsearch.export_context import load_context
+    from hwsearch.latency.profile import MeasureSettings, time_model
+    from hwsearch.latency.transformer_validate import measuring
+    from hwsearch.policy import Policy
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default=str(ROOT / "runs" / "minilm_cpu"))
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "minilm"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--lock", default="/tmp/hwsearch-measure.lock")
+    args = ap.parse_args()
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    ctx = load_context(args.run)
+    task, model, space = ctx.task, ctx.baseline.model, ctx.space
+    front = json.loads((Path(args.run) / "pareto.json").read_text())
+    points = [(name, None, pol, None) for name, pol in BASELINES] + [("front", e["trial"], e["policy"], e.get("accuracy")) for e in front]
+    pred = task.load_predictor(ROOT / "latency_tables" / "minilm-cpu-1t", model, space)
+    settings, ms, feed = onnx_io.SessionSettings(threads=1), MeasureSettings(warmup=5, min_runs=30, min_time_s=0.3), task.latency_feed()
+    rows, start = [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        built = []
+        for i, (kind, trial, pol, search_cos) in enumerate(points):
+            policy = Policy.from_dict(pol)
+            path = Path(tmp) / f"{i}.onnx"
+            result = task.build_candidate(model, policy, space, path, ctx.options)
+            fid = task.fidelity_onnx(path, "test")
+            keep = space.keep_channels(policy)
+            built.append((kind, trial, policy, search_cos, path, result, fid, keep))
+            print(f"built {kind} {trial}: cosine_test={fid['cosine']:.4f}", flush=True)
+        timings: list[list] = [[] for _ in built]
+        for _ in range(args.rounds):
+            for i, b in enumerate(built):
+                with measuring(args.lock):
+                    timings[i].append(time_model(b[4], settings, ms, feed))
+    dense_p10 = statistics.median(t.p10_us for t in timings[0]) / 1e3
+    dense_params = built[0][5].params
+    for (kind, trial, policy, search_cos, _, result, fid, keep), ts in zip(built, timings):
+        p10 = statistics.median(t.p10_us for t in ts) / 1e3
+        rows.append({
+            "kind": kind, "trial": "" if trial is None else trial, "params": result.params,
+            "param_reduction_pct": round(100 * (1 - result.params / dense_params), 2), "size_bytes": result.size_bytes,
+            "int8_blocks": result.precision_counts["int8"], "heads_kept": sum(v for k, v in keep.items() if k.endswith(".attn")),
+            "ffn_neurons_kept": sum(v for k, v in keep.items() if k.endswith(".ffn")),
+            "latency_p10_ms_1t": round(p10, 4), "latency_median_ms_1t": round(statistics.median(t.median_us for t in ts) / 1e3, 4),
+            "speedup_vs_dense_fp32_1t": round(dense_p10 / p10, 3), "predicted_latency_ms_1t": round(pred.predict(policy).latency_ms, 4),
+            "cosine_test": round(fid["cosine"], 5), "spearman_test": round(fid["spearman"], 5), "top10_test": round(fid["top10"], 5),
+            "cosine_val_search": "" if search_cos is None else round(search_cos, 5), "policy": policy.to_json(),
+        })
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.with_suffix(".csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    ok = [r for r in rows if r["kind"] == "front" and r["cosine_test"] >= 0.98]
+    best = max(ok, key=lambda r: r["speedup_vs_dense_fp32_1t"], default=None)
+    summary = {
+        "description": "MiniLM-L6 (all-MiniLM-L6-v2) compression, batch 1, 128 tokens, ONNX Runtime CPU 1 thread; fidelity to the dense model on the test split",
+        "run": str(Path(args.run).relative_to(ROOT)) if Path(args.run).is_relative_to(ROOT) else args.run,
+        "dense_fp32_latency_p10_ms_1t": round(dense_p10, 4), "dense_params": dense_params,
+        "best_front_speedup_at_cosine_ge_0.98": best, "rows": len(rows), "seconds": round(time.perf_counter() - start, 1),
+        "statistic": "p10 of >=30 runs after 5 warm-up runs, median over interleaved rounds", "rounds": args.rounds,
+        "columns": {"latency_*_ms_1t": "milliseconds, 1 thread", "speedup_vs_dense_fp32_1t": "dense fp32 p10 / this p10",
+                    "param_reduction_pct": "percent of the dense model's parameters removed (embeddings included)",
+                    "cosine_test/spearman_test/top10_test": "fidelity to the dense fp32 model's embeddings on the test split"},
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary | {"points": rows}, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "columns"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

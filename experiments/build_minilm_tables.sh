@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Profile and validate the MiniLM block tables (task minilm, 128 tokens): minilm-cpu-1t and minilm-cpu-2t.
+# Timing holds /tmp/hwsearch-measure.lock so that other measurements on the machine do not overlap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+LOCK=${LOCK:-/tmp/hwsearch-measure.lock}
+for t in 1 2; do
+  flock "$LOCK" "$BIN/hwsearch" profile --task minilm --model all-minilm-l6-v2 --device "minilm-cpu-${t}t" --threads "$t" \
+    --min-runs 40 --min-time 0.3 --quiet
+done
+"$BIN/python" -m hwsearch.latency.transformer_validate latency_tables/minilm-cpu-1t latency_tables/minilm-cpu-2t \
+  --samples "${SAMPLES:-210}" --rounds 2 --lock "$LOCK"
