@@ -23,7 +23,7 @@ test: $(STAMP)
 # `make bench`: every figure of BENCHMARKS.md from raw CSV/JSON (experiments/results/) and the front plots
 # (docs/bench_front_<model>.png). About 45 min on a 2-core machine with the defaults; quick look:
 #   make bench BENCH_TRIALS=6 BENCH_SEEDS=1 BENCH_MODELS=vgg BENCH_SEARCH_TRIALS=4
-BENCH_TRIALS ?= 24
+BENCH_TRIALS ?= 20
 BENCH_SEEDS ?= 3
 BENCH_MODELS ?= resnet20 mobilenetv2 vgg
 BENCH_SEARCH_TRIALS ?= 12
@@ -35,11 +35,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
+# which experiments to rerun (the others' results in experiments/results/ are kept and rendered)
+BENCH_STEPS ?= speedup predict search compress
+
 bench: $(BENCH_STAMP)
-	$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --work $(BENCH_WORK)
-	$(BIN)/python experiments/bench_predict.py --models $(BENCH_MODELS)
-	$(BIN)/python experiments/bench_search.py --trials $(BENCH_SEARCH_TRIALS)
-	$(BIN)/python experiments/bench_compress.py --models $(BENCH_MODELS)
+	$(if $(filter speedup,$(BENCH_STEPS)),$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --work $(BENCH_WORK))
+	$(if $(filter predict,$(BENCH_STEPS)),$(BIN)/python experiments/bench_predict.py --models $(BENCH_MODELS))
+	$(if $(filter search,$(BENCH_STEPS)),$(BIN)/python experiments/bench_search.py --trials $(BENCH_SEARCH_TRIALS))
+	$(if $(filter compress,$(BENCH_STEPS)),$(BIN)/python experiments/bench_compress.py --models $(BENCH_MODELS))
 	$(BIN)/python experiments/write_benchmarks.py
 
 clean:

@@ -33,11 +33,15 @@ def measure_lock() -> Iterator[None]:
 
 
 def measure(path: str | Path, input_shape: tuple[int, ...], threads: int, runs: int = 200, min_time_s: float = 0.3):
-    """Batch-1 ORT CPU latency of an ONNX file at ``threads`` (median and p90 of >= ``runs`` runs), under the lock."""
+    """Batch-1 ORT CPU latency of an ONNX file at ``threads`` (median and p90 of >= ``runs`` runs), under the lock.
+
+    Returns (Latency, seconds spent measuring once the lock was held)."""
     from hwsearch import onnx_io
 
     with measure_lock():
-        return onnx_io.measure_latency(path, input_shape, onnx_io.SessionSettings(threads=threads), warmup=30, runs=runs, min_time_s=min_time_s)
+        t0 = time.perf_counter()
+        lat = onnx_io.measure_latency(path, input_shape, onnx_io.SessionSettings(threads=threads), warmup=30, runs=runs, min_time_s=min_time_s)
+        return lat, time.perf_counter() - t0
 
 
 def cpu_model() -> str:
