@@ -77,8 +77,41 @@ def export(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, .
         raise HwsearchError(f"Export produced {len(nodes)} conv/matmul nodes for {len(layer_names)} conv/linear modules; the model must call each layer once per forward.")
     for node, name in zip(nodes, layer_names):
         node.name = name
+    _unshare_initializers(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def _unshare_initializers(proto) -> None:
+    """Give every consumer of a shared initializer its own copy, as a plain initializer.
+
+    The exporter merges equal tensors (for example the all-zero folded biases of an untrained model)
+    into one initializer, handed to the other consumers through Identity nodes. The int8 quantizer
+    then leaves such biases in float (or quantizes one tensor with one scale for several convs), and
+    ONNX Runtime refuses to fuse those convs into QLinearConv: they run as dequantize + float conv,
+    slower than either precision."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    outputs = {o.name for o in proto.graph.output}
+    for node in [n for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs]:
+        proto.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]), node.output[0]))
+        proto.graph.node.remove(node)
+    inits = {i.name: i for i in proto.graph.initializer}
+    seen: set[str] = set()
+    for node in proto.graph.node:
+        for j, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]), f"{name}__{node.name or 'n'}_{j}")
+                proto.graph.initializer.append(copy)
+                node.input[j] = copy.name
+            else:
+                seen.add(name)
+    used = {name for n in proto.graph.node for name in n.input}
+    for init in [i for i in proto.graph.initializer if i.name not in used]:
+        proto.graph.initializer.remove(init)
 
 
 def _is_weight(proto, name: str) -> bool:

@@ -119,3 +119,20 @@ def test_fp16_works_on_untrained_models_with_shared_initializers(digits, tmp_pat
     assert res.precision_counts["fp16"] == len(space.layers)
     out = onnx_io.run(onnx_io.session(res.onnx_path), digits.split("val").x[:8])
     assert np.isfinite(out).all()
+
+
+def test_int8_fuses_on_untrained_models_with_shared_initializers(digits, tmp_path):
+    """The exporter merges equal tensors (fresh BN folds give all-zero biases); every int8 conv must
+    still run as one quantized kernel, not as dequantize + float conv."""
+    import onnx
+
+    model = digits.build_model("resnet20", widths=[16, 32, 64]).eval()
+    space = SearchSpace.from_model(model, digits.example_input())
+    path = onnx_io.export(model, digits.example_input(), tmp_path / "fp32.onnx")
+    graph = onnx.load(str(path)).graph
+    assert not [n for n in graph.node if n.op_type == "Identity"]
+    consumers = [name for n in graph.node for name in n.input if name in {i.name for i in graph.initializer}]
+    assert len(consumers) == len(set(consumers))  # no initializer feeds two inputs
+    int8 = [name for name in space.layers if name != "fc"][1::2]
+    res = build_candidate(digits, model, Policy(precision={name: "int8" for name in int8}), space, tmp_path / "q.onnx")
+    assert onnx_io.count_quantized_kernels(res.onnx_path) == len(int8)
