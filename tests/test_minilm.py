@@ -158,8 +158,8 @@ def test_block_table_predicts_every_block_and_interpolates_missing_ones(task, ba
     assert half.latency_ms < dense.latency_ms and int8.latency_ms < dense.latency_ms
     assert len(pred.kernels(Policy())) == 1 + 12 + 1
     table = load_table(ROOT / "latency_tables/minilm-cpu-1t")
-    gap = next(k for k in table.median_us if k.op == "ffn" and k.co == 768)
-    del table.median_us[gap]
+    gap = next(k for k in table.us if k.op == "ffn" and k.co == 768)
+    del table.us[gap]
     loose = TransformerPredictor(table, baseline.model, space, 128)
     p = loose.predict(Policy(keep={"layer0.ffn": 0.5}))
     assert p.missing == (gap.key,) and p.coverage < 1.0

@@ -126,7 +126,7 @@ class TransformerInterpolator:
 
     def __init__(self, table: Table) -> None:
         fams: dict[tuple, list[tuple[int, float]]] = {}
-        for k, us in table.median_us.items():
+        for k, us in table.us.items():
             fams.setdefault((k.op, k.precision, k.c, k.h), []).append((k.co, us))
         self.families = {f: sorted(v) for f, v in fams.items()}
 
@@ -166,7 +166,7 @@ class TransformerPredictor:
         total, missing = self.table.call_overhead_us, []
         kernels = self.kernels(policy)
         for k in kernels:
-            v = self.table.median_us.get(k)
+            v = self.table.us.get(k)
             if v is None:
                 if self.strict:
                     raise HwsearchError(f"Kernel {k.key!r} is not in latency table {str(self.table.path)!r} (strict mode); profile the model into this table or drop --strict to interpolate it.")
@@ -181,7 +181,7 @@ def load_predictor(table_dir: str | Path, model: Any, space: Any, strict: bool =
     seq = table.meta.get("seq_len")
     if seq is not None and int(seq) != int(seq_len):
         raise HwsearchError(f"Latency table {str(table_dir)!r} was measured at seq_len={seq}, the task uses seq_len={seq_len}; set task_options.seq_len = {seq} or profile a table at {seq_len} tokens.")
-    if not any(k.op in OPS for k in table.median_us):
+    if not any(k.op in OPS for k in table.us):
         raise HwsearchError(f"Latency table {str(table_dir)!r} has no transformer blocks; use a table profiled with --task minilm (e.g. latency_tables/minilm-cpu-1t).")
     return TransformerPredictor(table, model, space, seq_len, strict)
 
