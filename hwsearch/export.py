@@ -140,7 +140,7 @@ def check_parity(path: str | Path, torch_model, x: np.ndarray, quantized: bool, 
 
 
 def measure_devices(devices: Sequence[Device], path: Path, input_shape: tuple[int, ...], feed: dict[str, np.ndarray] | None = None) -> tuple[dict, dict, list[str]]:
-    """Median and p90 latency per device with each table's settings; devices this machine cannot run are None."""
+    """Latency per device with each table's settings and statistic (p10 or median), and p90; devices this machine cannot run are None."""
     import onnxruntime as ort
 
     median: dict[str, float | None] = {}
@@ -153,7 +153,7 @@ def measure_devices(devices: Sequence[Device], path: Path, input_shape: tuple[in
             notes.append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
             continue
         lat = onnx_io.measure_latency(path, input_shape, settings, **dev.measure_options(), feed=feed)
-        median[dev.name], p90[dev.name] = lat.median_ms, lat.p90_ms
+        median[dev.name], p90[dev.name] = lat.value(dev.statistic()), lat.p90_ms
     return median, p90, notes
 
 

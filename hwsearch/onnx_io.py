@@ -161,6 +161,11 @@ class Latency:
     median_ms: float
     p90_ms: float
     runs: int
+    p10_ms: float = 0.0
+
+    def value(self, statistic: str) -> float:
+        """The figure a latency table of that ``statistic`` (``p10`` or ``median``) predicts."""
+        return self.p10_ms if statistic == "p10" else self.median_ms
 
 
 def measure_latency(path: str | Path, input_shape: tuple[int, ...], settings: SessionSettings = SessionSettings(), warmup: int = 20, runs: int = 100,
@@ -181,4 +186,4 @@ def measure_latency(path: str | Path, input_shape: tuple[int, ...], settings: Se
         sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
-    return Latency(statistics.median(times), times[int(0.9 * (len(times) - 1))], len(times))
+    return Latency(statistics.median(times), times[int(0.9 * (len(times) - 1))], len(times), times[int(0.1 * (len(times) - 1))])
