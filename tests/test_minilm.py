@@ -168,3 +168,27 @@ def test_block_table_predicts_every_block_and_interpolates_missing_ones(task, ba
         TransformerPredictor(table, baseline.model, space, 128, strict=True).predict(Policy(keep={"layer0.ffn": 0.5}))
     with pytest.raises(HwsearchError, match="seq_len=128"):
         load_predictor(ROOT / "latency_tables/minilm-cpu-1t", baseline.model, space, seq_len=64)
+
+
+def test_calibration_fit_recovers_a_known_scale_and_the_predictor_applies_it(tmp_path, baseline, space):
+    import json
+    import shutil
+
+    from hwsearch.latency.transformer import load_predictor
+    from hwsearch.latency.transformer_validate import fit_calibration
+    from hwsearch.latency.validate import Case
+
+    table = ROOT / "latency_tables/minilm-cpu-1t"
+    if not (table / "table.csv").is_file():
+        pytest.skip("minilm table not profiled")
+    shutil.copy(table / "table.csv", tmp_path / "table.csv")
+    shutil.copy(table / "meta.json", tmp_path / "meta.json")
+    cases = [Case("m", {}, p, 1.1 * p + 0.5, 0.0, 1.0) for p in (5.0, 8.0, 12.0, 19.0)]
+    cal = fit_calibration(cases, tmp_path, seed=1000)
+    assert cal["scale"] == pytest.approx(1.1) and cal["intercept_us"] == pytest.approx(500.0) and cal["rmspe_fitted"] < 1e-9
+    raw = load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms
+    (tmp_path / "calibration.json").write_text(json.dumps(cal))
+    assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(1.1 * raw + 0.5)
+    (tmp_path / "table.csv").write_text((tmp_path / "table.csv").read_text() + "\n")  # another table: calibration ignored
+    with pytest.warns(UserWarning, match="another table.csv"):
+        assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(raw)

@@ -13,7 +13,9 @@ hidden x seq x 1):
 
 Each block is exported from the same torch modules as the whole model (dynamic batch and sequence
 axes), int8 blocks are quantized by the same ORT QDQ call, and the session settings are the
-table's. Interpolation rule for a block the table lacks: linear in ``co`` (heads or neurons)
+table's. An optional ``calibration.json`` (fitted by ``python -m hwsearch.latency.transformer_validate
+--calibrate N`` on whole models of other random policies) maps the sum to
+``scale * sum + intercept``. Interpolation rule for a block the table lacks: linear in ``co`` (heads or neurons)
 between the nearest measured blocks of the same op, precision, hidden size and sequence length;
 outside the measured range the nearest is scaled by the ``co`` ratio. It is counted in
 ``Prediction.missing``; ``strict=True`` makes it an error.
@@ -173,17 +175,37 @@ class TransformerPredictor:
                 v = self._interp.estimate(k)
                 missing.append(k.key)
             total += v
+        if self.calibration:
+            total = self.calibration["scale"] * total + self.calibration["intercept_us"]
         return Prediction(total / 1e3, (len(kernels) - len(missing)) / len(kernels), tuple(missing))
 
 
-def load_predictor(table_dir: str | Path, model: Any, space: Any, strict: bool = False, seq_len: int = 128) -> TransformerPredictor:
+def load_calibration(table_dir: str | Path) -> dict[str, Any] | None:
+    """The table's calibration.json (scale and intercept fitted on whole models) if it matches table.csv, else None."""
+    import json
+    import warnings
+
+    from hwsearch.export_context import file_sha256
+
+    path = Path(table_dir) / "calibration.json"
+    if not path.is_file():
+        return None
+    cal = json.loads(path.read_text())
+    if cal.get("table_sha256") != file_sha256(Path(table_dir) / "table.csv") or "scale" not in cal:
+        warnings.warn(f"{str(path)!r} was fitted on another table.csv; predicting uncalibrated. Re-run the calibration.", stacklevel=2)
+        return None
+    return cal
+
+
+def load_predictor(table_dir: str | Path, model: Any, space: Any, strict: bool = False, seq_len: int = 128, calibrated: bool = True) -> TransformerPredictor:
+    """Load the block table (and its calibration.json unless ``calibrated=False``) for ``model``'s policies."""
     table = load_table(table_dir)
     seq = table.meta.get("seq_len")
     if seq is not None and int(seq) != int(seq_len):
         raise HwsearchError(f"Latency table {str(table_dir)!r} was measured at seq_len={seq}, the task uses seq_len={seq_len}; set task_options.seq_len = {seq} or profile a table at {seq_len} tokens.")
     if not any(k.op in OPS for k in table.us):
         raise HwsearchError(f"Latency table {str(table_dir)!r} has no transformer blocks; use a table profiled with --task minilm (e.g. latency_tables/minilm-cpu-1t).")
-    return TransformerPredictor(table, model, space, seq_len, strict)
+    return TransformerPredictor(table, model, space, seq_len, strict, load_calibration(table_dir) if calibrated else None)
 
 
 def measure_kernel(k: Kernel, settings: Any, ms: Any) -> tuple[float, float, int]:

@@ -41,18 +41,16 @@ def measuring(lock_path: str | None) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 2,
-                    ms: MeasureSettings = MeasureSettings(min_runs=30, min_time_s=0.2), lock_path: str | None = None,
-                    name: str = "minilm", write: bool = True, progress: bool = True) -> dict[str, dict[str, Any]]:
+def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, samples: int, seed: int, rounds: int, ms: MeasureSettings,
+            lock_path: str | None, name: str = "minilm", progress: bool = True) -> list[list[Case]]:
+    """Realise ``samples`` random policies (the first is the dense model) and time each with every predictor's table settings."""
     from hwsearch.tasks.minilm_compress import compress, realise
 
-    start, load_before = time.perf_counter(), _loadavg()
-    predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
     settings = [onnx_io.SessionSettings(threads=int(p.table.meta["threads"])) for p in predictors]
     stats = [replace(ms, statistic=statistic(p.table.meta)) for p in predictors]
     feed = task.latency_feed()
     rng = random.Random(seed)
-    cases: list[list[Case]] = [[] for _ in table_dirs]
+    cases: list[list[Case]] = [[] for _ in predictors]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(samples):
             policy = Policy() if i == 0 else random_policy(space, rng)
@@ -67,13 +65,46 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
                     cases[j].append(Case(name, policy.to_dict(), p.latency_ms, measured, p90, p.coverage))
             path.unlink()
             if progress:
-                print(f"{i + 1}/{samples} " + " ".join(f"{c[-1].predicted_ms:.2f}/{c[-1].measured_ms:.2f}ms" for c in cases), flush=True)
+                print(f"seed {seed} {i + 1}/{samples} " + " ".join(f"{c[-1].predicted_ms:.2f}/{c[-1].measured_ms:.2f}ms" for c in cases), flush=True)
+    return cases
+
+
+def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int) -> dict[str, Any]:
+    """``latency = scale * (table sum incl. overhead) + intercept``, least squares on the relative error."""
+    import numpy as np
+
+    from hwsearch.export_context import file_sha256
+
+    pred = np.array([c.predicted_ms for c in cases])
+    meas = np.array([c.measured_ms for c in cases])
+    (scale, intercept), *_ = np.linalg.lstsq(np.stack([pred / meas, 1 / meas], 1), np.ones(len(cases)), rcond=None)
+    before = float(np.sqrt(np.mean((pred / meas - 1) ** 2)))
+    after = float(np.sqrt(np.mean(((scale * pred + intercept) / meas - 1) ** 2)))
+    return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "n_models": len(cases), "seed": seed,
+            "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": file_sha256(Path(table_dir) / "table.csv"),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": "latency_ms = scale * (overhead + sum of blocks) + intercept"}
+
+
+def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 2,
+                    ms: MeasureSettings = MeasureSettings(min_runs=30, min_time_s=0.2), lock_path: str | None = None,
+                    calibrate: int = 0, write: bool = True, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Validation over ``samples`` policies (seed ``seed``); with ``calibrate`` > 0, first fit and write
+    each table's calibration.json on that many other policies (seed 1000 + ``seed``)."""
+    start, load_before = time.perf_counter(), _loadavg()
+    if calibrate:
+        raw = [task.load_predictor(d, baseline, space, calibrated=False) for d in table_dirs]
+        fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress)
+        for d, cs in zip(table_dirs, fit_cases):
+            (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed), indent=2) + "\n")
+    predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
+    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress)
     reports = {}
-    for d, pred, m, cs in zip(table_dirs, predictors, stats, cases):
+    for d, pred, cs in zip(table_dirs, predictors, cases):
         report = summarize(cs, pred.table.meta, time.perf_counter() - start)
-        report |= {"statistic": m.statistic, "load_average": {"before": load_before, "after": _loadavg()}, "calibrated": False,
-                   "method": "random policies realised once, each timed with every table's settings (rounds interleaved per model)",
-                   "measurement": {"rounds": rounds, "warmup": m.warmup, "min_runs": m.min_runs, "min_time_s": m.min_time_s}}
+        report |= {"statistic": statistic(pred.table.meta), "load_average": {"before": load_before, "after": _loadavg()},
+                   "calibrated": pred.calibration is not None, "calibration": pred.calibration,
+                   "method": "random policies realised once, each timed with every table's settings right after it is built",
+                   "measurement": {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
         if write:
             (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
         reports[str(d)] = report
@@ -95,12 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--lock", default=None, help="flock this file while timing")
+    p.add_argument("--calibrate", type=int, default=0, help="first fit calibration.json on this many other policies")
     args = p.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)
     torch.set_num_threads(1)
     task = get_task("minilm")
     baseline = task.load_baseline("all-minilm-l6-v2")
-    reports = validate_tables(args.tables, task, baseline.model, task.search_space(baseline.model), args.samples, args.seed, args.rounds, lock_path=args.lock)
+    reports = validate_tables(args.tables, task, baseline.model, task.search_space(baseline.model), args.samples, args.seed, args.rounds,
+                              lock_path=args.lock, calibrate=args.calibrate)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
     print(json.dumps({d: {k: r[k] for k in keys} for d, r in reports.items()}, indent=2))
     return 0

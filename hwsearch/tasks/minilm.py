@@ -147,10 +147,10 @@ class MiniLMTask(Task):
 
         return build_candidate(self, baseline, policy, space, out_path, opts, model=model)
 
-    def load_predictor(self, table_dir: Any, model: nn.Module, space: Any, strict: bool = False):
+    def load_predictor(self, table_dir: Any, model: nn.Module, space: Any, strict: bool = False, calibrated: bool = True):
         from hwsearch.latency.transformer import load_predictor
 
-        return load_predictor(table_dir, model, space, strict=strict, seq_len=self.seq_len)
+        return load_predictor(table_dir, model, space, strict=strict, seq_len=self.seq_len, calibrated=calibrated)
 
     def latency_plan(self, model: nn.Module, space: Any, block: int) -> tuple[list, Any, dict]:
         from hwsearch.latency import transformer
