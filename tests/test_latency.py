@@ -220,6 +220,21 @@ def test_calibration_fit_recovers_known_coefficients():
     assert cross_validated_rmspe(rows, overhead) < 0.01
 
 
+def test_per_architecture_calibration_beats_one_global_fit():
+    from hwsearch.latency.calibrate import apply, cross_validated_rmspe, fit_hierarchical
+
+    rng = random.Random(1)
+    rows, keys = [], []
+    for arch, true_scale in (("a", 0.8), ("b", 1.3)):
+        for _ in range(40):
+            terms = {"conv-fp32-kxk": (rng.uniform(100, 1000), rng.randint(5, 20)), "reorder": (rng.uniform(5, 50), rng.randint(1, 6))}
+            rows.append((terms, apply(terms, {"conv-fp32-kxk": true_scale}, {}, 0.0, 6.0)))
+            keys.append(arch)
+    glob, own = fit_hierarchical(rows, keys, 6.0)
+    assert own["a"][0]["conv-fp32-kxk"] < glob[0]["conv-fp32-kxk"] < own["b"][0]["conv-fp32-kxk"]
+    assert cross_validated_rmspe(rows, 6.0, keys) < 0.5 * cross_validated_rmspe(rows, 6.0)
+
+
 def test_predictor_applies_calibration_and_ignores_a_stale_one(setup, table_dir, tmp_path):
     from hwsearch.latency.calibrate import CALIBRATION_FILE, kernel_class, table_hash
 
@@ -259,6 +274,11 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert main(["calibrate-table", str(work), "--samples", "12", *args]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_models"] == 12 and out["rmspe_cross_validated"] >= 0 and (work / "calibration.json").is_file()
+    stored = json.loads((work / "calibration.json").read_text())
+    assert len(stored["cases"]) == 12 and len(stored["by_model"]) == 1
+    assert main(["calibrate-table", str(work), "--refit", *args]) == 0  # refits on the stored cases, measures nothing
+    refit = json.loads(capsys.readouterr().out)
+    assert refit["n_models"] == 12 and refit["rmspe_fitted"] == pytest.approx(out["rmspe_fitted"])
     assert main(["validate-table", str(work), "--samples", "4", *args]) == 0
     report = json.loads((work / "validation.json").read_text())
     assert report["calibrated"] and report["statistic"] == "p10" and report["n_models"] == 4

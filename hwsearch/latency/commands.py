@@ -96,8 +96,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     models = [(n, t, m, s, load_predictor(args.table, t, m, s, calibrated=False)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms)
-    keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "seconds")
+    report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit)
+    keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
     return 0
 
@@ -140,4 +140,5 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate-table", help="fit the table's per-kernel-class correction on measured whole models; writes calibration.json")
     _common(p)
     _measure_options(p, samples=120, seed=1000)
+    p.add_argument("--refit", action="store_true", help="refit on the cases stored in calibration.json instead of measuring again")
     p.set_defaults(func=cmd_calibrate)

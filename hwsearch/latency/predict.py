@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from hwsearch.errors import HwsearchError
-from hwsearch.latency.calibrate import Calibration, kernel_class, load_calibration
+from hwsearch.latency.calibrate import Calibration, fingerprint, kernel_class, load_calibration
 from hwsearch.latency.graph import UnitGraph
 from hwsearch.latency.kernels import Kernel
 from hwsearch.latency.table import Table, load_table
@@ -127,4 +127,5 @@ def load_predictor(table_dir: str | Path, task: Task, model: torch.nn.Module, sp
     if block <= 0:
         raise HwsearchError(f"Latency table {str(table_dir)!r} has nchwc_block={block}; this CPU has no NCHWc kernels, which these tables do not model yet.")
     graph = UnitGraph.from_model(model, task.example_input(), space, block)
-    return Predictor(table, graph, space, strict, load_calibration(table_dir) if calibrated else None)
+    cal = load_calibration(table_dir) if calibrated else None
+    return Predictor(table, graph, space, strict, cal.for_model(fingerprint(graph)) if cal else None)
