@@ -27,6 +27,7 @@ BENCH_TRIALS ?= 20
 BENCH_SEEDS ?= 3
 BENCH_MODELS ?= resnet20 mobilenetv2 vgg
 BENCH_SEARCH_TRIALS ?= 12
+BENCH_JOBS ?= 2  # searches / rebuilds in parallel, one process each
 # run directories and ONNX files; a fresh one per call (pass the same BENCH_WORK to resume a killed run)
 BENCH_WORK ?= /tmp/hwbench-$(shell date +%Y%m%d-%H%M%S)
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -39,7 +40,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 BENCH_STEPS ?= speedup predict search compress
 
 bench: $(BENCH_STAMP)
-	$(if $(filter speedup,$(BENCH_STEPS)),$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --work $(BENCH_WORK))
+	$(if $(filter speedup,$(BENCH_STEPS)),$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --jobs $(BENCH_JOBS) --work $(BENCH_WORK))
 	$(if $(filter predict,$(BENCH_STEPS)),$(BIN)/python experiments/bench_predict.py --models $(BENCH_MODELS))
 	$(if $(filter search,$(BENCH_STEPS)),$(BIN)/python experiments/bench_search.py --trials $(BENCH_SEARCH_TRIALS))
 	$(if $(filter compress,$(BENCH_STEPS)),$(BIN)/python experiments/bench_compress.py --models $(BENCH_MODELS))
