@@ -1,7 +1,7 @@
 """MiniLM benchmark: the search's front next to int8-only and uniform-pruning baselines, measured here.
 
 For the dense fp32 model, every point of ``runs/minilm_cpu/pareto.json`` and the baselines
-(int8 everywhere; uniform pruning of heads and FFN neurons at 0.875 / 0.75 / 0.5 in fp32 and int8)
+(int8 everywhere; int8 attention blocks only; uniform pruning of heads and FFN neurons at 0.875 / 0.75 / 0.5 in fp32 and int8)
 this rebuilds the ONNX file with the run's options, measures fidelity to the dense model on the
 *test* split (the search used val), counts parameters, and times batch-1, 128-token latency with
 1 ONNX Runtime thread (p10 and median of repeated runs, 3 interleaved rounds, holding
@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 COLUMNS = ("kind", "trial", "params", "param_reduction_pct", "size_bytes", "int8_blocks", "heads_kept", "ffn_neurons_kept",
            "latency_p10_ms_1t", "latency_median_ms_1t", "speedup_vs_dense_fp32_1t", "predicted_latency_ms_1t",
            "cosine_test", "spearman_test", "top10_test", "cosine_val_search", "policy")
-BASELINES = [("dense_fp32", {}), ("int8_only", {"default_precision": "int8"})] + [
+BASELINES = [("dense_fp32", {}), ("int8_only", {"default_precision": "int8"}),
+             ("int8_attention_only", {"precision": {f"layer{i}.attn": "int8" for i in range(6)}})] + [
     (f"uniform_{k}_{p}", {"default_keep": k, "default_precision": p}) for p in ("fp32", "int8") for k in (0.875, 0.75, 0.5)]
 
 
