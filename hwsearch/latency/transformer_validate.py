@@ -55,7 +55,7 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
         for i in range(samples):
             policy = Policy() if i == 0 else random_policy(space, rng)
             path = Path(tmp) / f"{name}-{i}.onnx"
-            realise(task, compress(baseline, policy, space), policy, space, path, calib_samples=16)
+            realise(task, compress(baseline, policy, space), policy, space, path, calib_samples=4)
             with measuring(lock_path):
                 for j, (pred, st, m) in enumerate(zip(predictors, settings, stats)):
                     runs = [time_model(path, st, m, feed) for _ in range(rounds)]
