@@ -68,6 +68,11 @@ def load_predictors(cfg: ExperimentConfig, task, model, space) -> dict[str, Any]
     return {d.name: task.load_predictor(d.table, model, space, strict=False) for d in cfg.devices}
 
 
+def build_candidate(task, model, policy: Policy, space, out_path: Path, options: CompressOptions):
+    """One candidate, realised the task's way (``Task.build_candidate``; the CNN pipeline by default)."""
+    return task.build_candidate(model, policy, space, out_path, options)
+
+
 def format_error(exc: BaseException) -> str:
     """``Type: message`` plus the innermost frames of the traceback (kept short for storage)."""
     frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
@@ -107,7 +112,7 @@ class Evaluator:
         try:
             pol = self.space.validate(Policy.from_dict(policy))
             latency, coverage = self.predict(pol)
-            cand = self.task.build_candidate(self.baseline.model, pol, self.space, out, self.options)
+            cand = build_candidate(self.task, self.baseline.model, pol, self.space, out, self.options)
             return TrialResult(number, cand.accuracy, latency, coverage, cand.params, cand.macs, cand.size_bytes,
                                time.perf_counter() - start, str(os.getpid()))
         except Exception as exc:  # noqa: BLE001 - failures are data: the driver records a FAIL trial
