@@ -42,7 +42,7 @@ def measuring(lock_path: str | None) -> Iterator[None]:
 
 
 def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, samples: int, seed: int, rounds: int, ms: MeasureSettings,
-            lock_path: str | None, name: str = "minilm", progress: bool = True) -> list[list[Case]]:
+            lock_path: str | None, name: str = "minilm", progress: bool = True, on_case: Any = None) -> list[list[Case]]:
     """Realise ``samples`` random policies (the first is the dense model) and time each with every predictor's table settings."""
     from hwsearch.tasks.minilm_compress import compress, realise
 
@@ -64,6 +64,8 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
                     p = pred.predict(policy)
                     cases[j].append(Case(name, policy.to_dict(), p.latency_ms, measured, p90, p.coverage))
             path.unlink()
+            if on_case is not None:
+                on_case(cases)
             if progress:
                 print(f"seed {seed} {i + 1}/{samples} " + " ".join(f"{c[-1].predicted_ms:.2f}/{c[-1].measured_ms:.2f}ms" for c in cases), flush=True)
     return cases
@@ -97,18 +99,27 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
         for d, cs in zip(table_dirs, fit_cases):
             (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed), indent=2) + "\n")
     predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
-    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress)
-    reports = {}
-    for d, pred, cs in zip(table_dirs, predictors, cases):
-        report = summarize(cs, pred.table.meta, time.perf_counter() - start)
-        report |= {"statistic": statistic(pred.table.meta), "load_average": {"before": load_before, "after": _loadavg()},
-                   "calibrated": pred.calibration is not None, "calibration": pred.calibration,
-                   "method": "random policies realised once, each timed with every table's settings right after it is built",
-                   "measurement": {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
-        if write:
-            (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
-        reports[str(d)] = report
-    return reports
+
+    def report_all(cases: list[list[Case]], complete: bool) -> dict[str, dict[str, Any]]:
+        reports = {}
+        for d, pred, cs in zip(table_dirs, predictors, cases):
+            report = summarize(cs, pred.table.meta, time.perf_counter() - start)
+            report |= {"complete": complete, "samples_planned": samples, "statistic": statistic(pred.table.meta),
+                       "load_average": {"before": load_before, "after": _loadavg()}, "calibrated": pred.calibration is not None,
+                       "calibration": pred.calibration,
+                       "method": "random policies realised once, each timed with every table's settings right after it is built",
+                       "measurement": {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
+            if write:
+                (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+            reports[str(d)] = report
+        return reports
+
+    def partial(cases: list[list[Case]]) -> None:  # a killed validation still leaves its figures so far
+        if len(cases[0]) % 10 == 0 and len(cases[0]) > 2:
+            report_all(cases, complete=False)
+
+    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress, on_case=partial)
+    return report_all(cases, complete=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=210)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--min-runs", type=int, default=30)
     p.add_argument("--lock", default=None, help="flock this file while timing")
     p.add_argument("--calibrate", type=int, default=0, help="first fit calibration.json on this many other policies")
     args = p.parse_args(argv)
@@ -133,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = get_task("minilm")
     baseline = task.load_baseline("all-minilm-l6-v2")
     reports = validate_tables(args.tables, task, baseline.model, task.search_space(baseline.model), args.samples, args.seed, args.rounds,
-                              lock_path=args.lock, calibrate=args.calibrate)
+                              MeasureSettings(min_runs=args.min_runs, min_time_s=0.2), lock_path=args.lock, calibrate=args.calibrate)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
     print(json.dumps({d: {k: r[k] for k in keys} for d, r in reports.items()}, indent=2))
     return 0
