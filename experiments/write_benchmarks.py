@@ -323,7 +323,8 @@ def prediction_section(pred: list[dict]) -> list[str]:
         pm = json.loads((RESULTS / "bench_predict.json").read_text())
         out += [f"Throughput. Command: `make bench` → `{pm['command'].strip()}`. {_machine_line(pm['machine'])} Predictions: "
                 f"`Predictor.predict` over {pm['policies']} random policies (predictor loaded once). Measurements: {pm['measured']} random "
-                f"policies built end to end (prune, export, quantize; no fine-tune) and timed as validate-table does ({pm['rounds']} passes of ≥100 runs).", ""]
+                f"policies built end to end (prune, export, quantize; no fine-tune) and timed as validate-table does ({pm['rounds']} passes of ≥100 runs)."
+                + (f" Note: {pm['note']}." if pm.get("note") else ""), ""]
         rows = [[r["table"], r["model"], r["predictions_per_s"], r["measurements_per_s"], r["measure_only_per_s"], f"{float(r['prediction_speedup']):.0f}×",
                  r["predictor_load_s"]] for r in pred]
         out += _table(["table", "model", "predictions/s", "measurements/s (build + time)", "measurements/s (time only)", "prediction vs build+time",
