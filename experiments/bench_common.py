@@ -24,12 +24,10 @@ RESULTS = Path("experiments/results")
 @contextmanager
 def measure_lock() -> Iterator[None]:
     """Hold the machine-wide measurement lock for the duration of the block."""
-    with open(LOCK_PATH, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    from hwsearch.latency.profile import measuring
+
+    with measuring(LOCK_PATH):
+        yield
 
 
 def measure(path: str | Path, input_shape: tuple[int, ...], threads: int, runs: int = 200, min_time_s: float = 0.3):

@@ -10,8 +10,10 @@ when nothing interrupts it, which stays put when other processes share the cores
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
+import fcntl
 import itertools
 import json
 import statistics
@@ -19,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from hwsearch import onnx_io
 from hwsearch.errors import HwsearchError
@@ -52,6 +54,21 @@ class Timing:
 
     def value(self, statistic: str) -> float:
         return self.p10_us if statistic == "p10" else self.median_us
+
+
+@contextlib.contextmanager
+def measuring(lock_path: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (if given) while timing, so that measurements of
+    different processes on one machine never overlap."""
+    if not lock_path:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def detect_block(settings: onnx_io.SessionSettings) -> int:

@@ -10,8 +10,6 @@ Each table gets its ``validation.json`` (same format as ``hwsearch validate-tabl
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import random
 import statistics
@@ -19,26 +17,13 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from hwsearch import onnx_io
-from hwsearch.latency.profile import MeasureSettings, time_model
+from hwsearch.latency.profile import MeasureSettings, measuring, time_model
 from hwsearch.latency.table import statistic
 from hwsearch.latency.validate import Case, _loadavg, random_policy, summarize
 from hwsearch.policy import Policy
-
-
-@contextlib.contextmanager
-def measuring(lock_path: str | None) -> Iterator[None]:
-    if not lock_path:
-        yield
-        return
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, samples: int, seed: int, rounds: int, ms: MeasureSettings,
