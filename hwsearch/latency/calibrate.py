@@ -113,8 +113,7 @@ def fingerprint(graph) -> str:
 def class_terms(predictor, policy) -> dict[str, tuple[float, int]]:
     """Per class: (sum of the table's kernel times in µs, kernel count) for ``policy``, uncalibrated."""
     out: dict[str, list] = {}
-    for k in predictor.kernels(policy):
-        t = (k.op, k.precision, k.layout, k.c, k.h, k.w, k.co, k.k, k.s, k.g, k.act, k.sum)
+    for t in predictor.graph.lower(predictor.space, predictor.space.validate(policy)):
         acc = out.setdefault(kernel_class(t), [0.0, 0])
         acc[0] += predictor.kernel_us(t)
         acc[1] += 1
