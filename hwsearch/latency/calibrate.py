@@ -57,8 +57,11 @@ def kernel_class(t: tuple) -> str:
     return f"{op}-{prec}"
 
 
-def table_hash(table_dir: str | Path) -> str:
-    return hashlib.sha256((Path(table_dir) / "table.csv").read_bytes()).hexdigest()
+def table_hash(table_dir: str | Path) -> str | None:
+    """The content hash of a table's table.csv, which a calibration.json names to say what it was fitted on."""
+    from hwsearch.export_context import file_sha256
+
+    return file_sha256(Path(table_dir) / "table.csv")
 
 
 Coefs = tuple  # (scale: dict[class, float], per_kernel_us: dict[class, float], intercept_us: float)

@@ -185,13 +185,13 @@ def load_calibration(table_dir: str | Path) -> dict[str, Any] | None:
     import json
     import warnings
 
-    from hwsearch.export_context import file_sha256
+    from hwsearch.latency.calibrate import table_hash
 
     path = Path(table_dir) / "calibration.json"
     if not path.is_file():
         return None
     cal = json.loads(path.read_text())
-    if cal.get("table_sha256") != file_sha256(Path(table_dir) / "table.csv") or "scale" not in cal:
+    if cal.get("table_sha256") != table_hash(table_dir) or "scale" not in cal:
         warnings.warn(f"{str(path)!r} was fitted on another table.csv; predicting uncalibrated. Re-run the calibration.", stacklevel=2)
         return None
     return cal

@@ -60,7 +60,7 @@ def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int) -> 
     """``latency = scale * (table sum incl. overhead) + intercept``, least squares on the relative error."""
     import numpy as np
 
-    from hwsearch.export_context import file_sha256
+    from hwsearch.latency.calibrate import table_hash
 
     pred = np.array([c.predicted_ms for c in cases])
     meas = np.array([c.measured_ms for c in cases])
@@ -68,7 +68,7 @@ def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int) -> 
     before = float(np.sqrt(np.mean((pred / meas - 1) ** 2)))
     after = float(np.sqrt(np.mean(((scale * pred + intercept) / meas - 1) ** 2)))
     return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "n_models": len(cases), "seed": seed,
-            "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": file_sha256(Path(table_dir) / "table.csv"),
+            "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": table_hash(table_dir),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": "latency_ms = scale * (overhead + sum of blocks) + intercept"}
 
 
