@@ -14,6 +14,7 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     max_failures = 0                # stop after this many failed trials in one session; 0 = n_trials
     warm_start = [1.0, 0.75, 0.5]   # keep ratios whose uniform policies (fp32 and int8) are tried first
                                     # (default: those of 1.0, 0.75, 0.5 that are in space.keep_choices)
+    warm_start_policies = []        # policy JSON files (or inline tables) also tried first, e.g. a known-good mix
     output_dir = ""                 # "" = runs/<config file name without .toml>
     [task_options]                  # keyword arguments of the task factory
     [model_options]                 # keyword arguments of the model factory, e.g. widths = [16, 32, 64]
@@ -90,6 +91,7 @@ class ExperimentConfig:
     population_size: int = 0
     max_failures: int = 0
     warm_start: tuple[float, ...] = (1.0, 0.75, 0.5)
+    warm_start_policies: tuple[Mapping[str, Any], ...] = ()  # Policy.to_dict() each, loaded from the config's files
     output_dir: str = ""
     task_options: Mapping[str, Any] = field(default_factory=dict)
     model_options: Mapping[str, Any] = field(default_factory=dict)
@@ -245,7 +247,7 @@ def _baseline(value: Any) -> dict[str, Any]:
 def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> ExperimentConfig:
     """Validate a raw mapping (parsed TOML or a saved config.json) into an :class:`ExperimentConfig`."""
     allowed = ("name", "task", "model", "objectives", "sampler", "n_trials", "workers", "ray_address", "seed",
-               "population_size", "max_failures", "warm_start", "output_dir") + _TABLES
+               "population_size", "max_failures", "warm_start", "warm_start_policies", "output_dir") + _TABLES
     _check_keys("", raw, allowed)
     if "devices" not in raw:
         raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"latency_tables/cpu-1t\".")
@@ -266,6 +268,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         baseline=_baseline(raw.get("baseline", {})),
         compress=_dataclass_from(CompressSpec, "compress", raw.get("compress", {}), _COMPRESS_CHECKS),
         space=space, warm_start=_warm_start(raw.get("warm_start", [r for r in DEFAULT_WARM_START if r in space.keep_choices]), space.keep_choices),
+        warm_start_policies=_warm_start_policies(raw.get("warm_start_policies", []), base_dir),
     )
 
 
@@ -279,6 +282,32 @@ def _warm_start(value: Any, keep_choices: tuple[float, ...]) -> tuple[float, ...
     if bad:
         raise HwsearchError(f"warm_start value {bad[0]!r} is not one of space.keep_choices {list(keep_choices)}; pick ratios from that list.")
     return tuple(float(v) for v in value)
+
+
+def _warm_start_policies(value: Any, base_dir: Path) -> tuple[dict[str, Any], ...]:
+    """Policy files (relative to the working directory or the config's folder) or inline policy tables, as policy dicts."""
+    from hwsearch.policy import Policy
+
+    if not isinstance(value, (list, tuple)):
+        raise HwsearchError(f"warm_start_policies={value!r} is not a list; use policy JSON paths, e.g. [\"experiments/policies/half_int8.json\"], or [] for none.")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, Mapping):
+            try:
+                out.append(Policy.from_dict(item).to_dict())
+            except HwsearchError as exc:
+                raise HwsearchError(f"warm_start_policies[{i}]: {exc}") from None
+            continue
+        raw = _str(f"warm_start_policies[{i}]", item)
+        candidates = [Path(raw)] if Path(raw).is_absolute() else [Path.cwd() / raw, base_dir / raw]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise HwsearchError(f"warm_start_policies[{i}] names {raw!r}, which is not a file (looked in {', '.join(str(c) for c in candidates)}); fix the path or write the policy JSON there.")
+        try:
+            out.append(Policy.load(path).to_dict())
+        except HwsearchError as exc:
+            raise HwsearchError(f"warm_start_policies[{i}] ({raw}): {exc}") from None
+    return tuple(out)
 
 
 def parse_value(text: str) -> Any:

@@ -97,3 +97,21 @@ def test_warm_start_defaults_to_available_ratios_and_rejects_others(tmp_path):
     assert parse_config(raw, "x", tmp_path).warm_start == (1.0, 0.5)
     with pytest.raises(HwsearchError, match="warm_start value 0.25 is not one of space.keep_choices"):
         parse_config(raw | {"warm_start": [0.25]}, "x", tmp_path)
+
+
+def test_warm_start_policies_load_files_and_inline_tables_with_clear_errors(tmp_path):
+    from hwsearch.config import parse_config
+
+    table = tmp_path / "t"
+    table.mkdir()
+    (table / "table.csv").write_text("key\n")
+    (tmp_path / "mix.json").write_text(json.dumps({"default_keep": 0.5, "precision": {"fc": "int8"}}))
+    raw = {"devices": {"d": {"table": str(table)}}, "warm_start_policies": ["mix.json", {"default_precision": "int8"}]}
+    cfg = parse_config(raw, "x", tmp_path)  # relative paths resolve against the config's folder too
+    assert [p["default_keep"] for p in cfg.warm_start_policies] == [0.5, 1.0]
+    assert cfg.warm_start_policies[0]["precision"] == {"fc": "int8"} and cfg.warm_start_policies[1]["default_precision"] == "int8"
+    assert parse_config(json.loads(json.dumps(raw | {"warm_start_policies": list(cfg.warm_start_policies)})), "x", tmp_path).warm_start_policies == cfg.warm_start_policies
+    with pytest.raises(HwsearchError, match=r"warm_start_policies\[0\] names 'nope.json', which is not a file"):
+        parse_config(raw | {"warm_start_policies": ["nope.json"]}, "x", tmp_path)
+    with pytest.raises(HwsearchError, match=r"warm_start_policies\[0\]: Policy key 'keeep' is unknown"):
+        parse_config(raw | {"warm_start_policies": [{"keeep": {}}]}, "x", tmp_path)

@@ -96,3 +96,18 @@ def test_baselines_live_beside_the_main_run(tmp_path: Path) -> None:
         ({0.5}, {"fp32"}), ({0.5}, {"int8"}), ({1.0}, {"fp32"}), ({1.0}, {"int8"})]
     rnd = run_baseline(cfg, "random", progress=False)
     assert rnd.completed == 2 and (Path(cfg.output_dir) / "baselines" / "random" / "pareto.json").is_file()
+
+
+def test_warm_start_policies_are_the_first_trials_and_must_fit_the_space(tmp_path: Path) -> None:
+    from hwsearch.errors import HwsearchError
+    from hwsearch.search.baselines import warm_start
+
+    (tmp_path / "p.json").write_text(json.dumps({"default_keep": 0.5, "keep": {}, "precision": {}}))
+    cfg = load_config(write_config(tmp_path, "ws", n_trials=2, warm_start=[1.0], warm_start_policies=[str(tmp_path / "p.json")]))
+    run_search(cfg, prepare=warm_start(cfg), progress=False)
+    first = [json.loads(p) for p in _policies(Path(cfg.output_dir))]
+    assert set(first[0]["keep"].values()) == {1.0} and set(first[1]["keep"].values()) == {0.5}
+    (tmp_path / "bad.json").write_text(json.dumps({"default_keep": 0.625}))
+    bad = load_config(write_config(tmp_path, "ws2", n_trials=1, warm_start_policies=[str(tmp_path / "bad.json")]))
+    with pytest.raises(HwsearchError, match=r"warm_start_policies\[0\]: keep 0.625 .* not one of space.keep_choices"):
+        run_search(bad, prepare=warm_start(bad), progress=False)

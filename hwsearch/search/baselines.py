@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
+from hwsearch.policy import Policy
 from hwsearch.search.driver import SearchStats, run_search
 from hwsearch.search.study import make_sampler
 
@@ -53,12 +54,33 @@ def _requeue(study, trial) -> None:
     study.enqueue_trial(dict(trial.params))
 
 
+def policy_params(space, policy: Policy, where: str) -> dict[str, Any]:
+    """Optuna parameters that make ``space.suggest`` return ``policy``; every choice must be in the space."""
+    space.validate(policy)
+    params = {}
+    for g in space.group_names:
+        ratio = policy.keep_for(g)
+        if ratio not in space.keep_choices:
+            raise HwsearchError(f"{where}: keep {ratio} for group {g!r} is not one of space.keep_choices {list(space.keep_choices)}; use one of those ratios.")
+        params[f"keep:{g}"] = ratio
+    for layer in space.layers:
+        prec = policy.precision_for(layer)
+        if prec not in space.precisions:
+            raise HwsearchError(f"{where}: precision {prec!r} for layer {layer!r} is not one of space.precisions {list(space.precisions)}; add it to space.precisions or change the policy.")
+        params[f"precision:{layer}"] = prec
+    return params
+
+
 def warm_start(cfg: ExperimentConfig) -> Callable[[Any, Any], None]:
-    """The main run's first trials: uniform policies at ``cfg.warm_start`` ratios, in fp32 and int8."""
+    """The main run's first trials: uniform policies at ``cfg.warm_start`` ratios, in fp32 and int8,
+    then ``cfg.warm_start_policies`` in order."""
     def prepare(study, space) -> None:
         if len(study.trials) == 0:  # a fresh study only: a resumed run keeps what it has
             precs = [p for p in UNIFORM_PRECISIONS if p in space.precisions]
+            params = [policy_params(space, Policy.from_dict(p), f"warm_start_policies[{i}]") for i, p in enumerate(cfg.warm_start_policies)]
             enqueue_uniform(study, space, [(r, p) for r in cfg.warm_start for p in precs])
+            for p in params:
+                study.enqueue_trial(p)
     return prepare
 
 
