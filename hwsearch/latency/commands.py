@@ -81,7 +81,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     models = [(n, t, m, s, t.load_predictor(args.table, m, s)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
     report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms)
-    keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
+    keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"by_model": report["by_model"]}, indent=2))
     return 0
 
@@ -106,7 +106,7 @@ def _measure_options(p: argparse.ArgumentParser, samples: int, seed: int) -> Non
     p.add_argument("table", help="table folder")
     p.add_argument("--samples", type=int, default=samples)
     p.add_argument("--seed", type=int, default=seed)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per model")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timing passes per model (validate-table compares even vs odd passes: the repeatability figure)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--min-runs", type=int, default=100)
     p.add_argument("--min-time", type=float, default=0.1)

@@ -33,6 +33,8 @@ class Case:
     measured_ms: float
     measured_p90_ms: float
     coverage: float
+    repeat_error: float | None = None  # one half of the timing rounds vs the other: the measurement's own spread
+
 
     @property
     def error(self) -> float:
@@ -66,7 +68,9 @@ def build_cases(task, baseline, space: SearchSpace, predictor: Predictor, n: int
 
 def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: MeasureSettings, feed: dict | None = None) -> list[Case]:
     """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
-    ``measured_ms`` is the median over rounds of ``ms.statistic`` (the table's statistic)."""
+    ``measured_ms`` is the median over rounds of ``ms.statistic`` (the table's statistic). With two or
+    more rounds, ``repeat_error`` compares the median of the even rounds with that of the odd rounds:
+    how far two measurements of the same file disagree (the noise floor of the validation)."""
     per: list[list[tuple[float, float]]] = [[] for _ in built]
     for _ in range(rounds):
         for i, (_, _, path, _) in enumerate(built):
@@ -76,7 +80,8 @@ def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: Mea
     for (name, policy, _, pred), runs in zip(built, per):
         med = statistics.median(m for m, _ in runs) / 1e3
         p90 = statistics.median(p for _, p in runs) / 1e3
-        cases.append(Case(name, policy.to_dict(), pred.latency_ms, med, p90, pred.coverage))
+        rep = statistics.median(m for m, _ in runs[0::2]) / statistics.median(m for m, _ in runs[1::2]) - 1.0 if len(runs) > 1 else None
+        cases.append(Case(name, policy.to_dict(), pred.latency_ms, med, p90, pred.coverage, rep))
     return cases
 
 
@@ -90,10 +95,13 @@ def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst
         e = [c.error for c in cases if c.model == m]
         by_model[m] = {"n_models": len(e), "rmspe": _rms(e), "within_5pct": _within(e, 0.05), "within_10pct": _within(e, 0.10)}
     ranked = sorted(cases, key=lambda c: -abs(c.error))[:worst]
+    rep = [c.repeat_error for c in cases if c.repeat_error is not None]
+    repeatability = {"n_models": len(rep), "rmspe": _rms(rep), "within_5pct": _within(rep, 0.05), "within_10pct": _within(rep, 0.10),
+                     "what": "measured vs measured: median of even timing rounds / median of odd rounds - 1, same ONNX file"} if rep else None
     return {
         "n_models": n, "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
         "mean_error": statistics.fmean(errs), "spearman": float(spearmanr([c.predicted_ms for c in cases], [c.measured_ms for c in cases]).statistic) if n > 2 else None,
-        "mean_coverage": statistics.fmean(c.coverage for c in cases), "by_model": by_model,
+        "mean_coverage": statistics.fmean(c.coverage for c in cases), "by_model": by_model, "repeatability": repeatability,
         "worst": [{"model": c.model, "error": c.error, "predicted_ms": c.predicted_ms, "measured_ms": c.measured_ms, "measured_p90_ms": c.measured_p90_ms, "policy": c.policy} for c in ranked],
         "device": meta.get("device"), "threads": meta.get("threads"), "seconds": round(seconds, 1),
         "cases": [{"model": c.model, "predicted_ms": round(c.predicted_ms, 4), "measured_ms": round(c.measured_ms, 4), "coverage": c.coverage} for c in cases],
@@ -117,7 +125,7 @@ def _within(errs: Sequence[float], tol: float) -> float:
 
 
 def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, SearchSpace, Predictor]], samples: int, seed: int = 0,
-             rounds: int = 3, ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True) -> dict[str, Any]:
+             rounds: int = 4, ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True) -> dict[str, Any]:
     """Validate a table over ``models`` ((name, task, baseline module, space, predictor) each); ``samples`` split across them."""
     start, load_before = time.perf_counter(), _loadavg()
     predictor = models[0][4]
