@@ -69,7 +69,7 @@ def _ort_op_counts(task, model, space, policy: Policy, path: Path) -> collection
 def _lowered_op_counts(graph, space, policy: Policy) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     for t in graph.lower(space, policy):
-        counts.update(ORT_OPS[t[0]][t[1]])
+        counts.update(["MaxPool"] if t[:3] == ("maxpool", "int8", "nchw") else ORT_OPS[t[0]][t[1]])  # uint8 NCHW: plain MaxPool
         if t[0] == "add" and t[1] == "fp32" and t[10]:
             counts["Relu"] += 1
     return counts
@@ -89,6 +89,26 @@ def test_lowering_matches_ort_optimized_graph(setup, tmp_path, policy):
     digits, model, space, graph, _, _ = setup
     p = Policy.from_dict(policy)
     assert _lowered_op_counts(graph, space, p) == _ort_op_counts(digits, model, space, p, tmp_path / "m.onnx")
+
+
+VGG_POLICIES = {  # features.3 -> max-pool -> features.7 (32 channels, a whole NCHWc block multiple)
+    "int8-pool-fp32": {"precision": {"features.3": "int8"}},  # uint8 NHWC max-pool, then DQ for the float conv
+    "fp32-pool-int8": {"precision": {"features.7": "int8"}},  # Q moves above the pool: uint8 NCHW max-pool
+    "fp16-pool-fp16": {"precision": {"features.3": "fp16", "features.7": "fp16"}},  # reorders around an NCHWc pool
+    "fp16-chain": {"precision": {"features.7": "fp16", "features.10": "fp16"}, "default_keep": 0.75},  # fp16 convs chain in NCHWc
+}
+
+
+@pytest.mark.parametrize("policy", list(VGG_POLICIES.values()), ids=list(VGG_POLICIES))
+def test_vgg_pool_and_fp16_lowering_matches_ort(digits, tmp_path, policy):
+    model = digits.build_model("vgg").eval()
+    space = SearchSpace.from_model(model, digits.example_input())
+    graph = UnitGraph.from_model(model, digits.example_input(), space, detect_block(onnx_io.SessionSettings(threads=1)))
+    p = Policy.from_dict(policy)
+    assert _lowered_op_counts(graph, space, p) == _ort_op_counts(digits, model, space, p, tmp_path / "m.onnx")
+    kernels = graph.lower(space, p)
+    if "features.7" in p.precision and p.precision["features.7"] == "int8":  # quantized at the pool's input size (32x32)
+        assert ("maxpool", "int8", "nchw", 32, 32, 32) in [k[:6] for k in kernels] and ("quantize", "int8", "nchw", 32, 32, 32) in [k[:6] for k in kernels]
 
 
 def test_table_schema(table_dir):
@@ -279,8 +299,11 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert main(["calibrate-table", str(work), "--refit", *args]) == 0  # refits on the stored cases, measures nothing
     refit = json.loads(capsys.readouterr().out)
     assert refit["n_models"] == 12 and refit["rmspe_fitted"] == pytest.approx(out["rmspe_fitted"])
-    assert main(["validate-table", str(work), "--samples", "4", *args]) == 0
+    assert main(["validate-table", str(work), "--samples", "4", *args, "--rounds", "2", "--drift", "3"]) == 0
     report = json.loads((work / "validation.json").read_text())
     assert report["calibrated"] and report["statistic"] == "p10" and report["n_models"] == 4
+    # noise figures beside the accuracy: two halves of the timing rounds, and calibration models timed again
+    assert report["repeatability"]["n_models"] == 4 and 0 <= report["repeatability"]["within_5pct"] <= 1
+    assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["date"]
     assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
     assert "--samples 3 is too few" in capsys.readouterr().err

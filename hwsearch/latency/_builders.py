@@ -128,6 +128,9 @@ def _pool(kn: Kernel, block: int):
     if kn.layout == "nhwc":
         op, attrs, dom = ("NhwcMaxPool", dict(kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s]), MS) if kn.op == "maxpool" else ("QLinearGlobalAveragePool", {}, MS)
         return _model([helper.make_node(op, ["x"], ["y"], domain=dom, **attrs)], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], [])
+    if kn.precision == "int8":  # uint8 NCHW max-pool: QuantizeLinear moved above it (float producer, int8 reader)
+        node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
+        return _model([node], [_vi("x", "u8", [1, kn.c, kn.h, kn.w])], [_vi("y", "u8", [1, kn.c, oh, ow])], [])
     c = pad_to(kn.c, block) if kn.layout == "nchwc" else kn.c
     dom = NCHWC if kn.layout == "nchwc" else ""
     if kn.op == "maxpool":

@@ -93,13 +93,20 @@ class _Lowering:
         self.conv_kernel: dict[int, int] = {}  # fp32 conv output tensor -> index of its kernel
 
     def _quantized(self) -> list[bool]:
-        """A tensor is quantized when an int8 conv produces or reads it (QDQ puts Q on it; a ReLU before Q is dropped)."""
+        """A tensor is quantized when an int8 conv produces or reads it (QDQ puts Q on it; a ReLU before Q is dropped).
+
+        A max-pool whose input an int8 conv produced is quantized too and runs on uint8 NHWC; one
+        whose input comes from a float conv stays float even when an int8 conv reads its output."""
         quantized = [False] * len(self.g.consumers)
+        self.q_produced = [False] * len(self.g.consumers)
         for q, u in zip(self.qconv, self.g.units):
             if q:
-                quantized[u.inputs[0]] = quantized[u.output] = True
-        for u in reversed(self.g.units):  # Q moves up through a max-pool, which then runs on uint8
-            if u.kind == "maxpool" and quantized[u.output]:
+                quantized[u.inputs[0]] = quantized[u.output] = self.q_produced[u.output] = True
+        for u in self.g.units:  # execution order: the producer's Q/DQ carries through a max-pool
+            if u.kind == "maxpool" and self.q_produced[u.inputs[0]]:
+                quantized[u.output] = self.q_produced[u.output] = True
+        for u in self.g.units:  # float producer, int8 reader: the QuantizeLinear moves above the max-pool
+            if u.kind == "maxpool" and quantized[u.output] and not self.q_produced[u.inputs[0]]:
                 quantized[u.inputs[0]] = True
         return quantized
 
@@ -121,16 +128,31 @@ class _Lowering:
 
     def _convert(self, t: int, reps: list[str]) -> None:
         src = self.rep[t]
-        floats = [r for r in reps if r != "q"]
-        if not self.quantized[t]:
-            if src == "nchwc" and "nchw" in floats:
+        if src == "nchwc2":  # an fp16 conv's NCHWc output: its second-pass NCHWc readers take it as is
+            reps = [r for r in reps if r != "nchwc2"]
+            if not reps:
+                return
+            if not self.quantized[t]:  # everyone else gets it back in NCHW, then first-pass reorders as before
                 self._emit("reorder_out", t)
-            if src == "nchw" and "nchwc" in floats:
+                if "nchwc" in reps:
+                    self._emit("reorder_in", t)
+                return
+            src = "nchwc"
+        floats = ["nchwc" if r == "nchwc2" else r for r in reps if r not in ("q", "qnchw")]
+        if not self.quantized[t]:
+            if src == "nchwc" and ("nchw" in floats or "nchwc2" in reps):
+                self._emit("reorder_out", t)
+            if "nchwc2" in reps:  # second-pass reorder of its own, even beside a first-pass one
+                self._emit("reorder_in", t)
+            if src == "nchw" and "nchwc" in [r for r in reps if r != "nchwc2"]:
                 self._emit("reorder_in", t)
             return
         if src == "q":
-            if floats:
+            if floats or "qnchw" in reps:
                 self._emit("to_nchw", t)
+        elif src == "qnchw":  # a QLinearAdd's NCHW output
+            if "q" in reps:
+                self._emit("to_nhwc", t)
         else:
             if src == "nchwc":
                 self._emit("reorder_out", t)
@@ -153,12 +175,10 @@ class _Lowering:
             return
         act = u.act and not self.quantized[y]
         small_in = not u.depthwise and c < self.g.block  # such convs read NCHW input directly
-        if self.prec.get(u.name) == "fp16":  # ORT casts fp16 weights back to fp32 after its NCHWc pass: reorders stay around the conv
-            self.require(x, "nchw", u.hw)
-            oh, ow = _out_hw(u)
-            self.rep[y] = "nchw"
-            reorder_in = [] if small_in else [("reorder_in", "fp32", "nchw", c, *u.hw, 0, 0, 1, 1, False, False)]
-            self.kernels += reorder_in + [("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, act, False), ("reorder_out", "fp32", "nchwc", co, oh, ow, 0, 0, 1, 1, False, False)]
+        if self.prec.get(u.name) == "fp16":  # NCHWc in ORT's second pass, once the fp16 weights are cast back to fp32
+            self.require(x, "nchw" if small_in else "nchwc2", u.hw)
+            self.rep[y] = "nchwc2"
+            self.kernels.append(("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, act, False))
             return
         self.require(x, "nchw" if small_in else "nchwc", u.hw)
         self.rep[y] = "nchwc"
@@ -179,9 +199,12 @@ class _Lowering:
             return
         if qa and qb and qy:
             self.quantized[y] = True
-            self.require(a, "q", u.hw)
-            self.require(b, "q", u.hw)
-            self.rep[y] = "q"
+            # ORT's transpose optimizer keeps a QLinearAdd in NCHW when an input was quantized from a float
+            # (NCHW) tensor: the NHWC input is transposed to NCHW and the sum transposed back where needed
+            rep = "q" if all(self.rep.get(t) == "q" for t in (a, b)) else "qnchw"
+            self.require(a, rep, u.hw)
+            self.require(b, rep, u.hw)
+            self.rep[y] = rep
             self.kernels.append(("add", "int8", "nhwc", self.ch[y], *u.hw, 0, 0, 1, 1, False, False))
             return
         self.require(a, "nchw", u.hw)
@@ -194,18 +217,31 @@ class _Lowering:
         return tensor in self.conv_kernel and len(self.g.consumers[tensor]) == 1
 
     def _pool(self, u: Unit, op: str) -> None:
+        """A float pool runs NCHWc when its input is NCHWc, or (a max-pool) when its channels fill whole
+        blocks (ORT then reorders the input into NCHWc for it)."""
         x, y = u.inputs[0], u.output
-        lay = "nchwc" if self.rep[x] == "nchwc" and not self.quantized[x] else "nchw"
+        if op == "gap" and self.rep[x] == "nchwc2":  # converted with the fp16 conv before it, in the second pass
+            self.require(x, "nchwc2", u.hw)
+            self.rep[y] = "nchwc"
+            self.kernels.append((op, "fp32", "nchwc", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
+            return
+        blocked = self.rep[x] == "nchwc" or (op == "maxpool" and self.ch[x] % self.g.block == 0)
+        lay = "nchwc" if blocked and not self.quantized[x] else "nchw"
         self.require(x, lay, u.hw)
         self.rep[y] = lay
         self.kernels.append((op, "fp32", lay, self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
 
     def _maxpool(self, i: int, u: Unit) -> None:
         x, y = u.inputs[0], u.output
-        if self.quantized[y]:  # QDQ around a max-pool feeding an int8 conv: uint8 NHWC max-pool
+        if self.q_produced[x]:  # DQ -> MaxPool -> Q after an int8 conv: uint8 NHWC max-pool
             self.require(x, "q", u.hw)
             self.rep[y] = "q"
             self.kernels.append(("maxpool", "int8", "nhwc", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
+            return
+        if self.quantized[y]:  # float conv -> MaxPool -> int8 conv: Q at the pool's input, a uint8 NCHW max-pool
+            self.require(x, "qnchw", u.hw)
+            self.rep[y] = "qnchw"
+            self.kernels.append(("maxpool", "int8", "nchw", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
             return
         self._pool(u, "maxpool")
 

@@ -159,7 +159,7 @@ def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
     if u.kind == "add":
         return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", "nchw", c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}]
     if u.kind in ("maxpool", "gap"):
-        extra = [("maxpool", "int8", "nhwc", c, h, w, 0, u.k, u.s, 1, False, False)] if u.kind == "maxpool" else []
+        extra = [("maxpool", "int8", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nhwc", "nchw")] if u.kind == "maxpool" else []
         return extra + [(u.kind, "fp32", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nchwc", "nchw")]
     return [("flatten", "fp32", "nchw", c, h, w, 0, 0, 1, 1, False, False)]
 
