@@ -8,7 +8,7 @@ whole models measured on the same device:
 
     predicted_us = call_overhead_us + intercept_us + Σ_kernels (scale[class] · table_us + per_kernel_us[class])
 
-The coefficients minimise the squared *relative* error over ``samples`` random policies (a seed
+The coefficients (scales bounded at 0 and above) minimise the squared *relative* error over ``samples`` random policies (a seed
 of their own, so ``validate-table``'s policies stay held out), with a small ridge pull toward the
 uncalibrated sum (scale 1, per-kernel 0) so that a rare class cannot take wild values. Each
 architecture calibrated (keyed by a fingerprint of its unpruned unit graph) then gets its own
@@ -148,7 +148,11 @@ def fit(rows: Sequence[tuple[Mapping[str, tuple[float, int]], float]], overhead_
         reg_b[1 + i] = strength * RIDGE_SCALE * p_scale.get(c, 1.0)
         reg_a[1 + n + i, 1 + n + i] = strength * RIDGE_PER_KERNEL_US
         reg_b[1 + n + i] = strength * RIDGE_PER_KERNEL_US * p_per.get(c, 0.0)
-    coef, *_ = np.linalg.lstsq(np.vstack([a, reg_a]), np.concatenate([b, reg_b]), rcond=None)
+    from scipy.optimize import lsq_linear
+
+    lower = np.full(1 + 2 * n, -np.inf)
+    lower[1:1 + n] = 0.0  # a class scale below 0 would make a kernel's table time count against the model
+    coef = lsq_linear(np.vstack([a, reg_a]), np.concatenate([b, reg_b]), bounds=(lower, np.inf)).x
     return dict(zip(classes, map(float, coef[1:1 + n]))), dict(zip(classes, map(float, coef[1 + n:]))), float(coef[0])
 
 

@@ -80,9 +80,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
     models = [(n, t, m, s, t.load_predictor(args.table, m, s)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms)
+    report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
-    print(json.dumps({k: report[k] for k in keys} | {"by_model": report["by_model"]}, indent=2))
+    print(json.dumps({k: report[k] for k in keys} | {"drift": report.get("drift")} | {"by_model": report["by_model"]}, indent=2))
     return 0
 
 
@@ -135,6 +135,7 @@ def register(sub) -> None:
     p = sub.add_parser("validate-table", help="predicted vs measured latency of random compressed models; writes validation.json")
     _common(p)
     _measure_options(p, samples=200, seed=0)
+    p.add_argument("--drift", type=int, default=30, help="also re-time this many of the calibration's whole models: the machine's drift since calibrating (0: skip)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("calibrate-table", help="fit the table's per-kernel-class correction on measured whole models; writes calibration.json")

@@ -25,6 +25,11 @@ from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
 
 
+class _NoPrediction:  # stands in for a Prediction where only the measurement is wanted
+    latency_ms = float("nan")
+    coverage = 1.0
+
+
 @dataclass(frozen=True)
 class Case:
     model: str
@@ -124,9 +129,41 @@ def _within(errs: Sequence[float], tol: float) -> float:
     return sum(abs(e) <= tol for e in errs) / len(errs) if errs else 0.0
 
 
+def drift_cases(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, SearchSpace, Predictor]], n: int, tmp: Path) -> list[tuple[str, Policy, Path, float]]:
+    """Up to ``n`` of the whole models stored in the table's calibration.json (spread over the
+    validated models), rebuilt: (model, policy, onnx path, the latency measured at calibration, ms)."""
+    path = Path(table_dir) / "calibration.json"
+    if n < 1 or not path.is_file():
+        return []
+    by_name = {m[0]: m for m in models}
+    stored = [c for c in json.loads(path.read_text()).get("cases", []) if c["model"] in by_name]
+    picked = stored[:: max(1, len(stored) // n)][:n]
+    out = []
+    from hwsearch.compress import CompressOptions
+
+    for i, c in enumerate(picked):
+        name, task, baseline, space, _ = by_name[c["model"]]
+        policy, onnx_path = Policy.from_dict(c["policy"]), tmp / f"drift-{i}.onnx"
+        task.build_candidate(baseline, policy, space, onnx_path, CompressOptions(calib_samples=32, eval_split="val"))
+        out.append((name, policy, onnx_path, float(c["measured_ms"])))
+    return out
+
+
+def drift_report(rows: Sequence[tuple[float, float]], calibrated_at: str | None) -> dict[str, Any]:
+    """Same files measured at calibration time and now: how far the machine itself moved between the two."""
+    errs = [now / then - 1.0 for then, now in rows]
+    return {"n_models": len(errs), "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
+            "mean_change": statistics.fmean(errs), "calibrated_at": calibrated_at,
+            "what": "calibration's stored whole models rebuilt and re-measured during validation: now / then - 1"}
+
+
 def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, SearchSpace, Predictor]], samples: int, seed: int = 0,
-             rounds: int = 4, ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True) -> dict[str, Any]:
-    """Validate a table over ``models`` ((name, task, baseline module, space, predictor) each); ``samples`` split across them."""
+             rounds: int = 4, ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True,
+             drift: int = 30) -> dict[str, Any]:
+    """Validate a table over ``models`` ((name, task, baseline module, space, predictor) each); ``samples`` split across them.
+
+    With ``drift`` > 0 and a calibrated table, that many of the calibration's whole models are timed
+    again beside the validation's (interleaved with them), giving the between-run drift of the machine."""
     start, load_before = time.perf_counter(), _loadavg()
     predictor = models[0][4]
     ms = replace(ms, statistic=statistic(predictor.table.meta))
@@ -136,8 +173,12 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
         for j, (name, task, baseline, space, pred) in enumerate(models):
             n = samples // len(models) + (1 if j < samples % len(models) else 0)
             built += build_cases(task, baseline, space, pred, n, seed + j, Path(tmp), name)
-        cases = measure_cases(built, settings, rounds, ms, models[0][1].latency_feed())
+        again = drift_cases(table_dir, models, drift if predictor.calibration is not None else 0, Path(tmp))
+        measured = measure_cases(built + [(n, pol, p, _NoPrediction) for n, pol, p, _ in again], settings, rounds, ms, models[0][1].latency_feed())
+        cases, redone = measured[:len(built)], measured[len(built):]
     report = summarize(cases, predictor.table.meta, time.perf_counter() - start)
+    if again:
+        report["drift"] = drift_report([(then, c.measured_ms) for (_, _, _, then), c in zip(again, redone)], predictor.calibration.info.get("date"))
     report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": _loadavg()}
     cal = predictor.calibration
     report["calibrated"] = cal is not None
