@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Profile and validate the MiniLM block tables (task minilm, 128 tokens): minilm-cpu-1t and minilm-cpu-2t.
 # Timing holds /tmp/hwsearch-measure.lock so that other measurements on the machine do not overlap.
+# CALIBRATE=60 whole models (seeds 1000+) fit each table's calibration.json (scale, intercept, cost
+# per precision change between blocks); SAMPLES=200 others (seeds 0+) validate; ROUNDS=2 timing
+# sessions per model and table (their disagreement is validation.json's "repeatability").
+# About 25 min on the 2-core dev machine (profiling: about 30 s per table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -10,4 +14,4 @@ for t in 1 2; do
     --min-runs 40 --min-time 0.3 --quiet
 done
 "$BIN/python" -m hwsearch.latency.transformer_validate latency_tables/minilm-cpu-1t latency_tables/minilm-cpu-2t \
-  --samples "${SAMPLES:-200}" --calibrate "${CALIBRATE:-0}" --rounds 1 --min-runs 40 --lock "$LOCK"
+  --samples "${SAMPLES:-200}" --calibrate "${CALIBRATE:-60}" --rounds "${ROUNDS:-2}" --min-runs 40 --lock "$LOCK"

@@ -11,21 +11,23 @@
 #   FRESH=1 experiments/build_tables.sh               # delete the tables first (needed after a schema change)
 #   SAMPLES=12 CAL_SAMPLES=30 experiments/build_tables.sh   # quick smoke run
 #
-# Runtime on the 2-core AMD EPYC dev machine: profiling ≈ 3-5 min per table (4,911 kernels),
-# calibration and validation ≈ 3-4 min each per table: ≈ 25 min in all. A killed profile resumes
-# where it stopped (same command).
+# Runtime on the 2-core AMD EPYC dev machine (idle): profiling ≈ 165 s per table (4,929 kernels),
+# calibration ≈ 2.5 min and validation ≈ 4 min per table: ≈ 20 min in all. A killed profile resumes
+# where it stopped (same command). validate-table also re-times 30 of the calibration's models
+# (validation.json "drift") and compares its own timing rounds ("repeatability").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SAMPLES=${SAMPLES:-210}
 CAL_SAMPLES=${CAL_SAMPLES:-150}
 export HWSEARCH_CACHE=${HWSEARCH_CACHE:-/tmp/hwcache}
+LOCK=${LOCK:-/tmp/hwsearch-measure.lock}  # held per step, so that other measurements on the machine do not overlap
 MODELS=(--task digits --model resnet20 --model mobilenetv2 --model vgg --random-init)
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for threads in 1 2; do
   name=cpu-${threads}t
   if [ "${FRESH:-0}" = 1 ]; then rm -rf "latency_tables/$name"; fi
-  $PY -m hwsearch.cli profile --device "$name" --threads "$threads" "${MODELS[@]}"
-  $PY -m hwsearch.cli calibrate-table "latency_tables/$name" "${MODELS[@]}" --samples "$CAL_SAMPLES"
-  $PY -m hwsearch.cli validate-table "latency_tables/$name" "${MODELS[@]}" --samples "$SAMPLES"
+  flock "$LOCK" $PY -m hwsearch.cli profile --device "$name" --threads "$threads" "${MODELS[@]}"
+  flock "$LOCK" $PY -m hwsearch.cli calibrate-table "latency_tables/$name" "${MODELS[@]}" --samples "$CAL_SAMPLES"
+  flock "$LOCK" $PY -m hwsearch.cli validate-table "latency_tables/$name" "${MODELS[@]}" --samples "$SAMPLES"
 done

@@ -316,9 +316,18 @@ def prediction_section(pred: list[dict]) -> list[str]:
         out += ["Each shipped table's `validation.json` (written by `hwsearch validate-table latency_tables/NAME --task digits --model resnet20 "
                 "--model mobilenetv2 --model vgg --samples N`, see experiments/build_tables.sh): random pruned / mixed-precision policies, "
                 "predicted vs measured whole-model latency. Targets: ≥90% within ±5%, ≥99% within ±10%.", ""]
-        rows = [[name, v["threads"], v["n_models"], f"{v['rmspe'] * 100:.1f}%", f"{v['within_5pct'] * 100:.0f}%", f"{v['within_10pct'] * 100:.0f}%",
-                 f"{v['spearman']:.3f}", f"{v.get('mean_error', 0) * 100:+.1f}%", v.get("seconds", "—")] for name, v in val.items()]
-        out += _table(["table", "threads", "policies", "RMSPE", "within ±5%", "within ±10%", "Spearman", "mean error", "validation (s)"], rows) + [""]
+        def noise(fig: dict | None) -> str:
+            return f"{fig['within_5pct'] * 100:.0f}% / {fig['within_10pct'] * 100:.0f}% (n={fig['n_models']})" if fig else "—"
+
+        rows = [[name, v["threads"], v["n_models"], f"{v['rmspe'] * 100:.1f}%", f"{v['within_5pct'] * 100:.1f}%", f"{v['within_10pct'] * 100:.1f}%",
+                 f"{v['spearman']:.3f}", f"{v.get('mean_error', 0) * 100:+.1f}%", noise(v.get("repeatability")),
+                 noise(v.get("drift")) + (f", mean {v['drift']['mean_change'] * 100:+.1f}%" if v.get("drift") else ""), v.get("seconds", "—")] for name, v in val.items()]
+        out += _table(["table", "threads", "policies", "RMSPE", "within ±5%", "within ±10%", "Spearman", "mean error",
+                       "repeatability: within ±5% / ±10%", "drift since calibration: within ±5% / ±10%", "validation (s)"], rows) + [""]
+        out += ["Noise columns: *repeatability* compares the same ONNX files' timing sessions with each other (median of even vs odd rounds) "
+                "inside the validation run; *drift* re-times some of the calibration's whole models during the validation and compares them "
+                "with their time at calibration (minutes earlier). A prediction cannot agree with a measurement more closely than two "
+                "measurements of the same file agree with each other.", ""]
     if pred:
         pm = json.loads((RESULTS / "bench_predict.json").read_text())
         out += [f"Throughput. Command: `make bench` → `{pm['command'].strip()}`. {_machine_line(pm['machine'])} Predictions: "

@@ -304,6 +304,6 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert report["calibrated"] and report["statistic"] == "p10" and report["n_models"] == 4
     # noise figures beside the accuracy: two halves of the timing rounds, and calibration models timed again
     assert report["repeatability"]["n_models"] == 4 and 0 <= report["repeatability"]["within_5pct"] <= 1
-    assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["date"]
+    assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["measured_at"]
     assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
     assert "--samples 3 is too few" in capsys.readouterr().err

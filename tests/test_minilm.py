@@ -183,12 +183,17 @@ def test_calibration_fit_recovers_a_known_scale_and_the_predictor_applies_it(tmp
         pytest.skip("minilm table not profiled")
     shutil.copy(table / "table.csv", tmp_path / "table.csv")
     shutil.copy(table / "meta.json", tmp_path / "meta.json")
-    cases = [Case("m", {}, p, 1.1 * p + 0.5, 0.0, 1.0) for p in (5.0, 8.0, 12.0, 19.0)]
-    cal = fit_calibration(cases, tmp_path, seed=1000)
+    # measured = 1.1 x sum + 0.5 ms + 0.06 ms per precision change between consecutive blocks
+    mixes = [({}, 0), ({"precision": {"layer0.ffn": "int8"}}, 2), ({"precision": {"layer5.ffn": "int8"}}, 1), ({"default_precision": "int8"}, 0), ({"precision": {"layer2.attn": "int8"}}, 2)]
+    cases = [Case("m", pol, p, 1.1 * p + 0.5 + 0.06 * n, 0.0, 1.0) for (pol, n), p in zip(mixes, (5.0, 8.0, 12.0, 19.0, 7.0))]
+    cal = fit_calibration(cases, tmp_path, seed=1000, layers=space.layers)
     assert cal["scale"] == pytest.approx(1.1) and cal["intercept_us"] == pytest.approx(500.0) and cal["rmspe_fitted"] < 1e-9
-    raw = load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms
+    assert cal["per_transition_us"] == pytest.approx(60.0)
+    mixed = Policy.from_dict(mixes[1][0])
+    raw, raw_mixed = (load_predictor(tmp_path, baseline.model, space).predict(p).latency_ms for p in (Policy(), mixed))
     (tmp_path / "calibration.json").write_text(json.dumps(cal))
     assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(1.1 * raw + 0.5)
+    assert load_predictor(tmp_path, baseline.model, space).predict(mixed).latency_ms == pytest.approx(1.1 * raw_mixed + 0.5 + 2 * 0.06)
     (tmp_path / "table.csv").write_text((tmp_path / "table.csv").read_text() + "\n")  # another table: calibration ignored
     with pytest.warns(UserWarning, match="another table.csv"):
         assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(raw)

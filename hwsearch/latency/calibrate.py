@@ -216,7 +216,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
             from hwsearch.errors import HwsearchError
 
             raise HwsearchError(f"{str(Path(table_dir) / CALIBRATION_FILE)!r} has no stored cases for {sorted(by_name)}; run calibrate-table without --refit.")
-        ms_info, load_info = old.get("measurement"), old.get("load_average")
+        ms_info, load_info, measured_at = old.get("measurement"), old.get("load_average"), old.get("measured_at") or old.get("date")
     else:
         settings = onnx_io.SessionSettings(threads=int(table.meta["threads"]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -228,6 +228,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
         cases = [{"model": c.model, "measured_ms": c.measured_ms, "policy": c.policy} for c in measured]
         ms_info = {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s, "statistic": ms.statistic}
         load_info = {"before": load_before, "after": _loadavg()}
+        measured_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     fps = {name: fingerprint(pred.graph) for name, pred in by_name.items()}
     rows = [(class_terms(by_name[c["model"]], Policy.from_dict(c["policy"])), c["measured_ms"] * 1e3) for c in cases]
     keys = [fps[c["model"]] for c in cases]
@@ -238,7 +239,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
     info = {"table_sha256": table_hash(table_dir), "n_models": len(rows), "seed": seed, "models": sorted(by_name),
             "rmspe_uncalibrated": _rmspe([apply(t, {}, {}, 0.0, overhead) for t, _ in rows], meas), "rmspe_fitted": _rmspe(fitted, meas),
             "rmspe_cross_validated": cross_validated_rmspe(rows, overhead, keys), "rmspe_cross_validated_global_only": cross_validated_rmspe(rows, overhead),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.perf_counter() - start, 1), "measurement": ms_info, "load_average": load_info}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_at": measured_at, "seconds": round(time.perf_counter() - start, 1), "measurement": ms_info, "load_average": load_info}
     by_model = {fp: {"name": name, "scale": own[fp][0], "per_kernel_us": own[fp][1], "intercept_us": own[fp][2]} for name, fp in fps.items()}
     result = Calibration(scale, per_kernel, intercept, info, by_model)
     if write:

@@ -27,7 +27,7 @@ import bisect
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -123,6 +123,12 @@ def write_kernel_model(k: Kernel, path: Path, seed: int = 0) -> Path:
     return path
 
 
+def precision_transitions(policy: Policy, layers: Sequence[str]) -> int:
+    """How often the precision changes between consecutive blocks (``layers`` in execution order)."""
+    precs = [policy.precision_for(layer) for layer in layers]
+    return sum(a != b for a, b in zip(precs, precs[1:]))
+
+
 class TransformerInterpolator:
     """Measured blocks per family (op, precision, hidden, seq), sorted by ``co``."""
 
@@ -177,6 +183,7 @@ class TransformerPredictor:
             total += v
         if self.calibration:
             total = self.calibration["scale"] * total + self.calibration["intercept_us"]
+            total += self.calibration.get("per_transition_us", 0.0) * precision_transitions(policy, self.space.layers)
         return Prediction(total / 1e3, (len(kernels) - len(missing)) / len(kernels), tuple(missing))
 
 

@@ -47,7 +47,9 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
                     measured = statistics.median(t.value(m.statistic) for t in runs) / 1e3
                     p90 = statistics.median(t.p90_us for t in runs) / 1e3
                     p = pred.predict(policy)
-                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, measured, p90, p.coverage))
+                    vals = [t.value(m.statistic) for t in runs]  # even vs odd sessions: the repeatability figure
+                    rep = statistics.median(vals[0::2]) / statistics.median(vals[1::2]) - 1.0 if len(vals) > 1 else None
+                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, measured, p90, p.coverage, rep))
             path.unlink()
             if on_case is not None:
                 on_case(cases)
@@ -56,20 +58,25 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
     return cases
 
 
-def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int) -> dict[str, Any]:
-    """``latency = scale * (table sum incl. overhead) + intercept``, least squares on the relative error."""
+def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, layers: Sequence[str]) -> dict[str, Any]:
+    """``latency = scale * (table sum incl. overhead) + intercept + per_transition * precision changes``,
+    least squares on the relative error. A precision change between consecutive blocks (fp32 -> int8
+    or back, in ``layers`` order) costs time that neither block's own measurement holds."""
     import numpy as np
 
     from hwsearch.latency.calibrate import table_hash
+    from hwsearch.latency.transformer import precision_transitions
 
     pred = np.array([c.predicted_ms for c in cases])
     meas = np.array([c.measured_ms for c in cases])
-    (scale, intercept), *_ = np.linalg.lstsq(np.stack([pred / meas, 1 / meas], 1), np.ones(len(cases)), rcond=None)
+    trans = np.array([precision_transitions(Policy.from_dict(c.policy), layers) for c in cases], dtype=float)
+    (scale, intercept, per_transition), *_ = np.linalg.lstsq(np.stack([pred / meas, 1 / meas, trans / meas], 1), np.ones(len(cases)), rcond=None)
     before = float(np.sqrt(np.mean((pred / meas - 1) ** 2)))
-    after = float(np.sqrt(np.mean(((scale * pred + intercept) / meas - 1) ** 2)))
-    return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "n_models": len(cases), "seed": seed,
+    after = float(np.sqrt(np.mean(((scale * pred + intercept + per_transition * trans) / meas - 1) ** 2)))
+    return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "per_transition_us": float(per_transition * 1e3), "n_models": len(cases), "seed": seed,
             "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": table_hash(table_dir),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": "latency_ms = scale * (overhead + sum of blocks) + intercept"}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": "latency_ms = scale * (overhead + sum of blocks) + intercept + per_transition * (precision changes between consecutive blocks)"}
 
 
 def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 2,
@@ -82,7 +89,7 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
         raw = [task.load_predictor(d, baseline, space, calibrated=False) for d in table_dirs]
         fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress)
         for d, cs in zip(table_dirs, fit_cases):
-            (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed), indent=2) + "\n")
+            (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed, space.layers), indent=2) + "\n")
     predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
 
     def report_all(cases: list[list[Case]], complete: bool) -> dict[str, dict[str, Any]]:

@@ -178,7 +178,7 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
         cases, redone = measured[:len(built)], measured[len(built):]
     report = summarize(cases, predictor.table.meta, time.perf_counter() - start)
     if again:
-        report["drift"] = drift_report([(then, c.measured_ms) for (_, _, _, then), c in zip(again, redone)], predictor.calibration.info.get("date"))
+        report["drift"] = drift_report([(then, c.measured_ms) for (_, _, _, then), c in zip(again, redone)], predictor.calibration.info.get("measured_at") or predictor.calibration.info.get("date"))
     report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": _loadavg()}
     cal = predictor.calibration
     report["calibrated"] = cal is not None
