@@ -4,7 +4,7 @@
 # CALIBRATE=60 whole models (seeds 1000+) fit each table's calibration.json (scale, intercept, cost
 # per precision change between blocks); SAMPLES=200 others (seeds 0+) validate; ROUNDS=2 timing
 # sessions per model and table (their disagreement is validation.json's "repeatability").
-# About 25 min on the 2-core dev machine (profiling: about 30 s per table).
+# About 20 min on the 2-core dev machine (profiling: about 30 s per table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

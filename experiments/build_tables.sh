@@ -12,7 +12,7 @@
 #   SAMPLES=12 CAL_SAMPLES=30 experiments/build_tables.sh   # quick smoke run
 #
 # Runtime on the 2-core AMD EPYC dev machine (idle): profiling ≈ 165 s per table (4,929 kernels),
-# calibration ≈ 2.5 min and validation ≈ 4 min per table: ≈ 20 min in all. A killed profile resumes
+# calibration ≈ 2.3 min and validation ≈ 3.8 min per table: ≈ 18 min in all. A killed profile resumes
 # where it stopped (same command). validate-table also re-times 30 of the calibration's models
 # (validation.json "drift") and compares its own timing rounds ("repeatability").
 set -euo pipefail
