@@ -15,6 +15,9 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     warm_start = [1.0, 0.75, 0.5]   # keep ratios whose uniform policies (fp32 and int8) are tried first
                                     # (default: those of 1.0, 0.75, 0.5 that are in space.keep_choices)
     warm_start_policies = []        # policy JSON files (or inline tables) also tried first, e.g. a known-good mix
+    warm_start_layerwise = []       # one layer at a time: "int8" = each precision layer alone in int8, 0.75 = each
+                                    # prunable group alone at keep 0.75 (all else dense fp32); the search learns
+                                    # every layer's sensitivity and crossover combines the cheap ones
     output_dir = ""                 # "" = runs/<config file name without .toml>
     [task_options]                  # keyword arguments of the task factory
     [model_options]                 # keyword arguments of the model factory, e.g. widths = [16, 32, 64]
@@ -92,6 +95,7 @@ class ExperimentConfig:
     max_failures: int = 0
     warm_start: tuple[float, ...] = (1.0, 0.75, 0.5)
     warm_start_policies: tuple[Mapping[str, Any], ...] = ()  # Policy.to_dict() each, loaded from the config's files
+    warm_start_layerwise: tuple[str | float, ...] = ()  # precisions (one layer at a time) and keep ratios (one group at a time)
     output_dir: str = ""
     task_options: Mapping[str, Any] = field(default_factory=dict)
     model_options: Mapping[str, Any] = field(default_factory=dict)
@@ -247,7 +251,7 @@ def _baseline(value: Any) -> dict[str, Any]:
 def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> ExperimentConfig:
     """Validate a raw mapping (parsed TOML or a saved config.json) into an :class:`ExperimentConfig`."""
     allowed = ("name", "task", "model", "objectives", "sampler", "n_trials", "workers", "ray_address", "seed",
-               "population_size", "max_failures", "warm_start", "warm_start_policies", "output_dir") + _TABLES
+               "population_size", "max_failures", "warm_start", "warm_start_policies", "warm_start_layerwise", "output_dir") + _TABLES
     _check_keys("", raw, allowed)
     if "devices" not in raw:
         raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"latency_tables/cpu-1t\".")
@@ -269,6 +273,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         compress=_dataclass_from(CompressSpec, "compress", raw.get("compress", {}), _COMPRESS_CHECKS),
         space=space, warm_start=_warm_start(raw.get("warm_start", [r for r in DEFAULT_WARM_START if r in space.keep_choices]), space.keep_choices),
         warm_start_policies=_warm_start_policies(raw.get("warm_start_policies", []), base_dir),
+        warm_start_layerwise=_warm_start_layerwise(raw.get("warm_start_layerwise", []), space),
     )
 
 
@@ -282,6 +287,22 @@ def _warm_start(value: Any, keep_choices: tuple[float, ...]) -> tuple[float, ...
     if bad:
         raise HwsearchError(f"warm_start value {bad[0]!r} is not one of space.keep_choices {list(keep_choices)}; pick ratios from that list.")
     return tuple(float(v) for v in value)
+
+
+def _warm_start_layerwise(value: Any, space: SpaceSpec) -> tuple[str | float, ...]:
+    """Precision names from ``space.precisions`` and keep ratios from ``space.keep_choices``."""
+    if not isinstance(value, (list, tuple)):
+        raise HwsearchError(f"warm_start_layerwise={value!r} is not a list; use precisions and keep ratios of the space, e.g. [\"int8\", 0.75], or [] for none.")
+    out: list[str | float] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item in space.precisions:
+            out.append(item)
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and float(item) in space.keep_choices:
+            out.append(float(item))
+        else:
+            raise HwsearchError(f"warm_start_layerwise[{i}] = {item!r} is neither a precision in space.precisions {list(space.precisions)} "
+                                f"nor a keep ratio in space.keep_choices {list(space.keep_choices)}; use one of those.")
+    return tuple(out)
 
 
 def _warm_start_policies(value: Any, base_dir: Path) -> tuple[dict[str, Any], ...]:

@@ -99,6 +99,25 @@ def test_warm_start_defaults_to_available_ratios_and_rejects_others(tmp_path):
         parse_config(raw | {"warm_start": [0.25]}, "x", tmp_path)
 
 
+def test_warm_start_layerwise_takes_precisions_and_keep_ratios_of_the_space(tmp_path):
+    from hwsearch.config import parse_config
+
+    table = tmp_path / "t"
+    table.mkdir()
+    (table / "table.csv").write_text("key\n")
+    raw = {"devices": {"d": {"table": str(table)}}, "space": {"keep_choices": [0.5, 1.0], "precisions": ["fp32", "int8"]}}
+    cfg = parse_config(raw | {"warm_start_layerwise": ["int8", 0.5]}, "x", tmp_path)
+    assert cfg.warm_start_layerwise == ("int8", 0.5) and parse_config(raw, "x", tmp_path).warm_start_layerwise == ()
+    saved = json.loads(json.dumps({**raw, "warm_start_layerwise": list(cfg.warm_start_layerwise)}))  # config.json round trip (resume)
+    assert parse_config(saved, "x", tmp_path).warm_start_layerwise == cfg.warm_start_layerwise
+    with pytest.raises(HwsearchError, match=r"warm_start_layerwise\[1\] = 'fp16' is neither a precision in space.precisions \['fp32', 'int8'\]"):
+        parse_config(raw | {"warm_start_layerwise": ["int8", "fp16"]}, "x", tmp_path)
+    with pytest.raises(HwsearchError, match=r"warm_start_layerwise\[0\] = 0.25 .* keep ratio in space.keep_choices \[0.5, 1.0\]"):
+        parse_config(raw | {"warm_start_layerwise": [0.25]}, "x", tmp_path)
+    with pytest.raises(HwsearchError, match="warm_start_layerwise='int8' is not a list"):
+        parse_config(raw | {"warm_start_layerwise": "int8"}, "x", tmp_path)
+
+
 def test_warm_start_policies_load_files_and_inline_tables_with_clear_errors(tmp_path):
     from hwsearch.config import parse_config
 

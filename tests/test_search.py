@@ -107,6 +107,11 @@ def test_warm_start_policies_are_the_first_trials_and_must_fit_the_space(tmp_pat
     run_search(cfg, prepare=warm_start(cfg), progress=False)
     first = [json.loads(p) for p in _policies(Path(cfg.output_dir))]
     assert set(first[0]["keep"].values()) == {1.0} and set(first[1]["keep"].values()) == {0.5}
+    # one group at a time: after the uniform warm start, each group alone at keep 0.5, in the space's order
+    lw = load_config(write_config(tmp_path, "lw", n_trials=3, warm_start=[1.0], warm_start_layerwise=[0.5]))
+    run_search(lw, prepare=warm_start(lw), progress=False)
+    pruned = [[g for g, r in json.loads(p)["keep"].items() if r != 1.0] for p in _policies(Path(lw.output_dir))[:3]]  # the rest wait for a resume
+    assert pruned[0] == [] and len(pruned[1]) == len(pruned[2]) == 1 and pruned[1] != pruned[2]
     (tmp_path / "bad.json").write_text(json.dumps({"default_keep": 0.625}))
     bad = load_config(write_config(tmp_path, "ws2", n_trials=1, warm_start_policies=[str(tmp_path / "bad.json")]))
     with pytest.raises(HwsearchError, match=r"warm_start_policies\[0\]: keep 0.625 .* not one of space.keep_choices"):

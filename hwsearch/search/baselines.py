@@ -71,13 +71,27 @@ def policy_params(space, policy: Policy, where: str) -> dict[str, Any]:
     return params
 
 
+def layerwise_policies(space, entries) -> list[tuple[str, Policy]]:
+    """One change at a time from the dense fp32 model: a precision entry puts each precision layer
+    alone in it, a keep-ratio entry prunes each group alone to it (entries in order, layers in the
+    space's order); each with a label such as ``"int8 layer1.ffn"``."""
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out += [(f"{entry} {layer}", Policy(precision={layer: entry})) for layer in space.layers]
+        else:
+            out += [(f"keep {entry} {g}", Policy(keep={g: float(entry)})) for g in space.group_names]
+    return out
+
+
 def warm_start(cfg: ExperimentConfig) -> Callable[[Any, Any], None]:
     """The main run's first trials: uniform policies at ``cfg.warm_start`` ratios, in fp32 and int8,
-    then ``cfg.warm_start_policies`` in order."""
+    then ``cfg.warm_start_policies`` in order, then the one-at-a-time ``cfg.warm_start_layerwise`` ones."""
     def prepare(study, space) -> None:
         if len(study.trials) == 0:  # a fresh study only: a resumed run keeps what it has
             precs = [p for p in UNIFORM_PRECISIONS if p in space.precisions]
             params = [policy_params(space, Policy.from_dict(p), f"warm_start_policies[{i}]") for i, p in enumerate(cfg.warm_start_policies)]
+            params += [policy_params(space, p, f"warm_start_layerwise ({label})") for label, p in layerwise_policies(space, cfg.warm_start_layerwise)]
             enqueue_uniform(study, space, [(r, p) for r in cfg.warm_start for p in precs])
             for p in params:
                 study.enqueue_trial(p)
