@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -13,6 +14,7 @@ from hwsearch.config import load_config
 from hwsearch.results import dominates, is_feasible, load_pareto
 from hwsearch.search import run_baseline, run_search
 from hwsearch.search.baselines import uniform_points
+from hwsearch.search.study import storage_url
 from tests.search_helpers import write_config
 
 @pytest.fixture(autouse=True)
@@ -107,6 +109,8 @@ def test_warm_start_policies_are_the_first_trials_and_must_fit_the_space(tmp_pat
     run_search(cfg, prepare=warm_start(cfg), progress=False)
     first = [json.loads(p) for p in _policies(Path(cfg.output_dir))]
     assert set(first[0]["keep"].values()) == {1.0} and set(first[1]["keep"].values()) == {0.5}
+    study = optuna.load_study(study_name=cfg.name, storage=storage_url(Path(cfg.output_dir)))
+    assert all(t.system_attrs.get("NSGAIISampler:generation") == 0 for t in study.trials)  # warm starts are NSGA-II parents too
     # one group at a time: after the uniform warm start, each group alone at keep 0.5, in the space's order
     lw = load_config(write_config(tmp_path, "lw", n_trials=3, warm_start=[1.0], warm_start_layerwise=[0.5]))
     run_search(lw, prepare=warm_start(lw), progress=False)

@@ -96,6 +96,10 @@ def tell(study, cfg: ExperimentConfig, trial, policy: dict, result: TrialResult)
 def _fill(study, space, executor, loop: _Loop, policy_hook: Callable[[int, dict], None] | None) -> None:
     while len(loop.in_flight) < executor.capacity and loop.completed + len(loop.in_flight) < loop.target:
         trial = study.ask()
+        # An enqueued trial (warm start) fixes every parameter, so Optuna never calls the sampler's
+        # sample_relative for it, and NSGA-II would leave it out of its generations: no warm start
+        # could ever be a parent. Asking for the relative parameters registers it (cached; cheap).
+        trial.relative_params  # noqa: B018
         policy = space.suggest(trial).to_dict()
         if policy_hook:
             policy_hook(trial.number, policy)
