@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from hwsearch import onnx_io
 from hwsearch.latency.profile import MeasureSettings, measuring, time_model
 from hwsearch.latency.table import statistic
-from hwsearch.latency.validate import Case, _loadavg, random_policy, summarize
+from hwsearch.latency.validate import Case, _loadavg, random_policy, repeat_error, summarize
 from hwsearch.policy import Policy
 
 
@@ -44,12 +44,10 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
             with measuring(lock_path):
                 for j, (pred, st, m) in enumerate(zip(predictors, settings, stats)):
                     runs = [time_model(path, st, m, feed) for _ in range(rounds)]
-                    measured = statistics.median(t.value(m.statistic) for t in runs) / 1e3
+                    values = [t.value(m.statistic) for t in runs]
                     p90 = statistics.median(t.p90_us for t in runs) / 1e3
                     p = pred.predict(policy)
-                    vals = [t.value(m.statistic) for t in runs]  # even vs odd sessions: the repeatability figure
-                    rep = statistics.median(vals[0::2]) / statistics.median(vals[1::2]) - 1.0 if len(vals) > 1 else None
-                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, measured, p90, p.coverage, rep))
+                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, statistics.median(values) / 1e3, p90, p.coverage, repeat_error(values)))
             path.unlink()
             if on_case is not None:
                 on_case(cases)

@@ -71,6 +71,12 @@ def build_cases(task, baseline, space: SearchSpace, predictor: Predictor, n: int
     return out
 
 
+def repeat_error(values: Sequence[float]) -> float | None:
+    """One timing session's half against the other: median of the even sessions / median of the odd
+    ones - 1 (None with fewer than two). The measurement's own spread, beside the prediction's error."""
+    return statistics.median(values[0::2]) / statistics.median(values[1::2]) - 1.0 if len(values) > 1 else None
+
+
 def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: MeasureSettings, feed: dict | None = None) -> list[Case]:
     """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
     ``measured_ms`` is the median over rounds of ``ms.statistic`` (the table's statistic). With two or
@@ -83,10 +89,9 @@ def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: Mea
             per[i].append((t.value(ms.statistic), t.p90_us))
     cases = []
     for (name, policy, _, pred), runs in zip(built, per):
-        med = statistics.median(m for m, _ in runs) / 1e3
+        values = [m for m, _ in runs]
         p90 = statistics.median(p for _, p in runs) / 1e3
-        rep = statistics.median(m for m, _ in runs[0::2]) / statistics.median(m for m, _ in runs[1::2]) - 1.0 if len(runs) > 1 else None
-        cases.append(Case(name, policy.to_dict(), pred.latency_ms, med, p90, pred.coverage, rep))
+        cases.append(Case(name, policy.to_dict(), pred.latency_ms, statistics.median(values) / 1e3, p90, pred.coverage, repeat_error(values)))
     return cases
 
 
