@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Profile and validate the MiniLM block tables (task minilm, 128 tokens): minilm-cpu-1t and minilm-cpu-2t.
-# Timing holds /tmp/hwsearch-measure.lock so that other measurements on the machine do not overlap.
+# Each step holds /tmp/hwsearch-measure.lock for its whole run (model building included), so that it
+# never overlaps another measurement on the machine (experiments/build_tables.sh takes the same lock).
 # CALIBRATE=60 whole models (seeds 1000+) fit each table's calibration.json (scale, intercept, cost
-# per precision change between blocks); SAMPLES=200 others (seeds 0+) validate; ROUNDS=2 timing
-# sessions per model and table (their disagreement is validation.json's "repeatability").
-# About 20 min on the 2-core dev machine (profiling: about 30 s per table).
+# per precision change between blocks); SAMPLES=200 others (seeds 0+) validate. Models are realised
+# BATCH=16 at a time and each batch is timed in ROUNDS=3 interleaved passes per table (median over
+# passes; even vs odd passes give validation.json's "repeatability").
+# About 30 min on the 2-core dev machine (profiling: about 30 s per table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -13,5 +15,5 @@ for t in 1 2; do
   flock "$LOCK" "$BIN/hwsearch" profile --task minilm --model all-minilm-l6-v2 --device "minilm-cpu-${t}t" --threads "$t" \
     --min-runs 40 --min-time 0.3 --quiet
 done
-"$BIN/python" -m hwsearch.latency.transformer_validate latency_tables/minilm-cpu-1t latency_tables/minilm-cpu-2t \
-  --samples "${SAMPLES:-200}" --calibrate "${CALIBRATE:-60}" --rounds "${ROUNDS:-2}" --min-runs 40 --lock "$LOCK"
+flock "$LOCK" "$BIN/python" -m hwsearch.latency.transformer_validate latency_tables/minilm-cpu-1t latency_tables/minilm-cpu-2t \
+  --samples "${SAMPLES:-200}" --calibrate "${CALIBRATE:-60}" --rounds "${ROUNDS:-3}" --batch "${BATCH:-16}" --min-runs 40

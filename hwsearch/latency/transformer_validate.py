@@ -1,16 +1,22 @@
 """Validate transformer block tables (several thread counts at once) on random whole models.
 
-Each random policy (the same generator as ``hwsearch validate-table``) is realised once (heads
-and neurons removed, exported, int8 blocks quantized; no fine-tuning, which does not change
-latency), then timed with every table's own session settings and statistic right away and
-deleted, so hundreds of 60-90 MB files never sit on disk together. Timing holds an exclusive
-``flock`` on ``lock_path`` (when given) so that measurements of other processes do not overlap.
-Each table gets its ``validation.json`` (same format as ``hwsearch validate-table``).
+Random policies (the same generator as ``hwsearch validate-table``) are realised (heads and
+neurons removed, exported, int8 blocks quantized; no fine-tuning, which does not change latency)
+``batch`` at a time; each batch is then timed in ``rounds`` interleaved passes (every model with
+every table's own session settings and statistic, one pass after the other) and deleted, so
+hundreds of 60-90 MB files never sit on disk together, and a disturbance of a few seconds (another
+process building models, say) hits one pass of a model, which the median over passes drops (the new files are synced to disk
+before timing starts).
+Timing a batch holds an exclusive ``flock`` on ``lock_path`` (when given) so that measurements of
+other processes do not overlap; a build script that runs other work beside this one should hold the
+lock around the whole command instead. Each table gets its ``validation.json`` (same format as
+``hwsearch validate-table``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hwsearch import onnx_io
+from hwsearch.errors import HwsearchError
 from hwsearch.latency.profile import MeasureSettings, measuring, time_model
 from hwsearch.latency.table import statistic
 from hwsearch.latency.validate import Case, _loadavg, random_policy, repeat_error, summarize
@@ -27,32 +34,45 @@ from hwsearch.policy import Policy
 
 
 def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, samples: int, seed: int, rounds: int, ms: MeasureSettings,
-            lock_path: str | None, name: str = "minilm", progress: bool = True, on_case: Any = None) -> list[list[Case]]:
-    """Realise ``samples`` random policies (the first is the dense model) and time each with every predictor's table settings."""
+            lock_path: str | None, name: str = "minilm", progress: bool = True, on_case: Any = None, batch: int = 16) -> list[list[Case]]:
+    """Realise ``samples`` random policies (the first is the dense model), ``batch`` at a time, and time
+    each batch in ``rounds`` interleaved passes with every predictor's table settings."""
     from hwsearch.tasks.minilm_compress import compress, realise
 
+    if batch < 1:
+        raise HwsearchError(f"batch={batch} must be at least 1 (models realised before each timing pass).")
     settings = [onnx_io.SessionSettings(threads=int(p.table.meta["threads"])) for p in predictors]
     stats = [replace(ms, statistic=statistic(p.table.meta)) for p in predictors]
     feed = task.latency_feed()
     rng = random.Random(seed)
+    policies = [Policy() if i == 0 else random_policy(space, rng) for i in range(samples)]
     cases: list[list[Case]] = [[] for _ in predictors]
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(samples):
-            policy = Policy() if i == 0 else random_policy(space, rng)
-            path = Path(tmp) / f"{name}-{i}.onnx"
-            realise(task, compress(baseline, policy, space), policy, space, path, calib_samples=4)
+        for first in range(0, samples, batch):
+            chunk = list(enumerate(policies[first:first + batch], first))
+            paths = []
+            for i, policy in chunk:
+                paths.append(Path(tmp) / f"{name}-{i}.onnx")
+                realise(task, compress(baseline, policy, space), policy, space, paths[-1], calib_samples=4)
+            os.sync()  # the kernel writes the new files back now, not during the timing
+            values: dict[tuple[int, int], list[Any]] = {}
             with measuring(lock_path):
-                for j, (pred, st, m) in enumerate(zip(predictors, settings, stats)):
-                    runs = [time_model(path, st, m, feed) for _ in range(rounds)]
-                    values = [t.value(m.statistic) for t in runs]
-                    p90 = statistics.median(t.p90_us for t in runs) / 1e3
+                for _ in range(rounds):
+                    for i, path in zip((i for i, _ in chunk), paths):
+                        for j, (st, m) in enumerate(zip(settings, stats)):
+                            values.setdefault((i, j), []).append(time_model(path, st, m, feed))
+            for (i, policy), path in zip(chunk, paths):
+                for j, (pred, m) in enumerate(zip(predictors, stats)):
+                    runs = values[i, j]
+                    v = [t.value(m.statistic) for t in runs]
                     p = pred.predict(policy)
-                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, statistics.median(values) / 1e3, p90, p.coverage, repeat_error(values)))
-            path.unlink()
-            if on_case is not None:
-                on_case(cases)
-            if progress:
-                print(f"seed {seed} {i + 1}/{samples} " + " ".join(f"{c[-1].predicted_ms:.2f}/{c[-1].measured_ms:.2f}ms" for c in cases), flush=True)
+                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, statistics.median(v) / 1e3,
+                                         statistics.median(t.p90_us for t in runs) / 1e3, p.coverage, repeat_error(v)))
+                path.unlink()
+                if on_case is not None:
+                    on_case(cases)
+                if progress:
+                    print(f"seed {seed} {i + 1}/{samples} " + " ".join(f"{c[-1].predicted_ms:.2f}/{c[-1].measured_ms:.2f}ms" for c in cases), flush=True)
     return cases
 
 
@@ -77,15 +97,15 @@ def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, lay
             "model": "latency_ms = scale * (overhead + sum of blocks) + intercept + per_transition * (precision changes between consecutive blocks)"}
 
 
-def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 2,
+def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 3,
                     ms: MeasureSettings = MeasureSettings(min_runs=30, min_time_s=0.2), lock_path: str | None = None,
-                    calibrate: int = 0, write: bool = True, progress: bool = True) -> dict[str, dict[str, Any]]:
+                    calibrate: int = 0, write: bool = True, progress: bool = True, batch: int = 16) -> dict[str, dict[str, Any]]:
     """Validation over ``samples`` policies (seed ``seed``); with ``calibrate`` > 0, first fit and write
     each table's calibration.json on that many other policies (seed 1000 + ``seed``)."""
     start, load_before = time.perf_counter(), _loadavg()
     if calibrate:
         raw = [task.load_predictor(d, baseline, space, calibrated=False) for d in table_dirs]
-        fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress)
+        fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress, batch=batch)
         for d, cs in zip(table_dirs, fit_cases):
             (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed, space.layers), indent=2) + "\n")
     predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
@@ -97,8 +117,8 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
             report |= {"complete": complete, "samples_planned": samples, "statistic": statistic(pred.table.meta),
                        "load_average": {"before": load_before, "after": _loadavg()}, "calibrated": pred.calibration is not None,
                        "calibration": pred.calibration,
-                       "method": "random policies realised once, each timed with every table's settings right after it is built",
-                       "measurement": {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
+                       "method": f"random policies realised once, {batch} at a time; each batch timed in {rounds} interleaved passes with every table's settings (median over passes)",
+                       "measurement": {"rounds": rounds, "batch": batch, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
             if write:
                 (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
             reports[str(d)] = report
@@ -108,7 +128,7 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
         if len(cases[0]) % 10 == 0 and len(cases[0]) > 2:
             report_all(cases, complete=False)
 
-    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress, on_case=partial)
+    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress, on_case=partial, batch=batch)
     return report_all(cases, complete=True)
 
 
@@ -125,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("tables", nargs="+")
     p.add_argument("--samples", type=int, default=210)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per batch (median over passes)")
+    p.add_argument("--batch", type=int, default=16, help="models realised on disk before each batch's timing passes")
     p.add_argument("--min-runs", type=int, default=30)
     p.add_argument("--lock", default=None, help="flock this file while timing")
     p.add_argument("--calibrate", type=int, default=0, help="first fit calibration.json on this many other policies")
@@ -135,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = get_task("minilm")
     baseline = task.load_baseline("all-minilm-l6-v2")
     reports = validate_tables(args.tables, task, baseline.model, task.search_space(baseline.model), args.samples, args.seed, args.rounds,
-                              MeasureSettings(min_runs=args.min_runs, min_time_s=0.2), lock_path=args.lock, calibrate=args.calibrate)
+                              MeasureSettings(min_runs=args.min_runs, min_time_s=0.2), lock_path=args.lock, calibrate=args.calibrate, batch=args.batch)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
     print(json.dumps({d: {k: r[k] for k in keys} for d, r in reports.items()}, indent=2))
     return 0
