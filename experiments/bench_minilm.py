@@ -111,7 +111,7 @@ def main() -> int:
         "run": str(Path(args.run).relative_to(ROOT)) if Path(args.run).is_relative_to(ROOT) else args.run,
         "dense_fp32_latency_p10_ms_1t": round(dense_p10, 4), "dense_params": dense_params,
         "best_front_speedup_at_cosine_ge_0.98": best, "rows": len(rows), "seconds": round(time.perf_counter() - start, 1),
-        "statistic": "p10 (and median) of >=30 runs after 5 warm-up runs, minimum over interleaved rounds (the machine was shared)", "rounds": args.rounds,
+        "statistic": "p10 (and median) of >=30 runs after 5 warm-up runs, minimum over interleaved rounds (the least disturbed round)", "rounds": args.rounds,
         "columns": {"latency_*_ms_1t": "milliseconds, 1 thread", "speedup_vs_dense_fp32_1t": "dense fp32 p10 / this p10",
                     "param_reduction_pct": "percent of the dense model's parameters removed (embeddings included)",
                     "cosine_test/spearman_test/top10_test": "fidelity to the dense fp32 model's embeddings on the test split"},

@@ -305,5 +305,29 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     # noise figures beside the accuracy: two halves of the timing rounds, and calibration models timed again
     assert report["repeatability"]["n_models"] == 4 and 0 <= report["repeatability"]["within_5pct"] <= 1
     assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["measured_at"]
+    assert 0 <= report["cpu_steal"] < 1 and 0 <= stored["cpu_steal"] < 1  # the hypervisor's share of the CPU during each run (Linux)
     assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
     assert "--samples 3 is too few" in capsys.readouterr().err
+
+
+def test_steal_fraction_reads_the_hypervisors_share_from_proc_stat(monkeypatch):
+    from hwsearch.latency import validate as v
+
+    readings = iter([(100, 1000), (150, 2000)])
+    monkeypatch.setattr(v, "cpu_times", lambda: next(readings))
+    assert v.steal_since(v.cpu_times()) == pytest.approx(0.05)  # 50 of 1000 ticks went to other guests
+    assert v.steal_since(None) is None
+    monkeypatch.undo()
+    steal, total = v.cpu_times()
+    assert 0 <= steal <= total
+
+
+def test_validation_names_a_disturbed_machine_and_the_fix():
+    from hwsearch.latency.validate import noise_warnings
+
+    calm = {"repeatability": {"n_models": 200, "within_10pct": 0.99}, "drift": {"n_models": 30, "mean_change": 0.02}, "cpu_steal": 0.0}
+    assert noise_warnings(calm) == []
+    busy = {"repeatability": {"n_models": 210, "within_10pct": 0.29}, "drift": {"n_models": 30, "mean_change": 0.34, "calibrated_at": "2026-11-22T00:00:56+0000"}, "cpu_steal": 0.002}
+    rep, drift = noise_warnings(busy)
+    assert "more than 10% for 71% of models" in rep and "idle machine" in rep
+    assert "+34%" in drift and "2026-11-22T00:00:56" in drift and "calibrate and validate again" in drift

@@ -198,3 +198,25 @@ def test_calibration_fit_recovers_a_known_scale_and_the_predictor_applies_it(tmp
     (tmp_path / "table.csv").write_text((tmp_path / "table.csv").read_text() + "\n")  # another table: calibration ignored
     with pytest.warns(UserWarning, match="another table.csv"):
         assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(raw)
+
+
+def test_transformer_validation_times_batches_of_models_in_interleaved_passes(task, baseline, space):
+    import random
+
+    from hwsearch.latency.transformer import load_predictor
+    from hwsearch.latency.transformer_validate import collect
+    from hwsearch.latency.validate import random_policy
+
+    pred = load_predictor(ROOT / "latency_tables/minilm-cpu-1t", baseline.model, space)
+    ms = MeasureSettings(warmup=1, min_runs=3, min_time_s=0.0)
+    with pytest.raises(HwsearchError, match="batch=0"):
+        collect([pred], task, baseline.model, space, 1, 0, 2, ms, None, progress=False, batch=0)
+    seen = []
+    (cases,) = collect([pred], task, baseline.model, space, 3, 7, 2, ms, None, progress=False, batch=2, on_case=lambda c: seen.append(len(c[0])))
+    rng = random.Random(7)
+    expected = [Policy().to_dict()] + [random_policy(space, rng).to_dict() for _ in range(2)]
+    assert [c.policy for c in cases] == expected  # the same policies, in order, across batches
+    assert seen == [1, 2, 3]
+    for c in cases:
+        assert c.measured_ms > 0 and c.repeat_error is not None  # two passes: even vs odd
+        assert c.predicted_ms == pytest.approx(pred.predict(Policy.from_dict(c.policy)).latency_ms)

@@ -202,10 +202,10 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
     from hwsearch import onnx_io
     from hwsearch.latency.profile import MeasureSettings
     from hwsearch.latency.table import statistic
-    from hwsearch.latency.validate import _loadavg, build_cases, measure_cases
+    from hwsearch.latency.validate import _loadavg, build_cases, cpu_times, measure_cases, steal_since
     from hwsearch.policy import Policy
 
-    start, load_before = time.perf_counter(), _loadavg()
+    start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
     table = models[0][4].table
     ms = replace(ms or MeasureSettings(min_runs=100, min_time_s=0.1), statistic=statistic(table.meta))
     by_name = {name: pred for name, _, _, _, pred in models}
@@ -216,7 +216,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
             from hwsearch.errors import HwsearchError
 
             raise HwsearchError(f"{str(Path(table_dir) / CALIBRATION_FILE)!r} has no stored cases for {sorted(by_name)}; run calibrate-table without --refit.")
-        ms_info, load_info, measured_at = old.get("measurement"), old.get("load_average"), old.get("measured_at") or old.get("date")
+        ms_info, load_info, steal, measured_at = old.get("measurement"), old.get("load_average"), old.get("cpu_steal"), old.get("measured_at") or old.get("date")
     else:
         settings = onnx_io.SessionSettings(threads=int(table.meta["threads"]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -227,7 +227,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
             measured = measure_cases(built, settings, rounds, ms)
         cases = [{"model": c.model, "measured_ms": c.measured_ms, "policy": c.policy} for c in measured]
         ms_info = {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s, "statistic": ms.statistic}
-        load_info = {"before": load_before, "after": _loadavg()}
+        load_info, steal = {"before": load_before, "after": _loadavg()}, steal_since(cpu_before)
         measured_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     fps = {name: fingerprint(pred.graph) for name, pred in by_name.items()}
     rows = [(class_terms(by_name[c["model"]], Policy.from_dict(c["policy"])), c["measured_ms"] * 1e3) for c in cases]
@@ -239,7 +239,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
     info = {"table_sha256": table_hash(table_dir), "n_models": len(rows), "seed": seed, "models": sorted(by_name),
             "rmspe_uncalibrated": _rmspe([apply(t, {}, {}, 0.0, overhead) for t, _ in rows], meas), "rmspe_fitted": _rmspe(fitted, meas),
             "rmspe_cross_validated": cross_validated_rmspe(rows, overhead, keys), "rmspe_cross_validated_global_only": cross_validated_rmspe(rows, overhead),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_at": measured_at, "seconds": round(time.perf_counter() - start, 1), "measurement": ms_info, "load_average": load_info}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_at": measured_at, "seconds": round(time.perf_counter() - start, 1), "measurement": ms_info, "load_average": load_info, "cpu_steal": steal}
     by_model = {fp: {"name": name, "scale": own[fp][0], "per_kernel_us": own[fp][1], "intercept_us": own[fp][2]} for name, fp in fps.items()}
     result = Calibration(scale, per_kernel, intercept, info, by_model)
     if write:

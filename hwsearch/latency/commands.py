@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"drift": report.get("drift")} | {"by_model": report["by_model"]}, indent=2))
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -29,7 +30,7 @@ from hwsearch import onnx_io
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.profile import MeasureSettings, measuring, time_model
 from hwsearch.latency.table import statistic
-from hwsearch.latency.validate import Case, _loadavg, random_policy, repeat_error, summarize
+from hwsearch.latency.validate import Case, _loadavg, cpu_times, noise_warnings, random_policy, repeat_error, steal_since, summarize
 from hwsearch.policy import Policy
 
 
@@ -102,7 +103,7 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
                     calibrate: int = 0, write: bool = True, progress: bool = True, batch: int = 16) -> dict[str, dict[str, Any]]:
     """Validation over ``samples`` policies (seed ``seed``); with ``calibrate`` > 0, first fit and write
     each table's calibration.json on that many other policies (seed 1000 + ``seed``)."""
-    start, load_before = time.perf_counter(), _loadavg()
+    start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
     if calibrate:
         raw = [task.load_predictor(d, baseline, space, calibrated=False) for d in table_dirs]
         fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress, batch=batch)
@@ -115,10 +116,11 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
         for d, pred, cs in zip(table_dirs, predictors, cases):
             report = summarize(cs, pred.table.meta, time.perf_counter() - start)
             report |= {"complete": complete, "samples_planned": samples, "statistic": statistic(pred.table.meta),
-                       "load_average": {"before": load_before, "after": _loadavg()}, "calibrated": pred.calibration is not None,
+                       "load_average": {"before": load_before, "after": _loadavg()}, "cpu_steal": steal_since(cpu_before), "calibrated": pred.calibration is not None,
                        "calibration": pred.calibration,
                        "method": f"random policies realised once, {batch} at a time; each batch timed in {rounds} interleaved passes with every table's settings (median over passes)",
                        "measurement": {"rounds": rounds, "batch": batch, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
+            report["warnings"] = noise_warnings(report)
             if write:
                 (Path(d) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
             reports[str(d)] = report
@@ -159,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               MeasureSettings(min_runs=args.min_runs, min_time_s=0.2), lock_path=args.lock, calibrate=args.calibrate, batch=args.batch)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
     print(json.dumps({d: {k: r[k] for k in keys} for d, r in reports.items()}, indent=2))
+    for d, r in reports.items():
+        for w in r["warnings"]:
+            print(f"warning: {d}: {w}", file=sys.stderr)
     return 0
 
 

@@ -126,6 +126,38 @@ def _loadavg() -> float | None:
         return None
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU time in clock ticks since boot, from /proc/stat (None where unreadable)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_since(before: tuple[int, int] | None) -> float | None:
+    """Fraction of the CPU time since ``before`` (a :func:`cpu_times` reading) that the hypervisor
+    gave to other guests ("steal"): on a VM, the share of the run in which a vCPU was not running at all."""
+    after = cpu_times() if before is not None else None
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def noise_warnings(report: dict[str, Any]) -> list[str]:
+    """What in a validation report says the machine was disturbed while it was measured (the figures
+    then describe the disturbance more than the table), each with the fix."""
+    out = []
+    rep, drift = report.get("repeatability"), report.get("drift")
+    if rep and rep["n_models"] >= 5 and rep["within_10pct"] < 0.9:
+        out.append(f"timing passes of the same files disagreed by more than 10% for {1 - rep['within_10pct']:.0%} of models "
+                   f"(cpu_steal {report.get('cpu_steal') or 0:.1%}): other work or the hypervisor took the cores; validate again on an idle machine")
+    if drift and drift["n_models"] >= 5 and abs(drift["mean_change"]) > 0.10:
+        out.append(f"the calibration's models now time {drift['mean_change']:+.0%} against their timing at {drift.get('calibrated_at')}: "
+                   "the machine's speed changed since calibrating; calibrate and validate again on an idle machine")
+    return out
+
+
 def _rms(errs: Sequence[float]) -> float:
     return (sum(e * e for e in errs) / len(errs)) ** 0.5 if errs else 0.0
 
@@ -169,7 +201,7 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
 
     With ``drift`` > 0 and a calibrated table, that many of the calibration's whole models are timed
     again beside the validation's (interleaved with them), giving the between-run drift of the machine."""
-    start, load_before = time.perf_counter(), _loadavg()
+    start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
     predictor = models[0][4]
     ms = replace(ms, statistic=statistic(predictor.table.meta))
     settings = onnx_io.SessionSettings(threads=int(predictor.table.meta["threads"]))
@@ -185,6 +217,8 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
     if again:
         report["drift"] = drift_report([(then, c.measured_ms) for (_, _, _, then), c in zip(again, redone)], predictor.calibration.info.get("measured_at") or predictor.calibration.info.get("date"))
     report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": _loadavg()}
+    report["cpu_steal"] = steal_since(cpu_before)
+    report["warnings"] = noise_warnings(report)
     cal = predictor.calibration
     report["calibrated"] = cal is not None
     if cal is not None:
