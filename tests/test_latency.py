@@ -305,6 +305,7 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     # noise figures beside the accuracy: two halves of the timing rounds, and calibration models timed again
     assert report["repeatability"]["n_models"] == 4 and 0 <= report["repeatability"]["within_5pct"] <= 1
     assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["measured_at"]
+    assert stored["repeatability"] is None and stored["warnings"] == []  # one timing pass: nothing to compare it with
     assert 0 <= report["cpu_steal"] < 1 and 0 <= stored["cpu_steal"] < 1  # the hypervisor's share of the CPU during each run (Linux)
     assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
     assert "--samples 3 is too few" in capsys.readouterr().err

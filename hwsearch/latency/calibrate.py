@@ -202,7 +202,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
     from hwsearch import onnx_io
     from hwsearch.latency.profile import MeasureSettings
     from hwsearch.latency.table import statistic
-    from hwsearch.latency.validate import _loadavg, build_cases, cpu_times, measure_cases, steal_since
+    from hwsearch.latency.validate import _loadavg, build_cases, cpu_times, measure_cases, noise_warnings, repeatability_summary, steal_since
     from hwsearch.policy import Policy
 
     start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
@@ -217,6 +217,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
 
             raise HwsearchError(f"{str(Path(table_dir) / CALIBRATION_FILE)!r} has no stored cases for {sorted(by_name)}; run calibrate-table without --refit.")
         ms_info, load_info, steal, measured_at = old.get("measurement"), old.get("load_average"), old.get("cpu_steal"), old.get("measured_at") or old.get("date")
+        repeat = old.get("repeatability")
     else:
         settings = onnx_io.SessionSettings(threads=int(table.meta["threads"]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -226,6 +227,7 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
                 built += build_cases(task, baseline, space, pred, n, seed + j, Path(tmp), name)
             measured = measure_cases(built, settings, rounds, ms)
         cases = [{"model": c.model, "measured_ms": c.measured_ms, "policy": c.policy} for c in measured]
+        repeat = repeatability_summary(measured)
         ms_info = {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s, "statistic": ms.statistic}
         load_info, steal = {"before": load_before, "after": _loadavg()}, steal_since(cpu_before)
         measured_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -239,7 +241,8 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
     info = {"table_sha256": table_hash(table_dir), "n_models": len(rows), "seed": seed, "models": sorted(by_name),
             "rmspe_uncalibrated": _rmspe([apply(t, {}, {}, 0.0, overhead) for t, _ in rows], meas), "rmspe_fitted": _rmspe(fitted, meas),
             "rmspe_cross_validated": cross_validated_rmspe(rows, overhead, keys), "rmspe_cross_validated_global_only": cross_validated_rmspe(rows, overhead),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_at": measured_at, "seconds": round(time.perf_counter() - start, 1), "measurement": ms_info, "load_average": load_info, "cpu_steal": steal}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured_at": measured_at, "seconds": round(time.perf_counter() - start, 1), "measurement": ms_info, "load_average": load_info, "cpu_steal": steal,
+            "repeatability": repeat, "warnings": noise_warnings({"repeatability": repeat, "cpu_steal": steal})}
     by_model = {fp: {"name": name, "scale": own[fp][0], "per_kernel_us": own[fp][1], "intercept_us": own[fp][2]} for name, fp in fps.items()}
     result = Calibration(scale, per_kernel, intercept, info, by_model)
     if write:

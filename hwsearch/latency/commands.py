@@ -102,6 +102,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit)
     keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
+    for w in report.get("warnings") or []:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

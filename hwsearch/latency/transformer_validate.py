@@ -30,7 +30,7 @@ from hwsearch import onnx_io
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.profile import MeasureSettings, measuring, time_model
 from hwsearch.latency.table import statistic
-from hwsearch.latency.validate import Case, _loadavg, cpu_times, noise_warnings, random_policy, repeat_error, steal_since, summarize
+from hwsearch.latency.validate import Case, _loadavg, cpu_times, noise_warnings, random_policy, repeat_error, repeatability_summary, steal_since, summarize
 from hwsearch.policy import Policy
 
 
@@ -94,6 +94,7 @@ def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, lay
     after = float(np.sqrt(np.mean(((scale * pred + intercept + per_transition * trans) / meas - 1) ** 2)))
     return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "per_transition_us": float(per_transition * 1e3), "n_models": len(cases), "seed": seed,
             "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": table_hash(table_dir),
+            "repeatability": repeatability_summary(cases), "warnings": noise_warnings({"repeatability": repeatability_summary(cases)}),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": "latency_ms = scale * (overhead + sum of blocks) + intercept + per_transition * (precision changes between consecutive blocks)"}
 

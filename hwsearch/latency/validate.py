@@ -95,6 +95,13 @@ def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: Mea
     return cases
 
 
+def repeatability_summary(cases: Sequence[Case]) -> dict[str, Any] | None:
+    """How closely the timing passes of the same files agree (None with fewer than two passes)."""
+    rep = [c.repeat_error for c in cases if c.repeat_error is not None]
+    return {"n_models": len(rep), "rmspe": _rms(rep), "within_5pct": _within(rep, 0.05), "within_10pct": _within(rep, 0.10),
+            "what": "measured vs measured: median of even timing rounds / median of odd rounds - 1, same ONNX file"} if rep else None
+
+
 def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst: int = 10) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
@@ -105,9 +112,7 @@ def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst
         e = [c.error for c in cases if c.model == m]
         by_model[m] = {"n_models": len(e), "rmspe": _rms(e), "within_5pct": _within(e, 0.05), "within_10pct": _within(e, 0.10)}
     ranked = sorted(cases, key=lambda c: -abs(c.error))[:worst]
-    rep = [c.repeat_error for c in cases if c.repeat_error is not None]
-    repeatability = {"n_models": len(rep), "rmspe": _rms(rep), "within_5pct": _within(rep, 0.05), "within_10pct": _within(rep, 0.10),
-                     "what": "measured vs measured: median of even timing rounds / median of odd rounds - 1, same ONNX file"} if rep else None
+    repeatability = repeatability_summary(cases)
     return {
         "n_models": n, "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
         "mean_error": statistics.fmean(errs), "spearman": float(spearmanr([c.predicted_ms for c in cases], [c.measured_ms for c in cases]).statistic) if n > 2 else None,
