@@ -2,15 +2,13 @@
 
 Random policies (the same generator as ``hwsearch validate-table``) are realised (heads and
 neurons removed, exported, int8 blocks quantized; no fine-tuning, which does not change latency)
-``batch`` at a time; each batch is then timed in ``rounds`` interleaved passes (every model with
-every table's own session settings and statistic, one pass after the other) and deleted, so
-hundreds of 60-90 MB files never sit on disk together, and a disturbance of a few seconds (another
-process building models, say) hits one pass of a model, which the median over passes drops (the new files are synced to disk
-before timing starts).
-Timing a batch holds an exclusive ``flock`` on ``lock_path`` (when given) so that measurements of
-other processes do not overlap; a build script that runs other work beside this one should hold the
-lock around the whole command instead. Each table gets its ``validation.json`` (same format as
-``hwsearch validate-table``).
+``batch`` at a time and synced to disk; each batch is then timed in ``rounds`` interleaved passes
+(every model with every table's own session settings and statistic, one pass after the other) and
+deleted. So hundreds of 60-90 MB files never sit on disk together, and a disturbance of a few
+seconds hits one pass of a model, which the median over passes drops. Timing a batch holds an
+exclusive ``flock`` on ``lock_path`` (when given) so that measurements of other processes do not
+overlap; a build script that runs other work beside this one should hold the lock around the whole
+command instead. Each table gets its ``validation.json`` (same format as ``hwsearch validate-table``).
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
             values: dict[tuple[int, int], list[Any]] = {}
             with measuring(lock_path):
                 for _ in range(rounds):
-                    for i, path in zip((i for i, _ in chunk), paths):
+                    for (i, _), path in zip(chunk, paths):
                         for j, (st, m) in enumerate(zip(settings, stats)):
                             values.setdefault((i, j), []).append(time_model(path, st, m, feed))
             for (i, policy), path in zip(chunk, paths):
@@ -92,9 +90,10 @@ def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, lay
     (scale, intercept, per_transition), *_ = np.linalg.lstsq(np.stack([pred / meas, 1 / meas, trans / meas], 1), np.ones(len(cases)), rcond=None)
     before = float(np.sqrt(np.mean((pred / meas - 1) ** 2)))
     after = float(np.sqrt(np.mean(((scale * pred + intercept + per_transition * trans) / meas - 1) ** 2)))
+    repeat = repeatability_summary(cases)
     return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "per_transition_us": float(per_transition * 1e3), "n_models": len(cases), "seed": seed,
             "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": table_hash(table_dir),
-            "repeatability": repeatability_summary(cases), "warnings": noise_warnings({"repeatability": repeatability_summary(cases)}),
+            "repeatability": repeat, "warnings": noise_warnings({"repeatability": repeat}),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": "latency_ms = scale * (overhead + sum of blocks) + intercept + per_transition * (precision changes between consecutive blocks)"}
 
