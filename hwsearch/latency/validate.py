@@ -156,7 +156,7 @@ def noise_warnings(report: dict[str, Any]) -> list[str]:
     rep, drift = report.get("repeatability"), report.get("drift")
     if rep and rep["n_models"] >= 5 and rep["within_10pct"] < 0.9:
         out.append(f"timing passes of the same files disagreed by more than 10% for {1 - rep['within_10pct']:.0%} of models "
-                   f"(cpu_steal {report.get('cpu_steal') or 0:.1%}): other work or the hypervisor took the cores; validate again on an idle machine")
+                   f"(cpu_steal {report.get('cpu_steal') or 0:.1%}): other work or the hypervisor took the cores; measure again on an idle machine")
     if drift and drift["n_models"] >= 5 and abs(drift["mean_change"]) > 0.10:
         out.append(f"the calibration's models now time {drift['mean_change']:+.0%} against their timing at {drift.get('calibrated_at')}: "
                    "the machine's speed changed since calibrating; calibrate and validate again on an idle machine")
