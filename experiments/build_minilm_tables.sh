@@ -6,7 +6,8 @@
 # per precision change between blocks); SAMPLES=200 others (seeds 0+) validate. Models are realised
 # BATCH=16 at a time and each batch is timed in ROUNDS=3 interleaved passes per table (median over
 # passes; even vs odd passes give validation.json's "repeatability").
-# About 30 min on the 2-core dev machine (profiling: about 30 s per table).
+# About 32 min on the 2-core dev machine (profiling: about 90 s per table, 3 shuffled passes over the
+# blocks, each keeping its fastest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

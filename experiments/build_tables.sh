@@ -11,9 +11,10 @@
 #   FRESH=1 experiments/build_tables.sh               # delete the tables first (needed after a schema change)
 #   SAMPLES=12 CAL_SAMPLES=30 experiments/build_tables.sh   # quick smoke run
 #
-# Runtime on the 2-core AMD EPYC dev machine (idle): profiling ≈ 165 s per table (4,929 kernels),
-# calibration ≈ 2.3 min and validation ≈ 3.8 min per table: ≈ 18 min in all. A killed profile resumes
-# where it stopped (same command). validate-table also re-times 30 of the calibration's models
+# Runtime on the 2-core AMD EPYC dev machine (idle): profiling ≈ 8 min per table (4,929 kernels,
+# each timed in 3 shuffled passes; the table keeps each kernel's fastest, so a VM slow spell during
+# one pass does not reach it), calibration ≈ 2.3 min and validation ≈ 3.8 min per table: ≈ 30 min
+# in all. A killed profile resumes where it stopped (same command). validate-table also re-times 30 of the calibration's models
 # (validation.json "drift") and compares its own timing rounds ("repeatability").
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -125,6 +125,49 @@ def test_table_schema(table_dir):
     assert len(table.us) == len(rows)
 
 
+def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_path):
+    """Several shuffled passes: a kernel timed during a slow spell in one pass keeps its fast pass;
+    a profile killed mid-pass resumes without timing any (kernel, pass) twice."""
+    from hwsearch.latency.profile import PASSES_FILE, Timing
+
+    kernels = [Kernel("conv", "fp32", "nchwc", c, 8, 8, 16, 3, 1, 1, False, False) for c in (8, 16, 24, 32, 40, 48)]
+    slow = {kernels[1].key: 0, kernels[4].key: 2}  # kernel -> the pass that meets a slow spell (3x)
+    calls: list[str] = []
+
+    def measure(kernel, settings, ms, stop_after=None):
+        if stop_after is not None and len(calls) == stop_after:
+            raise KeyboardInterrupt
+        calls.append(kernel.key)
+        p = calls.count(kernel.key) - 1  # this kernel's pass
+        t = 100.0 * kernel.c * factor(kernel, p)
+        return Timing(t, t * 1.05, t * 1.2, 50)
+
+    def factor(kernel, p):
+        return 3.0 if slow.get(kernel.key) == p else 1.0 + 0.01 * p
+
+    out = tmp_path / "t"
+    ms = MeasureSettings(passes=3)
+    settings = onnx_io.SessionSettings(threads=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(out, "cpu-test", kernels, settings, 16, ["m"], ms, progress=False, measure=lambda k, s, m: measure(k, s, m, stop_after=8))
+    assert not (out / "table.csv").exists() and len((out / PASSES_FILE).read_text().splitlines()) == 1 + 8  # header + 8 passes kept
+    run_profile(out, "cpu-test", kernels, settings, 16, ["m"], ms, progress=False, measure=measure)
+    assert len(calls) == 3 * len(kernels) and all(calls.count(k.key) == 3 for k in kernels)  # nothing timed twice
+    meta = json.loads((out / "meta.json").read_text())
+    overhead = meta["call_overhead_us"]
+    table = load_table(out)
+    fastest = {k: 100.0 * k.c * min(factor(k, p) for p in range(3)) for k in kernels}
+    for k in kernels:  # the fastest pass (kernels[1]: pass 1, its pass 0 was slow), with its own median
+        assert table.us[k] == pytest.approx(fastest[k] - overhead, abs=2e-3)
+    rows = {r["key"]: r for r in csv.DictReader((out / "table.csv").open())}
+    assert float(rows[kernels[1].key]["median_us"]) == pytest.approx(fastest[kernels[1]] * 1.05 - overhead, abs=2e-3)
+    assert meta["measurement"]["passes"] == 3
+    agreement = meta["pass_agreement"]
+    assert agreement["n_kernels"] == 6 and agreement["over_50pct"] == pytest.approx(2 / 6) and agreement["within_5pct"] == pytest.approx(4 / 6)
+    with pytest.raises(HwsearchError, match="passes=0"):
+        MeasureSettings(passes=0)
+
+
 def test_table_with_bad_units_is_rejected(table_dir, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -288,8 +331,10 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
 
     work = tmp_path / "t"
     model = ["--model", "resnet20", "--model-option", f"widths={json.dumps(TINY_RESNET['widths'])}", "--random-init"]
-    assert main(["profile", "--device", "cpu-tiny", "--out", str(work), *model, "--warmup", "2", "--min-runs", "5", "--min-time", "0", "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["kernels"] > 500
+    assert main(["profile", "--device", "cpu-tiny", "--out", str(work), *model, "--warmup", "2", "--min-runs", "5", "--min-time", "0", "--quiet", "--passes", "2"]) == 0
+    profiled = json.loads(capsys.readouterr().out)
+    assert profiled["kernels"] > 500 and profiled["passes"] == 2 and profiled["pass_agreement"]["n_kernels"] > 0
+    assert len((work / "passes.csv").read_text().splitlines()) == 1 + 2 * profiled["kernels"]
     args = [*model, "--rounds", "1", "--min-runs", "20", "--min-time", "0"]
     assert main(["calibrate-table", str(work), "--samples", "12", *args]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -302,6 +347,9 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert main(["validate-table", str(work), "--samples", "4", *args, "--rounds", "2", "--drift", "3"]) == 0
     report = json.loads((work / "validation.json").read_text())
     assert report["calibrated"] and report["statistic"] == "p10" and report["n_models"] == 4
+    # each model's fastest round is its measured latency; the median of its rounds is kept beside it
+    assert report["rounds"] == {"n": 2, "combine": "min"} and 0 <= report["vs_median_of_rounds"]["within_10pct"] <= 1
+    assert all(c["measured_ms"] <= c["measured_median_ms"] for c in report["cases"])
     # noise figures beside the accuracy: two halves of the timing rounds, and calibration models timed again
     assert report["repeatability"]["n_models"] == 4 and 0 <= report["repeatability"]["within_5pct"] <= 1
     assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["measured_at"]
@@ -309,6 +357,19 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert 0 <= report["cpu_steal"] < 1 and 0 <= stored["cpu_steal"] < 1  # the hypervisor's share of the CPU during each run (Linux)
     assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
     assert "--samples 3 is too few" in capsys.readouterr().err
+    assert main(["profile", "--device", "cpu-tiny", "--out", str(work), *model, "--passes", "0", "--quiet"]) == 2
+    assert "passes=0 must be 1 or more" in capsys.readouterr().err
+
+
+def test_timing_rounds_combine_by_their_fastest_or_their_median():
+    from hwsearch.latency.validate import check_combine, repeat_error
+
+    rounds = [1.0, 1.5, 1.1, 1.0]  # the second round met a slow spell
+    assert repeat_error(rounds, "min") == pytest.approx(0.0)  # fastest even round vs fastest odd round
+    assert repeat_error(rounds, "median") == pytest.approx(1.05 / 1.25 - 1)
+    assert repeat_error([1.0], "min") is None
+    with pytest.raises(HwsearchError, match="combine='mean' is unknown; use one of min, median"):
+        check_combine("mean")
 
 
 def test_steal_fraction_reads_the_hypervisors_share_from_proc_stat(monkeypatch):

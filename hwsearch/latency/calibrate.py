@@ -193,12 +193,13 @@ def cross_validated_rmspe(rows, overhead_us: float, keys: Sequence[str] | None =
     return _rmspe(pred, [m for _, m in rows])
 
 
-def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, Any]], samples: int, seed: int = 1000, rounds: int = 3,
-              ms=None, write: bool = True, refit: bool = False) -> dict[str, Any]:
+def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, Any]], samples: int, seed: int = 1000, rounds: int = 6,
+              ms=None, write: bool = True, refit: bool = False, combine: str = "min") -> dict[str, Any]:
     """Measure ``samples`` random policies over ``models`` ((name, task, baseline, space, uncalibrated predictor)), fit, write.
 
     With ``refit`` the cases stored in the existing calibration.json are reused instead of measured
-    (for the models given; their policies are lowered again with the current code)."""
+    (for the models given; their policies are lowered again with the current code). ``combine``
+    says how a model's timing rounds make its measured latency (see :mod:`hwsearch.latency.validate`)."""
     from hwsearch import onnx_io
     from hwsearch.latency.profile import MeasureSettings
     from hwsearch.latency.table import statistic
@@ -225,10 +226,10 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
             for j, (name, task, baseline, space, pred) in enumerate(models):
                 n = samples // len(models) + (1 if j < samples % len(models) else 0)
                 built += build_cases(task, baseline, space, pred, n, seed + j, Path(tmp), name)
-            measured = measure_cases(built, settings, rounds, ms)
+            measured = measure_cases(built, settings, rounds, ms, combine=combine)
         cases = [{"model": c.model, "measured_ms": c.measured_ms, "policy": c.policy} for c in measured]
-        repeat = repeatability_summary(measured)
-        ms_info = {"rounds": rounds, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s, "statistic": ms.statistic}
+        repeat = repeatability_summary(measured, combine)
+        ms_info = {"rounds": rounds, "combine": combine, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s, "statistic": ms.statistic}
         load_info, steal = {"before": load_before, "after": _loadavg()}, steal_since(cpu_before)
         measured_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     fps = {name: fingerprint(pred.graph) for name, pred in by_name.items()}

@@ -54,10 +54,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         kernels.update(found)
     out = Path(args.out or Path("latency_tables") / args.device)
     start = time.perf_counter()
-    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic)
+    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic, passes=args.passes)
     run_profile(out, args.device, sorted(kernels), settings, block, [f"{task.name}/{n}" for n, task, _, _ in specs], ms, progress=not args.quiet,
                 measure=measure, extra_meta=extra)
-    print(json.dumps({"table": str(out), "kernels": len(kernels), "seconds": round(time.perf_counter() - start, 1)}))
+    agreement = json.loads((out / "meta.json").read_text()).get("pass_agreement")
+    print(json.dumps({"table": str(out), "kernels": len(kernels), "passes": ms.passes, "seconds": round(time.perf_counter() - start, 1), "pass_agreement": agreement}))
     return 0
 
 
@@ -81,9 +82,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
     models = [(n, t, m, s, t.load_predictor(args.table, m, s)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift)
+    report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift, combine=args.combine)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
-    print(json.dumps({k: report[k] for k in keys} | {"drift": report.get("drift")} | {"by_model": report["by_model"]}, indent=2))
+    print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("vs_median_of_rounds", "drift")} | {"by_model": report["by_model"]}, indent=2))
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0
@@ -99,7 +100,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     models = [(n, t, m, s, load_predictor(args.table, t, m, s, calibrated=False)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit)
+    report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit, combine=args.combine)
     keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
     for w in report.get("warnings") or []:
@@ -111,7 +112,9 @@ def _measure_options(p: argparse.ArgumentParser, samples: int, seed: int) -> Non
     p.add_argument("table", help="table folder")
     p.add_argument("--samples", type=int, default=samples)
     p.add_argument("--seed", type=int, default=seed)
-    p.add_argument("--rounds", type=int, default=4, help="interleaved timing passes per model (validate-table compares even vs odd passes: the repeatability figure)")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved timing passes per model (validate-table compares even vs odd passes: the repeatability figure)")
+    p.add_argument("--combine", choices=("min", "median"), default="min",
+                   help="a model's measured latency from its passes: min (default; its fastest pass, as the profile keeps each kernel's fastest) or median")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--min-runs", type=int, default=100)
     p.add_argument("--min-time", type=float, default=0.1)
@@ -127,6 +130,7 @@ def register(sub) -> None:
     p.add_argument("--min-runs", type=int, default=40)
     p.add_argument("--min-time", type=float, default=0.03, help="seconds of timed runs per kernel at least")
     p.add_argument("--statistic", choices=("p10", "median"), default="p10", help="per-kernel figure predictions use (default p10: steady under background load)")
+    p.add_argument("--passes", type=int, default=3, help="shuffled passes over all kernels; each keeps its fastest (default 3: a VM's slow spells stay out of the table)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_profile)
 

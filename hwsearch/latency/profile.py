@@ -2,10 +2,18 @@
 
 Each kernel runs as a tiny single-kernel ONNX model under the same ORT session settings as whole
 models (threads fixed, ORT_ENABLE_ALL); after warm-up it is timed until ``min_runs`` runs and
-``min_time_s`` have passed; its p10, median and p90, minus the per-call overhead of an empty
-model, are appended to table.csv at once, so a killed profile resumes where it stopped.
-Predictions use the statistic ``MeasureSettings.statistic`` names (default p10: the kernel's cost
-when nothing interrupts it, which stays put when other processes share the cores).
+``min_time_s`` have passed, and its p10, median and p90 minus the per-call overhead of an empty
+model are kept. Predictions use the statistic ``MeasureSettings.statistic`` names (default p10: the
+kernel's cost when nothing interrupts it, which stays put when other processes share the cores).
+
+The whole kernel list is timed in ``passes`` passes, each in its own shuffled order, and a kernel's
+row in table.csv is its fastest pass. A virtual machine can run slower for minutes at a time (the
+host moves or shares its cores); one pass in kernel order then wrote a run of neighbouring kernels
+up to 2-3x too slow, which no whole-model calibration can undo. With several shuffled passes a
+kernel is wrong only if every one of its passes met a slow spell. Every pass's timing is appended
+to ``passes.csv`` as it is taken (raw: the call overhead, measured once per run, is subtracted when
+table.csv is written), so a killed profile resumes where it stopped; meta.json's
+``pass_agreement`` says how often two passes of a kernel agreed (the profile's own noise).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import datetime
 import fcntl
 import itertools
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -37,10 +46,13 @@ class MeasureSettings:
     min_runs: int = 40
     min_time_s: float = 0.03
     statistic: str = "p10"  # what predictions use: p10 or median of the repeated runs (minus the call overhead)
+    passes: int = 1  # profile: shuffled passes over the kernel list; each kernel keeps its fastest pass
 
     def __post_init__(self) -> None:
         if self.statistic not in tbl.STATISTICS:
             raise HwsearchError(f"Timing statistic {self.statistic!r} is unknown; use one of {', '.join(tbl.STATISTICS)}.")
+        if self.passes < 1:
+            raise HwsearchError(f"passes={self.passes} must be 1 or more (3 keeps a VM's slow spells out of the table).")
 
 
 @dataclass(frozen=True)
@@ -185,11 +197,36 @@ def measure_overhead(settings: onnx_io.SessionSettings, ms: MeasureSettings) -> 
         return min(time_model(f"{tmp}/empty.onnx", settings, MeasureSettings(ms.warmup, 200, 0.05)).value(ms.statistic) for _ in range(3))
 
 
+PASSES_FILE = "passes.csv"
+PASS_COLUMNS = ("key", "pass", "p10_us", "median_us", "p90_us", "runs")
+
+
+def pass_agreement(rows_by_key: dict[str, list[dict]], overhead_us: float, floor_us: float = 1.0) -> dict | None:
+    """How far a kernel's slowest pass is above its fastest (p10 less the call overhead), over kernels
+    of at least ``floor_us``: the profile's own noise, and how much keeping the fastest pass mattered."""
+    per_kernel = ([float(r["p10_us"]) - overhead_us for r in rows] for rows in rows_by_key.values())
+    spreads = [max(v) / min(v) - 1.0 for v in per_kernel if len(v) > 1 and min(v) >= floor_us]
+    if not spreads:
+        return None
+    spreads.sort()
+    return {"n_kernels": len(spreads), "within_5pct": sum(x <= 0.05 for x in spreads) / len(spreads), "within_10pct": sum(x <= 0.10 for x in spreads) / len(spreads),
+            "over_50pct": sum(x > 0.5 for x in spreads) / len(spreads), "median_spread": spreads[len(spreads) // 2],
+            "what": f"slowest pass / fastest pass - 1 (p10) per kernel of {floor_us:g} us or more; the table keeps the fastest"}
+
+
+def _read_passes(path: Path) -> dict[tuple[str, int], dict]:
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as f:
+        return {(r["key"], int(r["pass"])): r for r in csv.DictReader(f) if r.get("runs")}
+
+
 def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: onnx_io.SessionSettings, block: int,
                 models: list[str], ms: MeasureSettings = MeasureSettings(), progress: bool = True,
                 measure: Callable[[Kernel, onnx_io.SessionSettings, MeasureSettings], Timing] | None = None,
                 extra_meta: dict | None = None) -> Path:
-    """Measure ``kernels`` not yet in ``out/table.csv`` and append them; write meta.json. Resumable.
+    """Measure ``kernels`` not yet in ``out/table.csv`` in ``ms.passes`` shuffled passes and add each
+    one's fastest pass to table.csv; write meta.json. Resumable (``out/passes.csv`` keeps every pass).
 
     ``measure`` times one kernel (default: its single-kernel CNN model, :func:`build_kernel_model`);
     ``extra_meta`` adds keys to meta.json (e.g. a transformer table's ``seq_len``).
@@ -208,23 +245,52 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
             raise HwsearchError(f"Table {str(out)!r} has schema {old.get('schema')} and statistic {tbl.statistic(old)!r}; this profile writes schema {tbl.SCHEMA} "
                                 f"with {ms.statistic!r}. Profile into a new folder (--out) or delete the old one.")
         models = sorted(set(old.get("models", [])) | set(models))
-    csv_path = out / "table.csv"
-    done = {row["key"] for row in tbl.read_rows(csv_path)}
+    csv_path, passes_path = out / "table.csv", out / PASSES_FILE
+    kept = tbl.read_rows(csv_path)
+    done = {row["key"] for row in kept}
     todo = [k for k in kernels if k.key not in done]
+    taken = _read_passes(passes_path)
     overhead = measure_overhead(settings, ms)
-    write_meta(out, device, settings, ms, block, overhead, models, extra_meta)
-    new_file = not csv_path.is_file() or csv_path.stat().st_size == 0
-    with csv_path.open("a", newline="") as f, tempfile.TemporaryDirectory() as tmp:
-        writer = csv.DictWriter(f, fieldnames=tbl.COLUMNS)
-        if new_file:
+    left = [(p, k) for p in range(ms.passes) for k in _shuffled(todo, p) if (k.key, p) not in taken]
+    with passes_path.open("a", newline="") as f, tempfile.TemporaryDirectory() as tmp:
+        writer = csv.DictWriter(f, fieldnames=PASS_COLUMNS)
+        if f.tell() == 0:
             writer.writeheader()
-        for kernel in tqdm(todo, desc=f"profile {device}", unit="kernel", disable=not progress, smoothing=0.05):
+        for p, kernel in tqdm(left, desc=f"profile {device} ({ms.passes} passes)", unit="kernel", disable=not progress, smoothing=0.05):
             if measure is not None:
                 t = measure(kernel, settings, ms)
             else:
                 path = Path(tmp) / "k.onnx"
                 onnx.save(build_kernel_model(kernel, block), str(path))
                 t = time_model(path, settings, ms)
-            writer.writerow(tbl.row_for(kernel, *(max(v - overhead, 0.0) for v in (t.p10_us, t.median_us, t.p90_us)), t.runs))
+            row = {"key": kernel.key, "pass": p, "p10_us": round(t.p10_us, 3), "median_us": round(t.median_us, 3), "p90_us": round(t.p90_us, 3), "runs": t.runs}
+            writer.writerow(row)
             f.flush()
+            taken[(kernel.key, p)] = {k: str(v) for k, v in row.items()}
+    by_key = {k.key: [taken[(k.key, p)] for p in range(ms.passes)] for k in todo}
+    new_rows = []
+    for kernel in todo:
+        best = min(by_key[kernel.key], key=lambda r: float(r["p10_us" if ms.statistic == "p10" else "median_us"]))
+        new_rows.append(tbl.row_for(kernel, *(max(float(best[c]) - overhead, 0.0) for c in ("p10_us", "median_us", "p90_us")), int(best["runs"])))
+    _write_rows(csv_path, kept + new_rows)
+    agreement = pass_agreement(by_key, overhead) if ms.passes > 1 and todo else (json.loads(meta_path.read_text()).get("pass_agreement") if meta_path.is_file() else None)
+    write_meta(out, device, settings, ms, block, overhead, models, {**(extra_meta or {}), **({"pass_agreement": agreement} if agreement else {})})
     return out
+
+
+def _shuffled(kernels: list[Kernel], seed: int) -> list[Kernel]:
+    """Pass ``seed``'s own order, so that a slow spell hits scattered kernels, and other ones in each pass."""
+    order = list(kernels)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """table.csv rewritten whole (via a temporary file, so a kill never leaves half a table)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=tbl.COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in tbl.COLUMNS})
+    tmp.replace(path)
