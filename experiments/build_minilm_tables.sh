@@ -4,8 +4,8 @@
 # never overlaps another measurement on the machine (experiments/build_tables.sh takes the same lock).
 # CALIBRATE=60 whole models (seeds 1000+) fit each table's calibration.json (scale, intercept, cost
 # per precision change between blocks); SAMPLES=200 others (seeds 0+) validate. Models are realised
-# BATCH=16 at a time and each batch is timed in ROUNDS=3 interleaved passes per table (median over
-# passes; even vs odd passes give validation.json's "repeatability").
+# BATCH=16 at a time and each batch is timed in ROUNDS=3 interleaved passes per table (each model keeps
+# its fastest pass; even vs odd passes give validation.json's "repeatability").
 # About 32 min on the 2-core dev machine (profiling: about 90 s per table, 3 shuffled passes over the
 # blocks, each keeping its fastest).
 set -euo pipefail

@@ -77,9 +77,10 @@ class Device:
         return {"warmup": int(m.get("warmup", 20)), "runs": int(m.get("min_runs", m.get("runs", 100))), "min_time_s": float(m.get("min_time_s", 0.0))}
 
     def statistic(self) -> str:
-        """What the table's times are (``p10`` or ``median`` of repeated runs): re-measured latency uses the same."""
-        stat = dict(self.meta.get("measurement") or {}).get("statistic", "median")
-        return stat if stat in ("p10", "median") else "median"
+        """What the table's predictions estimate (``p10`` or ``median`` of repeated runs): re-measured latency uses the same."""
+        from hwsearch.latency.table import model_statistic
+
+        return model_statistic(self.meta)
 
     def provenance(self) -> dict[str, Any]:
         csv = self.table_dir / "table.csv"

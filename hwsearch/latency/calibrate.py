@@ -202,13 +202,13 @@ def calibrate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Any, 
     says how a model's timing rounds make its measured latency (see :mod:`hwsearch.latency.validate`)."""
     from hwsearch import onnx_io
     from hwsearch.latency.profile import MeasureSettings
-    from hwsearch.latency.table import statistic
+    from hwsearch.latency.table import model_statistic
     from hwsearch.latency.validate import _loadavg, build_cases, cpu_times, measure_cases, noise_warnings, repeatability_summary, steal_since
     from hwsearch.policy import Policy
 
     start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
     table = models[0][4].table
-    ms = replace(ms or MeasureSettings(min_runs=100, min_time_s=0.1), statistic=statistic(table.meta))
+    ms = replace(ms or MeasureSettings(min_runs=100, min_time_s=0.1), statistic=model_statistic(table.meta))
     by_name = {name: pred for name, _, _, _, pred in models}
     if refit:
         old = json.loads((Path(table_dir) / CALIBRATION_FILE).read_text()) if (Path(table_dir) / CALIBRATION_FILE).is_file() else {}

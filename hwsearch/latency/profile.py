@@ -45,7 +45,7 @@ class MeasureSettings:
     warmup: int = 10
     min_runs: int = 40
     min_time_s: float = 0.03
-    statistic: str = "p10"  # what predictions use: p10 or median of the repeated runs (minus the call overhead)
+    statistic: str = "p10"  # the table column predictions sum: p10 or median of the repeated runs (minus the call overhead); whole models are timed by p10
     passes: int = 1  # profile: shuffled passes over the kernel list; each kernel keeps its fastest pass
 
     def __post_init__(self) -> None:
@@ -181,7 +181,7 @@ def write_meta(out: Path, device: str, settings: onnx_io.SessionSettings, ms: Me
     cpu, flags = tbl.cpu_info()
     meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": tbl.runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": asdict(ms), "models": models, "units": "microseconds", **(extra or {})}
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": {**asdict(ms), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

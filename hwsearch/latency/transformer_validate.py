@@ -5,7 +5,8 @@ neurons removed, exported, int8 blocks quantized; no fine-tuning, which does not
 ``batch`` at a time and synced to disk; each batch is then timed in ``rounds`` interleaved passes
 (every model with every table's own session settings and statistic, one pass after the other) and
 deleted. So hundreds of 60-90 MB files never sit on disk together, and a disturbance of a few
-seconds hits one pass of a model, which the median over passes drops. Timing a batch holds an
+seconds hits one pass of a model, which keeping its fastest pass (``combine="min"``, as
+``hwsearch validate-table``; or ``"median"``) drops. Timing a batch holds an
 exclusive ``flock`` on ``lock_path`` (when given) so that measurements of other processes do not
 overlap; a build script that runs other work beside this one should hold the lock around the whole
 command instead. Each table gets its ``validation.json`` (same format as ``hwsearch validate-table``).
@@ -27,13 +28,14 @@ from typing import Any, Sequence
 from hwsearch import onnx_io
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.profile import MeasureSettings, measuring, time_model
-from hwsearch.latency.table import statistic
-from hwsearch.latency.validate import Case, _loadavg, cpu_times, noise_warnings, random_policy, repeat_error, repeatability_summary, steal_since, summarize
+from hwsearch.latency.table import model_statistic
+from hwsearch.latency.validate import COMBINE, Case, _loadavg, check_combine, cpu_times, noise_warnings, random_policy, repeat_error, repeatability_summary, steal_since, summarize
 from hwsearch.policy import Policy
 
 
 def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, samples: int, seed: int, rounds: int, ms: MeasureSettings,
-            lock_path: str | None, name: str = "minilm", progress: bool = True, on_case: Any = None, batch: int = 16) -> list[list[Case]]:
+            lock_path: str | None, name: str = "minilm", progress: bool = True, on_case: Any = None, batch: int = 16,
+            combine: str = "min") -> list[list[Case]]:
     """Realise ``samples`` random policies (the first is the dense model), ``batch`` at a time, and time
     each batch in ``rounds`` interleaved passes with every predictor's table settings."""
     from hwsearch.tasks.minilm_compress import compress, realise
@@ -41,7 +43,7 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
     if batch < 1:
         raise HwsearchError(f"batch={batch} must be at least 1 (models realised before each timing pass).")
     settings = [onnx_io.SessionSettings(threads=int(p.table.meta["threads"])) for p in predictors]
-    stats = [replace(ms, statistic=statistic(p.table.meta)) for p in predictors]
+    stats = [replace(ms, statistic=model_statistic(p.table.meta)) for p in predictors]
     feed = task.latency_feed()
     rng = random.Random(seed)
     policies = [Policy() if i == 0 else random_policy(space, rng) for i in range(samples)]
@@ -65,8 +67,9 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
                     runs = values[i, j]
                     v = [t.value(m.statistic) for t in runs]
                     p = pred.predict(policy)
-                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, statistics.median(v) / 1e3,
-                                         statistics.median(t.p90_us for t in runs) / 1e3, p.coverage, repeat_error(v)))
+                    cases[j].append(Case(name, policy.to_dict(), p.latency_ms, COMBINE[combine](v) / 1e3,
+                                         statistics.median(t.p90_us for t in runs) / 1e3, p.coverage, repeat_error(v, combine),
+                                         statistics.median(v) / 1e3))
                 path.unlink()
                 if on_case is not None:
                     on_case(cases)
@@ -75,7 +78,7 @@ def collect(predictors: Sequence[Any], task: Any, baseline: Any, space: Any, sam
     return cases
 
 
-def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, layers: Sequence[str]) -> dict[str, Any]:
+def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, layers: Sequence[str], combine: str = "min") -> dict[str, Any]:
     """``latency = scale * (table sum incl. overhead) + intercept + per_transition * precision changes``,
     least squares on the relative error. A precision change between consecutive blocks (fp32 -> int8
     or back, in ``layers`` order) costs time that neither block's own measurement holds."""
@@ -90,35 +93,36 @@ def fit_calibration(cases: Sequence[Case], table_dir: str | Path, seed: int, lay
     (scale, intercept, per_transition), *_ = np.linalg.lstsq(np.stack([pred / meas, 1 / meas, trans / meas], 1), np.ones(len(cases)), rcond=None)
     before = float(np.sqrt(np.mean((pred / meas - 1) ** 2)))
     after = float(np.sqrt(np.mean(((scale * pred + intercept + per_transition * trans) / meas - 1) ** 2)))
-    repeat = repeatability_summary(cases)
+    repeat = repeatability_summary(cases, combine)
     return {"scale": float(scale), "intercept_us": float(intercept * 1e3), "per_transition_us": float(per_transition * 1e3), "n_models": len(cases), "seed": seed,
             "rmspe_uncalibrated": before, "rmspe_fitted": after, "table_sha256": table_hash(table_dir),
-            "repeatability": repeat, "warnings": noise_warnings({"repeatability": repeat}),
+            "repeatability": repeat, "warnings": noise_warnings({"repeatability": repeat}), "combine": combine,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": "latency_ms = scale * (overhead + sum of blocks) + intercept + per_transition * (precision changes between consecutive blocks)"}
 
 
 def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, space: Any, samples: int, seed: int = 0, rounds: int = 3,
                     ms: MeasureSettings = MeasureSettings(min_runs=30, min_time_s=0.2), lock_path: str | None = None,
-                    calibrate: int = 0, write: bool = True, progress: bool = True, batch: int = 16) -> dict[str, dict[str, Any]]:
+                    calibrate: int = 0, write: bool = True, progress: bool = True, batch: int = 16, combine: str = "min") -> dict[str, dict[str, Any]]:
     """Validation over ``samples`` policies (seed ``seed``); with ``calibrate`` > 0, first fit and write
     each table's calibration.json on that many other policies (seed 1000 + ``seed``)."""
+    check_combine(combine)
     start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
     if calibrate:
         raw = [task.load_predictor(d, baseline, space, calibrated=False) for d in table_dirs]
-        fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress, batch=batch)
+        fit_cases = collect(raw, task, baseline, space, calibrate, 1000 + seed, rounds, ms, lock_path, progress=progress, batch=batch, combine=combine)
         for d, cs in zip(table_dirs, fit_cases):
-            (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed, space.layers), indent=2) + "\n")
+            (Path(d) / "calibration.json").write_text(json.dumps(fit_calibration(cs, d, 1000 + seed, space.layers, combine), indent=2) + "\n")
     predictors = [task.load_predictor(d, baseline, space) for d in table_dirs]
 
     def report_all(cases: list[list[Case]], complete: bool) -> dict[str, dict[str, Any]]:
         reports = {}
         for d, pred, cs in zip(table_dirs, predictors, cases):
-            report = summarize(cs, pred.table.meta, time.perf_counter() - start)
-            report |= {"complete": complete, "samples_planned": samples, "statistic": statistic(pred.table.meta),
+            report = summarize(cs, pred.table.meta, time.perf_counter() - start, combine=combine)
+            report |= {"complete": complete, "samples_planned": samples, "statistic": model_statistic(pred.table.meta),
                        "load_average": {"before": load_before, "after": _loadavg()}, "cpu_steal": steal_since(cpu_before), "calibrated": pred.calibration is not None,
                        "calibration": pred.calibration,
-                       "method": f"random policies realised once, {batch} at a time; each batch timed in {rounds} interleaved passes with every table's settings (median over passes)",
+                       "method": f"random policies realised once, {batch} at a time; each batch timed in {rounds} interleaved passes with every table's settings ({combine} over passes)",
                        "measurement": {"rounds": rounds, "batch": batch, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s}}
             report["warnings"] = noise_warnings(report)
             if write:
@@ -130,7 +134,7 @@ def validate_tables(table_dirs: Sequence[str | Path], task: Any, baseline: Any, 
         if len(cases[0]) % 10 == 0 and len(cases[0]) > 2:
             report_all(cases, complete=False)
 
-    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress, on_case=partial, batch=batch)
+    cases = collect(predictors, task, baseline, space, samples, seed, rounds, ms, lock_path, progress=progress, on_case=partial, batch=batch, combine=combine)
     return report_all(cases, complete=True)
 
 
@@ -147,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("tables", nargs="+")
     p.add_argument("--samples", type=int, default=210)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per batch (median over passes)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per batch")
+    p.add_argument("--combine", choices=tuple(COMBINE), default="min", help="a model's measured latency from its passes: min (default: its fastest) or median")
     p.add_argument("--batch", type=int, default=16, help="models realised on disk before each batch's timing passes")
     p.add_argument("--min-runs", type=int, default=30)
     p.add_argument("--lock", default=None, help="flock this file while timing")
@@ -158,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = get_task("minilm")
     baseline = task.load_baseline("all-minilm-l6-v2")
     reports = validate_tables(args.tables, task, baseline.model, task.search_space(baseline.model), args.samples, args.seed, args.rounds,
-                              MeasureSettings(min_runs=args.min_runs, min_time_s=0.2), lock_path=args.lock, calibrate=args.calibrate, batch=args.batch)
+                              MeasureSettings(min_runs=args.min_runs, min_time_s=0.2), lock_path=args.lock, calibrate=args.calibrate, batch=args.batch,
+                              combine=args.combine)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "seconds")
     print(json.dumps({d: {k: r[k] for k in keys} for d, r in reports.items()}, indent=2))
     for d, r in reports.items():

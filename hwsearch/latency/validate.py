@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from hwsearch import onnx_io
 from hwsearch.latency.predict import Predictor
 from hwsearch.latency.profile import MeasureSettings, time_model
-from hwsearch.latency.table import statistic
+from hwsearch.latency.table import model_statistic, statistic
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
 
@@ -235,7 +235,7 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
     check_combine(combine)
     start, load_before, cpu_before = time.perf_counter(), _loadavg(), cpu_times()
     predictor = models[0][4]
-    ms = replace(ms, statistic=statistic(predictor.table.meta))
+    ms = replace(ms, statistic=model_statistic(predictor.table.meta))
     settings = onnx_io.SessionSettings(threads=int(predictor.table.meta["threads"]))
     with tempfile.TemporaryDirectory() as tmp:
         built = []
@@ -249,7 +249,7 @@ def validate(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Search
     if again:
         report["drift"] = drift_report([(then, c.measured_ms) for (_, _, _, then), c in zip(again, redone)], predictor.calibration.info.get("measured_at") or predictor.calibration.info.get("date"))
     report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": _loadavg()}
-    report["rounds"] = {"n": rounds, "combine": combine}
+    report["kernel_statistic"], report["rounds"] = statistic(predictor.table.meta), {"n": rounds, "combine": combine}
     report["cpu_steal"] = steal_since(cpu_before)
     report["warnings"] = noise_warnings(report)
     cal = predictor.calibration
