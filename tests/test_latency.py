@@ -168,6 +168,24 @@ def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_pa
         MeasureSettings(passes=0)
 
 
+def test_a_median_table_sums_kernel_medians_to_predict_a_models_p10(table_dir, tmp_path):
+    """measurement.statistic picks the column summed; model_statistic what whole models are timed by."""
+    from hwsearch.latency.table import model_statistic, statistic
+
+    med = tmp_path / "med"
+    shutil.copytree(table_dir, med)
+    meta = json.loads((med / "meta.json").read_text())
+    assert model_statistic(meta) == "p10" == statistic(meta)  # a p10 table predicts p10
+    meta["measurement"]["statistic"] = "median"
+    (med / "meta.json").write_text(json.dumps(meta))
+    rows = {r["key"]: float(r["median_us"]) for r in csv.DictReader((med / "table.csv").open())}
+    table = load_table(med)
+    assert all(table.us[k] == rows[k.key] for k in table.us)
+    assert statistic(table.meta) == "median" and model_statistic(table.meta) == "p10"
+    del meta["measurement"]["model_statistic"]  # tables written before the field: models timed like kernels
+    assert model_statistic(meta) == "median"
+
+
 def test_table_with_bad_units_is_rejected(table_dir, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
