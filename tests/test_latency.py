@@ -151,6 +151,8 @@ def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         run_profile(out, "cpu-test", kernels, settings, 16, ["m"], ms, progress=False, measure=lambda k, s, m: measure(k, s, m, stop_after=8))
     assert not (out / "table.csv").exists() and len((out / PASSES_FILE).read_text().splitlines()) == 1 + 8  # header + 8 passes kept
+    with (out / PASSES_FILE).open("a") as f:  # killed in the middle of writing a row
+        f.write(f"{kernels[5].key},1,61")
     run_profile(out, "cpu-test", kernels, settings, 16, ["m"], ms, progress=False, measure=measure)
     assert len(calls) == 3 * len(kernels) and all(calls.count(k.key) == 3 for k in kernels)  # nothing timed twice
     meta = json.loads((out / "meta.json").read_text())

@@ -256,6 +256,8 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
         writer = csv.DictWriter(f, fieldnames=PASS_COLUMNS)
         if f.tell() == 0:
             writer.writeheader()
+        elif not passes_path.read_bytes().endswith(b"\n"):
+            f.write("\n")  # a profile killed mid-row: its partial row stays unread (no ``runs``), the next starts clean
         for p, kernel in tqdm(left, desc=f"profile {device} ({ms.passes} passes)", unit="kernel", disable=not progress, smoothing=0.05):
             if measure is not None:
                 t = measure(kernel, settings, ms)
