@@ -117,8 +117,7 @@ def measure_cases(built, settings: onnx_io.SessionSettings, rounds: int, ms: Mea
 def repeatability_summary(cases: Sequence[Case], combine: str = "median") -> dict[str, Any] | None:
     """How closely the timing passes of the same files agree (None with fewer than two passes)."""
     rep = [c.repeat_error for c in cases if c.repeat_error is not None]
-    return {"n_models": len(rep), "rmspe": _rms(rep), "within_5pct": _within(rep, 0.05), "within_10pct": _within(rep, 0.10),
-            "what": f"measured vs measured: {combine} of the even timing rounds / {combine} of the odd rounds - 1, same ONNX file"} if rep else None
+    return {**_figures(rep), "what": f"measured vs measured: {combine} of the even timing rounds / {combine} of the odd rounds - 1, same ONNX file"} if rep else None
 
 
 def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst: int = 10, combine: str = "median") -> dict[str, Any]:
@@ -126,17 +125,15 @@ def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst
 
     errs = [c.error for c in cases]
     n = len(cases)
-    by_model = {}
-    for m in sorted({c.model for c in cases}):
-        e = [c.error for c in cases if c.model == m]
-        by_model[m] = {"n_models": len(e), "rmspe": _rms(e), "within_5pct": _within(e, 0.05), "within_10pct": _within(e, 0.10)}
+    by_model = {m: _figures([c.error for c in cases if c.model == m]) for m in sorted({c.model for c in cases})}
     ranked = sorted(cases, key=lambda c: -abs(c.error))[:worst]
     repeatability = repeatability_summary(cases, combine)
+    vs_median = {"vs_median_of_rounds": _figures([c.predicted_ms / c.measured_median_ms - 1.0 for c in cases])
+                 | {"what": "predicted vs the median of each model's timing rounds (instead of measured_ms)"}} if all(c.measured_median_ms for c in cases) else {}
     return {
-        "n_models": n, "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
+        **_figures(errs),
         "mean_error": statistics.fmean(errs), "spearman": float(spearmanr([c.predicted_ms for c in cases], [c.measured_ms for c in cases]).statistic) if n > 2 else None,
-        "mean_coverage": statistics.fmean(c.coverage for c in cases), "by_model": by_model, "repeatability": repeatability,
-        **({"vs_median_of_rounds": _accuracy([c.predicted_ms / c.measured_median_ms - 1.0 for c in cases])} if all(c.measured_median_ms for c in cases) else {}),
+        "mean_coverage": statistics.fmean(c.coverage for c in cases), "by_model": by_model, "repeatability": repeatability, **vs_median,
         "worst": [{"model": c.model, "error": c.error, "predicted_ms": c.predicted_ms, "measured_ms": c.measured_ms, "measured_p90_ms": c.measured_p90_ms, "policy": c.policy} for c in ranked],
         "device": meta.get("device"), "threads": meta.get("threads"), "seconds": round(seconds, 1),
         "cases": [{"model": c.model, "predicted_ms": round(c.predicted_ms, 4), "measured_ms": round(c.measured_ms, 4), "coverage": c.coverage}
@@ -144,9 +141,9 @@ def summarize(cases: Sequence[Case], meta: dict[str, Any], seconds: float, worst
     }
 
 
-def _accuracy(errs: Sequence[float]) -> dict[str, Any]:
-    return {"rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
-            "what": "predicted vs the median of each model's timing rounds (instead of measured_ms)"}
+def _figures(errs: Sequence[float]) -> dict[str, Any]:
+    """n_models, rmspe, within_5pct and within_10pct of relative errors."""
+    return {"n_models": len(errs), "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10)}
 
 
 def _loadavg() -> float | None:
@@ -220,8 +217,7 @@ def drift_cases(table_dir: str | Path, models: Sequence[tuple[str, Any, Any, Sea
 def drift_report(rows: Sequence[tuple[float, float]], calibrated_at: str | None) -> dict[str, Any]:
     """Same files measured at calibration time and now: how far the machine itself moved between the two."""
     errs = [now / then - 1.0 for then, now in rows]
-    return {"n_models": len(errs), "rmspe": _rms(errs), "within_5pct": _within(errs, 0.05), "within_10pct": _within(errs, 0.10),
-            "mean_change": statistics.fmean(errs), "calibrated_at": calibrated_at,
+    return {**_figures(errs), "mean_change": statistics.fmean(errs), "calibrated_at": calibrated_at,
             "what": "calibration's stored whole models rebuilt and re-measured during validation: now / then - 1"}
 
 
