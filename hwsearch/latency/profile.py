@@ -237,6 +237,7 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
+    old: dict = {}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old.get("threads") != settings.threads or old.get("runtime_version") != tbl.runtime_version():
@@ -272,10 +273,10 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: o
     by_key = {k.key: [taken[(k.key, p)] for p in range(ms.passes)] for k in todo}
     new_rows = []
     for kernel in todo:
-        best = min(by_key[kernel.key], key=lambda r: float(r["p10_us" if ms.statistic == "p10" else "median_us"]))
+        best = min(by_key[kernel.key], key=lambda r: float(r[f"{ms.statistic}_us"]))
         new_rows.append(tbl.row_for(kernel, *(max(float(best[c]) - overhead, 0.0) for c in ("p10_us", "median_us", "p90_us")), int(best["runs"])))
     _write_rows(csv_path, kept + new_rows)
-    agreement = pass_agreement(by_key, overhead) if ms.passes > 1 and todo else (json.loads(meta_path.read_text()).get("pass_agreement") if meta_path.is_file() else None)
+    agreement = pass_agreement(by_key, overhead) if ms.passes > 1 and todo else old.get("pass_agreement")
     write_meta(out, device, settings, ms, block, overhead, models, {**(extra_meta or {}), **({"pass_agreement": agreement} if agreement else {})})
     return out
 
