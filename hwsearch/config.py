@@ -3,7 +3,7 @@
 Layout (every key but ``[devices]`` is optional; top-level keys come before the tables)::
 
     task = "digits"                 # built-in name or package.module:function
-    model = "resnet20"              # built-in name or package.module:function
+    model = "resnet20"              # built-in name or package.module:function (default: the task's)
     objectives = ["accuracy", "latency_ms"]   # + "size_bytes"; latency_ms = one objective per device
     sampler = "nsga2"               # nsga2 | tpe | random
     n_trials = 40
@@ -26,7 +26,8 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     table = "latency_tables/cpu-1t" # directory with table.csv + meta.json
     budget_ms = 1.5                 # optional latency constraint on this device
     [compress]                      # importance, finetune_steps, finetune_lr, distill, bn_recalib_batches, calib_samples
-    [space]                         # keep_choices, precisions, channel_multiple
+                                    # (defaults: hwsearch.options.CompressOptions)
+    [space]                         # keep_choices, precisions, channel_multiple (default: the model family's)
 
 ``--set key=value`` (dotted keys, TOML values) overrides any key. Unknown keys and bad values raise
 :class:`~hwsearch.errors.HwsearchError` naming the key, the value and what is allowed.
@@ -43,11 +44,10 @@ from typing import Any, Callable, Mapping, Sequence
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import PRECISIONS, check_keep_ratio
 from hwsearch.space import DEFAULT_KEEP_CHOICES
-from hwsearch.tasks.base import TrainConfig
+from hwsearch.options import IMPORTANCES, CompressOptions, TrainConfig
 
 SAMPLERS = ("nsga2", "tpe", "random")
 OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
-IMPORTANCES = ("l1", "bn_scale", "taylor")
 _TABLES = ("task_options", "model_options", "baseline", "devices", "compress", "space")
 
 
@@ -60,23 +60,14 @@ class DeviceSpec:
     budget_ms: float | None = None
 
 
-@dataclass(frozen=True)
-class CompressSpec:
-    """Recovery and calibration budgets per candidate (see :class:`hwsearch.compress.CompressOptions`)."""
-
-    importance: str = "l1"
-    finetune_steps: int = 20
-    finetune_lr: float = 0.01
-    distill: bool = True
-    bn_recalib_batches: int = 4
-    calib_samples: int = 128
+COMPRESS_KEYS = ("importance", "finetune_steps", "finetune_lr", "distill", "bn_recalib_batches", "calib_samples")  # CompressOptions' config keys
 
 
 @dataclass(frozen=True)
 class SpaceSpec:
     keep_choices: tuple[float, ...] = DEFAULT_KEEP_CHOICES
     precisions: tuple[str, ...] = ("fp32", "int8")
-    channel_multiple: int = 8
+    channel_multiple: int | None = None  # None: the model family's (8 for CNNs, 64 FFN neurons for the encoder)
 
 
 @dataclass(frozen=True)
@@ -84,7 +75,7 @@ class ExperimentConfig:
     name: str
     devices: tuple[DeviceSpec, ...]
     task: str = "digits"
-    model: str = "resnet20"
+    model: str = ""  # "" = the task's default model
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     sampler: str = "nsga2"
     n_trials: int = 40
@@ -100,7 +91,7 @@ class ExperimentConfig:
     task_options: Mapping[str, Any] = field(default_factory=dict)
     model_options: Mapping[str, Any] = field(default_factory=dict)
     baseline: Mapping[str, Any] = field(default_factory=dict)
-    compress: CompressSpec = CompressSpec()
+    compress: CompressOptions = CompressOptions()
     space: SpaceSpec = SpaceSpec()
 
     @property
@@ -129,11 +120,9 @@ class ExperimentConfig:
     def failure_limit(self) -> int:
         return self.max_failures or max(self.n_trials, 5)
 
-    def train_config(self, default: TrainConfig) -> TrainConfig:
-        return TrainConfig(**{**asdict(default), **dict(self.baseline or {})})
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["compress"] = {k: data["compress"][k] for k in COMPRESS_KEYS}  # a search always scores on val
         data["devices"] = {d.name: {k: v for k, v in asdict(d).items() if k != "name" and v is not None} for d in self.devices}
         return json.loads(json.dumps(data))
 
@@ -205,8 +194,7 @@ def _devices(value: Any, base_dir: Path) -> tuple[DeviceSpec, ...]:
 
 def _dataclass_from(cls: type, where: str, data: Any, checks: Mapping[str, Callable[[str, Any], Any]]) -> Any:
     data = _table(where, data)
-    names = [f.name for f in fields(cls)]
-    _check_keys(where, data, names)
+    _check_keys(where, data, list(checks))
     return cls(**{k: checks[k](f"{where}.{k}", v) for k, v in data.items()})
 
 
@@ -232,7 +220,7 @@ _COMPRESS_CHECKS = {
     "importance": lambda k, v: _str(k, v, IMPORTANCES), "finetune_steps": _int, "finetune_lr": _num,
     "distill": _bool, "bn_recalib_batches": _int, "calib_samples": lambda k, v: _int(k, v, 1),
 }
-_SPACE_CHECKS = {"keep_choices": _keep_choices, "precisions": _precisions, "channel_multiple": lambda k, v: _int(k, v, 1)}
+_SPACE_CHECKS = {"keep_choices": _keep_choices, "precisions": _precisions, "channel_multiple": lambda k, v: None if v is None else _int(k, v, 1)}
 
 
 def _objectives(value: Any) -> tuple[str, ...]:
@@ -261,7 +249,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
     space = _dataclass_from(SpaceSpec, "space", raw.get("space", {}), _SPACE_CHECKS)
     return ExperimentConfig(
         name=name, devices=_devices(raw["devices"], base_dir),
-        task=_str("task", raw.get("task", "digits")), model=_str("model", raw.get("model", "resnet20")),
+        task=_str("task", raw.get("task", "digits")), model=_str("model", raw.get("model", "")),
         objectives=_objectives(raw.get("objectives", ["accuracy", "latency_ms"])),
         sampler=_str("sampler", raw.get("sampler", "nsga2"), SAMPLERS), n_trials=n_trials,
         workers=_int("workers", raw.get("workers", 2)), ray_address=_str("ray_address", raw.get("ray_address", "")),
@@ -270,7 +258,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         task_options=_table("task_options", raw.get("task_options", {})),
         model_options=_table("model_options", raw.get("model_options", {})),
         baseline=_baseline(raw.get("baseline", {})),
-        compress=_dataclass_from(CompressSpec, "compress", raw.get("compress", {}), _COMPRESS_CHECKS),
+        compress=_dataclass_from(CompressOptions, "compress", raw.get("compress", {}), _COMPRESS_CHECKS),
         space=space, warm_start=_warm_start(raw.get("warm_start", [r for r in DEFAULT_WARM_START if r in space.keep_choices]), space.keep_choices),
         warm_start_policies=_warm_start_policies(raw.get("warm_start_policies", []), base_dir),
         warm_start_layerwise=_warm_start_layerwise(raw.get("warm_start_layerwise", []), space),

@@ -145,12 +145,5 @@ def _atomic(path: Path, write) -> None:
     tmp.replace(path)
 
 
-def load_trials(run_dir: str | Path):
-    """The trials table of a run directory (parquet), as a pandas DataFrame."""
-    import pandas as pd
-
-    return pd.read_parquet(Path(run_dir) / "trials.parquet")
-
-
 def load_pareto(run_dir: str | Path) -> list[dict[str, Any]]:
     return json.loads((Path(run_dir) / "pareto.json").read_text())

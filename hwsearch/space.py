@@ -1,21 +1,24 @@
-"""SearchSpace: the choices a policy can make for one model, derived from its dependency groups."""
+"""SearchSpace: the choices a policy can make for one model (a model family derives it from the model)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Sequence
-
-import torch
-from torch import nn
+from typing import Any, Sequence
 
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import PRECISIONS, Policy
 
-if TYPE_CHECKING:  # the pruning package imports this module; import it lazily at run time
-    from hwsearch.compress.prune import GroupInfo
-
 DEFAULT_KEEP_CHOICES = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A set of coupled output channels that must be pruned together."""
+
+    name: str  # the first member layer, in module order
+    channels: int
+    layers: tuple[str, ...]  # layers whose outputs (or depthwise channels) are cut
 
 
 @dataclass(frozen=True)
@@ -29,21 +32,14 @@ class SearchSpace:
     channel_multiple: int = 8
 
     @classmethod
-    def from_model(
-        cls,
-        model: nn.Module,
-        example_input: torch.Tensor,
-        keep_choices: Sequence[float] = DEFAULT_KEEP_CHOICES,
-        precisions: Sequence[str] = PRECISIONS,
-        channel_multiple: int = 8,
-    ) -> "SearchSpace":
-        from hwsearch.compress.prune import dependency_groups, execution_order
-
+    def build(cls, groups: Sequence[GroupInfo], layers: Sequence[str], keep_choices: Sequence[float] = DEFAULT_KEEP_CHOICES,
+              precisions: Sequence[str] = PRECISIONS, channel_multiple: int = 8, **extra: Any) -> "SearchSpace":
+        """A space with its choices checked (keep ratios in (0, 1], known precisions, a positive channel multiple)."""
         if channel_multiple < 1:
             raise HwsearchError(f"channel_multiple={channel_multiple} must be a positive integer such as 8.")
         policy = Policy.from_dict({"keep": {f"choice{i}": k for i, k in enumerate(keep_choices)}, "precision": {p: p for p in precisions}})
-        layers = tuple(dict.fromkeys(execution_order(model, example_input)))
-        return cls(tuple(dependency_groups(model, example_input)), layers, tuple(sorted(policy.keep.values())), tuple(policy.precision.values()), channel_multiple)
+        return cls(tuple(groups), tuple(dict.fromkeys(layers)), tuple(sorted(set(policy.keep.values()))), tuple(policy.precision.values()),
+                   channel_multiple, **extra)
 
     @property
     def group_names(self) -> tuple[str, ...]:

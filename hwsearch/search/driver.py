@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
 from hwsearch.results import TrialRecord, pareto_records, record_from_trial, write_results
-from hwsearch.search.evaluate import TrialResult, load_context
+from hwsearch import context
+from hwsearch.search.evaluate import TrialResult
 from hwsearch.search.executors import make_executor
 from hwsearch.search.study import RunLock, check_resume, constraint_values, fail_stale_trials, make_sampler, open_study
 
@@ -93,7 +94,7 @@ def tell(study, cfg: ExperimentConfig, trial, policy: dict, result: TrialResult)
     return record_from_trial(frozen, cfg.budgets)
 
 
-def _fill(study, space, executor, loop: _Loop, policy_hook: Callable[[int, dict], None] | None) -> None:
+def _fill(study, space, executor, loop: _Loop) -> None:
     while len(loop.in_flight) < executor.capacity and loop.completed + len(loop.in_flight) < loop.target:
         trial = study.ask()
         # An enqueued trial (warm start) fixes every parameter, so Optuna never calls the sampler's
@@ -101,8 +102,6 @@ def _fill(study, space, executor, loop: _Loop, policy_hook: Callable[[int, dict]
         # could ever be a parent. Asking for the relative parameters registers it (cached; cheap).
         trial.relative_params  # noqa: B018
         policy = space.suggest(trial).to_dict()
-        if policy_hook:
-            policy_hook(trial.number, policy)
         executor.submit(trial.number, policy)
         loop.in_flight[trial.number] = (trial, policy)
 
@@ -117,12 +116,12 @@ def _abandon(study, loop: _Loop, why: str) -> None:
 
 
 def run_loop(study, cfg: ExperimentConfig, space, executor, loop: _Loop, run_dir: Path, bar=None,
-             on_failed: Callable[[Any], None] | None = None, policy_hook: Callable[[int, dict], None] | None = None) -> None:
+             on_failed: Callable[[Any], None] | None = None) -> None:
     """Keep ``executor.capacity`` trials in flight until ``loop.target`` trials are COMPLETE."""
     last_write = time.monotonic()
     try:
         while True:
-            _fill(study, space, executor, loop, policy_hook)
+            _fill(study, space, executor, loop)
             if not loop.in_flight:
                 return
             t0 = time.perf_counter()
@@ -159,17 +158,17 @@ def _progress(cfg: ExperimentConfig, loop: _Loop, label: str, enabled: bool):
 
 def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, study_name: str | None = None, sampler=None,
                space_override: Callable[[Any], Any] | None = None, prepare: Callable[[Any, Any], None] | None = None,
-               on_failed: Callable[[Any, Any], None] | None = None, progress: bool = True,
-               policy_hook: Callable[[int, dict], None] | None = None) -> SearchStats:
+               on_failed: Callable[[Any, Any], None] | None = None, progress: bool = True) -> SearchStats:
     """Run (or resume) the search described by ``cfg`` in ``run_dir`` (default ``cfg.output_dir``)."""
     start = time.perf_counter()
+    cfg = context.resolve(cfg)
     run_dir = Path(run_dir or cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         check_resume(cfg, run_dir)
         study = open_study(cfg, run_dir, study_name or cfg.name, sampler or make_sampler(cfg))
         stale = fail_stale_trials(study)
-        task, baseline, space = load_context(cfg, verbose=True)  # trains the baseline once, before any worker
+        space = context.from_config(cfg, verbose=True).space  # trains the baseline once, before any worker
         space = space_override(space) if space_override else space
         if prepare:
             prepare(study, space)
@@ -179,7 +178,7 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
         bar = _progress(cfg, loop, cfg.name, progress)
         try:
             if executor is not None:
-                run_loop(study, cfg, space, executor, loop, run_dir, bar, (lambda t: on_failed(study, t)) if on_failed else None, policy_hook)
+                run_loop(study, cfg, space, executor, loop, run_dir, bar, (lambda t: on_failed(study, t)) if on_failed else None)
         finally:
             bar.close()
             t_close = time.perf_counter()

@@ -127,9 +127,6 @@ class RayExecutor:
                 raise HwsearchError(f"Search worker {actor} died and could not be restarted ({type(exc).__name__}: {str(exc)[:500]}); check memory and the worker logs, then run the same command again to resume.") from None
         raise HwsearchError(f"Search worker {actor} did not come back within {timeout_s:.0f}s after dying; run the same command again to resume.")
 
-    def worker_pids(self) -> list[int]:
-        return self.ray.get([a.pid.remote() for a in self.actors])
-
     def close(self) -> None:
         for actor in self.actors:
             try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hwsearch.errors import HwsearchError
-from hwsearch.tasks.base import Split, Task, TrainConfig, import_object
+from hwsearch.imports import import_object
+from hwsearch.tasks.base import Agreement, Split, Task
 
 BUILTIN_TASKS = ("digits", "cifar10", "minilm")
 
@@ -28,4 +29,4 @@ def get_task(name: str, **options: Any) -> Task:
     return task
 
 
-__all__ = ["BUILTIN_TASKS", "Split", "Task", "TrainConfig", "get_task", "import_object"]
+__all__ = ["BUILTIN_TASKS", "Agreement", "Split", "Task", "get_task"]

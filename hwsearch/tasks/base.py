@@ -1,24 +1,28 @@
-"""The Task record: a model factory + data splits + a metric (+ baseline training settings).
+"""The Task record: data + metric. One of the two extension points (a model family is the other).
 
-A task is the one extension point for new problems: subclass :class:`Task` (or build an
-:class:`ImageClassificationTask`) and point ``--task package.module:function`` at a function that
-returns it.
+A task says what the data is (seeded splits, batches fed to a model, int8 calibration samples,
+the example input a model is traced with) and how outputs are judged (the score, what a
+candidate is scored against, and how two outputs of the same input agree for parity). It knows
+nothing of pruning, export or latency: those belong to a model family and to the generic
+pipeline. Subclass :class:`Task` (the defaults are image classification: ``split(name)`` returns
+images and integer labels) and point ``--task package.module:function`` at a function returning it.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from hwsearch.errors import HwsearchError
-from hwsearch.tasks.models import BUILTIN_MODELS
+from hwsearch.options import SPLITS, TrainConfig
 
-SPLITS = ("train", "val", "test")
+INPUT_NAME = "input"
+SCORE_BATCH = 256  # inputs per ORT / torch call when scoring a split
+CALIB_BATCH = 32  # inputs per int8 calibration batch
 
 
 @dataclass(frozen=True)
@@ -36,42 +40,31 @@ class Split:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Baseline training hyper-parameters; part of the checkpoint cache key."""
+class Agreement:
+    """How closely two outputs of the same inputs agree (an exported file vs its torch model)."""
 
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    seed: int = 0
-    shift_px: int = 2  # random-translation augmentation, in pixels
-
-
-def import_object(spec: str, what: str) -> Any:
-    """Import ``package.module:attribute`` or raise an error saying the expected form."""
-    if ":" not in spec:
-        raise HwsearchError(f"{what} {spec!r} is not a built-in name and not of the form package.module:function; fix the name or give the import path.")
-    mod_name, attr = spec.split(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise HwsearchError(f"{what} {spec!r}: module {mod_name!r} cannot be imported ({exc}); put it on PYTHONPATH or install it.") from None
-    if not hasattr(module, attr):
-        raise HwsearchError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}; check the function name.")
-    return getattr(module, attr)
+    ok: bool
+    metric: str
+    value: float | None
+    threshold: float
+    samples: int
 
 
 @dataclass
 class Task:
-    """Base task: subclasses provide data; models are built by name or import path."""
+    """Base task (image classification): subclasses provide ``split``; the rest has working defaults."""
 
     name: str
     in_channels: int
     num_classes: int
     input_size: tuple[int, int]
     train_config: TrainConfig = field(default_factory=TrainConfig)
-    models: Mapping[str, Callable[..., nn.Module]] = field(default_factory=lambda: dict(BUILTIN_MODELS))
+    default_model: str = "resnet20"
+    families: tuple[str, ...] = ("cnn",)  # the model families whose models this task can score
+    fp32_max_abs_diff: float = 1e-4  # parity of an fp32 file: largest output difference to torch
+    min_top1_agreement: float = 0.99  # parity of a quantized file: share of equal predicted classes
 
+    # --- data ---------------------------------------------------------------------------------
     def split(self, name: str) -> Split:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -79,90 +72,68 @@ class Task:
         """What identifies this task's data for the baseline cache key."""
         return {"task": self.name, "in_channels": self.in_channels, "num_classes": self.num_classes}
 
-    def build_model(self, spec: str, **options: Any) -> nn.Module:
-        factory = self.models.get(spec) or (import_object(spec, "Model") if ":" in spec else None)
-        if factory is None:
-            raise HwsearchError(f"Model {spec!r} is unknown for task {self.name!r}; use one of {', '.join(sorted(self.models))} or package.module:function.")
-        try:
-            model = factory(in_channels=self.in_channels, num_classes=self.num_classes, **options)
-        except TypeError as exc:
-            raise HwsearchError(f"Model {spec!r} rejected its arguments ({exc}); a model factory takes in_channels=, num_classes= and its own options.") from None
-        if not isinstance(model, nn.Module):
-            raise HwsearchError(f"Model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module; return the model instance.")
-        return model
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (INPUT_NAME,)
 
-    def example_input(self, batch: int = 1) -> torch.Tensor:
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Axes beyond the batch that vary between inputs (e.g. a sequence length)."""
+        return {}
+
+    def example_input(self, batch: int = 1) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """What a model is traced and exported with."""
         return torch.zeros(batch, self.in_channels, *self.input_size)
-
-    @staticmethod
-    def score(logits: np.ndarray, y: np.ndarray) -> float:
-        """Top-1 accuracy in [0, 1]."""
-        return float((np.asarray(logits).argmax(axis=1) == np.asarray(y)).mean())
-
-    # The pipeline steps the search, export and latency commands call. The defaults are the
-    # image-classification path (trained CNN baseline, dependency-group space, CNN kernel tables);
-    # a task of another kind (e.g. hwsearch.tasks.minilm) overrides them.
 
     def input_shape(self) -> tuple[int, ...]:
         """The batch-1 input shape latency is measured and recorded at."""
-        return tuple(self.example_input().shape)
+        return (1, self.in_channels, *self.input_size)
 
     def latency_feed(self) -> dict[str, np.ndarray]:
         """The batch-1 ORT feed latency is measured with."""
-        from hwsearch.onnx_io import INPUT_NAME
-
         return {INPUT_NAME: np.random.default_rng(0).standard_normal(self.input_shape()).astype(np.float32)}
 
-    def load_baseline(self, model_spec: str, model_options: dict[str, Any] | None = None, cfg: TrainConfig | None = None, *,
-                      retrain: bool = False, verbose: bool = True):
-        """The baseline to compress (a :class:`hwsearch.tasks.train.Baseline`): trained and cached here."""
-        from hwsearch.tasks.train import load_baseline
+    def feeds(self, split: str) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+        """A split's inputs as ORT feeds (batches), and the order that restores the split's order (None: already in order)."""
+        x = self.split(split).x
+        return [{INPUT_NAME: x[i : i + SCORE_BATCH]} for i in range(0, len(x), SCORE_BATCH)], None
 
-        return load_baseline(self, model_spec, model_options, cfg, retrain=retrain, verbose=verbose)
+    def calibration_feeds(self, samples: int) -> list[dict[str, np.ndarray]]:
+        """The int8 calibration batches: the first ``samples`` training inputs."""
+        x = self.split("train").x[: max(1, min(samples, len(self.split("train"))))]
+        return [{INPUT_NAME: x[i : i + CALIB_BATCH]} for i in range(0, len(x), CALIB_BATCH)]
 
-    def search_space(self, model: nn.Module, keep_choices: Any = None, precisions: Any = None, channel_multiple: int | None = None):
-        """The :class:`hwsearch.space.SearchSpace` of ``model`` (None: the space's defaults, channel multiple 8)."""
-        from hwsearch.space import DEFAULT_KEEP_CHOICES, SearchSpace
-        from hwsearch.policy import PRECISIONS
+    # --- metric -------------------------------------------------------------------------------
+    def targets(self, split: str, baseline: nn.Module) -> np.ndarray:
+        """What a candidate's outputs on ``split`` are scored against: the labels (a fidelity task
+        uses the dense ``baseline``'s outputs instead)."""
+        return self.split(split).y
 
-        return SearchSpace.from_model(model, self.example_input(), keep_choices=keep_choices or DEFAULT_KEEP_CHOICES,
-                                      precisions=precisions or PRECISIONS, channel_multiple=8 if channel_multiple is None else channel_multiple)
+    @staticmethod
+    def score(outputs: np.ndarray, targets: np.ndarray) -> float:
+        """Top-1 accuracy in [0, 1]."""
+        return float((np.asarray(outputs).argmax(axis=1) == np.asarray(targets)).mean())
 
-    def recovered_model(self, baseline: nn.Module, policy: Any, space: Any, opts: Any) -> nn.Module:
-        """The compressed, recovered torch model a candidate's ONNX file is exported from."""
-        from hwsearch.compress import recovered_model
+    def agreement(self, got: np.ndarray, ref: np.ndarray, quantized: bool) -> Agreement:
+        """fp32: max abs output difference <= 1e-4; int8/fp16: top-1 agreement >= 99%."""
+        if got.shape != ref.shape:
+            raise ValueError(f"output shape {got.shape} differs from torch's {ref.shape}")
+        if quantized:
+            value = float((got.argmax(1) == ref.argmax(1)).mean())
+            return Agreement(value >= self.min_top1_agreement, "top1_agreement", value, self.min_top1_agreement, len(got))
+        value = float(np.abs(got - ref).max())
+        return Agreement(bool(np.isfinite(value)) and value <= self.fp32_max_abs_diff, "max_abs_diff", value, self.fp32_max_abs_diff, len(got))
 
-        return recovered_model(self, baseline, policy, space, opts)
 
-    def build_candidate(self, baseline: nn.Module, policy: Any, space: Any, out_path: Any, opts: Any, *, model: nn.Module | None = None):
-        """Realise ``policy`` as an ONNX file scored in ONNX Runtime (a :class:`hwsearch.compress.CandidateResult`)."""
-        from hwsearch.compress import build_candidate
+def check_split(name: str) -> str:
+    if name not in SPLITS:
+        raise HwsearchError(f"Split {name!r} is unknown; use train, val or test.")
+    return name
 
-        return build_candidate(self, baseline, policy, space, out_path, opts, model=model)
 
-    def load_predictor(self, table_dir: Any, model: nn.Module, space: Any, strict: bool = False):
-        """The latency predictor of ``model``'s policies from the table at ``table_dir``."""
-        from hwsearch.latency.predict import load_predictor
-
-        return load_predictor(table_dir, self, model, space, strict=strict)
-
-    def latency_plan(self, model: nn.Module, space: Any, block: int) -> tuple[list, Any, dict]:
-        """What ``hwsearch profile`` measures: (kernels, a function timing one kernel or None for the
-        CNN single-kernel models, extra meta.json keys)."""
-        from hwsearch.latency.graph import UnitGraph
-        from hwsearch.latency.profile import enumerate_kernels
-
-        return enumerate_kernels(UnitGraph.from_model(model, self.example_input(), space, block), space), None, {}
-
-    def score_onnx(self, path: Any, split: str) -> float:
-        """The task's score of an ONNX file on a split, computed in ONNX Runtime."""
-        from hwsearch import onnx_io
-
-        data = self.split(split)
-        return self.score(onnx_io.run(onnx_io.session(path), data.x), data.y)
-
-    def parity(self, path: Any, model: nn.Module, quantized: bool):
-        """The exported file vs the torch model it came from (a :class:`hwsearch.export.Parity`)."""
-        from hwsearch.export import check_parity
-
-        return check_parity(path, model, self.split("val").x, quantized)
+@torch.no_grad()
+def torch_outputs(model: nn.Module, feeds: Sequence[dict[str, np.ndarray]], order: np.ndarray | None = None) -> np.ndarray:
+    """``model``'s outputs for ORT-style feeds (each feed's arrays passed positionally), in split order."""
+    model.eval()
+    out = np.concatenate([model(*(torch.from_numpy(v) for v in feed.values())).numpy() for feed in feeds])
+    return out if order is None else out[order]

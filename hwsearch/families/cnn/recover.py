@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from hwsearch.tasks.base import Task
-from hwsearch.tasks.train import batches, train_steps
+from hwsearch.families.cnn.train import batches, train_steps
 
 
 @torch.no_grad()

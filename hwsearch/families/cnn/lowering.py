@@ -15,35 +15,24 @@ the list of kernels ORT executes, following ORT's CPU graph rewrites:
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Hashable, Mapping
 
 from torch import nn
 
+from hwsearch.families.cnn.parse import Unit, parse_units
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
+from hwsearch.tables.kernels import Kernel
 
 KTuple = tuple  # (op, precision, layout, c, h, w, co, k, s, g, act, sum): Kernel's fields in order
 _CONV_OPS = {  # conversion op -> (precision, layout it reads)
     "reorder_in": ("fp32", "nchw"), "reorder_out": ("fp32", "nchwc"), "quantize": ("int8", "nchw"),
     "dequantize": ("int8", "nchw"), "to_nhwc": ("int8", "nchw"), "to_nchw": ("int8", "nhwc"),
 }
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, maxpool, gap, flatten."""
-
-    kind: str
-    name: str  # layer name for conv / gemm, node name otherwise
-    inputs: tuple[int, ...]  # tensor ids
-    output: int
-    hw: tuple[int, int]  # input spatial size
-    k: int = 0
-    s: int = 1
-    depthwise: bool = False
-    act: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,11 +46,10 @@ class UnitGraph:
 
     @classmethod
     def from_model(cls, model: nn.Module, example_input, space: SearchSpace, block: int) -> "UnitGraph":
-        from hwsearch import onnx_io
-        from hwsearch.latency._parse import parse_units
+        from hwsearch.runtime.onnx_export import export
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = onnx_io.export(model, example_input[:1], Path(tmp) / "baseline.onnx")
+            path = export(model, example_input[:1], Path(tmp) / "baseline.onnx")
             units, source, consumers, channels = parse_units(path)
         layer_group = {layer: i for i, g in enumerate(space.groups) for layer in g.layers}
         return cls(tuple(units), tuple(source), tuple(consumers), layer_group, channels, block)
@@ -261,6 +249,69 @@ class _Lowering:
         self.kernels.append(("gemm", prec, "-", self.ch[x], 1, 1, self.ch[u.output], 0, 1, 1, False, False))
 
 
-def _out_hw(u: Unit) -> tuple[int, int]:
-    pad = u.k // 2
-    return (u.hw[0] + 2 * pad - u.k) // u.s + 1, (u.hw[1] + 2 * pad - u.k) // u.s + 1
+def out_hw(k: Kernel | tuple) -> tuple[int, int]:
+    """A kernel's output spatial size (convs pad k // 2; pools do not pad)."""
+    op, h, w, kk, st = (k[0], k[4], k[5], k[7], k[8]) if isinstance(k, tuple) else (k.op, k.h, k.w, k.k, k.s)
+    if op in ("conv", "maxpool"):
+        pad = kk // 2 if op == "conv" else 0
+        return (h + 2 * pad - kk) // st + 1, (w + 2 * pad - kk) // st + 1
+    if op == "gap":
+        return 1, 1
+    return h, w
+
+
+def kernel_class(t: tuple) -> str:
+    """The calibration class of a kernel tuple (op, precision, layout, c, h, w, co, k, s, g, act, sum)."""
+    op, prec, _, c, _, _, _, k, _, g = t[:10]
+    if op == "conv":
+        kind = "dw" if g > 1 and g == c else "k1" if k == 1 else "kxk"
+        return f"conv-{prec}-{kind}"
+    if op in ("reorder_in", "reorder_out"):
+        return "reorder"
+    if op in ("quantize", "dequantize"):
+        return "qdq"
+    if op in ("to_nhwc", "to_nchw"):
+        return "transpose"
+    if op in ("maxpool", "gap", "flatten"):
+        return f"pool-{prec}"
+    return f"{op}-{prec}"
+
+
+def work(t: tuple) -> float:
+    """Interpolation measure: MACs for conv/gemm, C·H·W elements otherwise."""
+    k = Kernel(*t)
+    oh, ow = out_hw(k)
+    if k.op in ("conv", "gemm"):
+        return float(oh * ow * max(k.co, 1) * max(k.c // max(k.g, 1), 1) * max(k.k, 1) ** 2)
+    return float(max(k.c, 1) * k.h * k.w)
+
+
+def neighbours_key(t: tuple) -> Hashable:
+    """Kernels that differ only in channel counts (depthwise-ness kept): the pool a missing kernel is interpolated from."""
+    k = Kernel(*t)
+    return replace(k, c=0, co=0, g=0 if k.g == k.c else 1).key
+
+
+@dataclass(frozen=True)
+class CNNLowering:
+    """The CNN family's :class:`~hwsearch.families.base.Lowering`: a unit graph and the space it is lowered in."""
+
+    graph: UnitGraph
+    space: SearchSpace
+    fixed_us: Mapping[tuple, float] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixed_us", {})
+
+    def kernels(self, policy: Policy) -> list[tuple]:
+        return self.graph.lower(self.space, policy)
+
+    def fingerprint(self) -> str:
+        """A hash of the unpruned unit graph (units, channels, NCHWc block): the key of a model's own calibration."""
+        g = self.graph
+        text = repr((g.units, sorted(g.layer_channels.items()), g.tensor_source, g.block))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    kernel_class = staticmethod(kernel_class)
+    neighbours_key = staticmethod(neighbours_key)
+    work = staticmethod(work)

@@ -9,54 +9,52 @@ import sys
 import time
 from pathlib import Path
 
+from hwsearch.cli.common import CHANNEL_MULTIPLE_HELP, context_from_args, model_args
 from hwsearch.errors import HwsearchError
 
 
-def _model_specs(args: argparse.Namespace):
-    """(name, task, baseline module, space) for every --model given (default resnet20)."""
-    from hwsearch.cli import model_options, task_from_args
-
-    task = task_from_args(args)
+def _contexts(args: argparse.Namespace):
+    """(name, Context) for every --model given (default: the task's model)."""
     out = []
-    for name in args.model or ["resnet20"]:
-        if args.random_init:
-            model = task.build_model(name, **model_options(args)).eval()
-        else:
-            model = task.load_baseline(name, model_options(args)).model.eval()
-        out.append((name, task, model, task.search_space(model, channel_multiple=args.channel_multiple)))
+    for name in args.model or [None]:
+        ctx = context_from_args(args, name, random_init=args.random_init)
+        out.append((ctx.baseline.model_spec, ctx))
     return out
 
 
+def _specs(args: argparse.Namespace, calibrated: bool = True) -> list:
+    from hwsearch.latency.cases import Spec
+
+    return [Spec(name, ctx, ctx.predictor(args.table, calibrated=calibrated)) for name, ctx in _contexts(args)]
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (default: digits)")
-    p.add_argument("--model", action="append", default=None, help="model name; repeat to cover several models (default resnet20)")
-    p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--channel-multiple", type=int, default=None, help="channel rounding (default: the task's, 8 for CNNs, 64 FFN neurons for minilm)")
+    model_args(p, several=True)
+    p.add_argument("--channel-multiple", type=int, default=None, help=CHANNEL_MULTIPLE_HELP)
     p.add_argument("--random-init", action="store_true", help="use an untrained model (latency does not depend on weights)")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from hwsearch import onnx_io
-    from hwsearch.latency.profile import MeasureSettings, detect_block, run_profile
+    from hwsearch.latency.profile import run_profile
+    from hwsearch.runtime.session import SessionSettings, detect_block
+    from hwsearch.runtime.timing import MeasureSettings
 
     if args.threads < 1:
         raise HwsearchError(f"--threads {args.threads} must be 1 or more.")
-    settings = onnx_io.SessionSettings(threads=args.threads)
+    settings = SessionSettings(threads=args.threads)
     block = detect_block(settings)
     if block <= 0:
         raise HwsearchError("ONNX Runtime uses no NCHWc kernels on this CPU; latency tables for it are not supported yet.")
     kernels: set = set()
-    specs = _model_specs(args)
-    measure, extra = None, {}
-    for name, task, model, space in specs:
-        found, measure, extra = task.latency_plan(model, space, block)
+    contexts = _contexts(args)
+    for _, ctx in contexts:
+        found, measure, extra = ctx.family.profile_plan(ctx.baseline.model, ctx.task, ctx.space, block)
         kernels.update(found)
     out = Path(args.out or Path("latency_tables") / args.device)
     start = time.perf_counter()
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic, passes=args.passes)
-    run_profile(out, args.device, sorted(kernels), settings, block, [f"{task.name}/{n}" for n, task, _, _ in specs], ms, progress=not args.quiet,
-                measure=measure, extra_meta=extra)
+    run_profile(out, args.device, sorted(kernels), settings, block, [f"{ctx.task.name}/{n}" for n, ctx in contexts], measure, ms,
+                progress=not args.quiet, extra_meta=extra)
     agreement = json.loads((out / "meta.json").read_text()).get("pass_agreement")
     print(json.dumps({"table": str(out), "kernels": len(kernels), "passes": ms.passes, "seconds": round(time.perf_counter() - start, 1), "pass_agreement": agreement}))
     return 0
@@ -66,23 +64,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from hwsearch.policy import Policy
 
     policy = Policy.load(args.policy)
-    (name, task, model, space), = _model_specs(args)[:1]
-    predictor = task.load_predictor(args.table, model, space, strict=args.strict)
+    (name, ctx), = _contexts(args)[:1]
+    predictor = ctx.predictor(args.table, strict=args.strict)
     pred = predictor.predict(policy)
     print(json.dumps({"device": predictor.device, "model": name, **pred.to_dict(), "kernels": len(predictor.kernels(policy))}, indent=2))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hwsearch.latency.profile import MeasureSettings
     from hwsearch.latency.validate import validate
+    from hwsearch.runtime.timing import MeasureSettings
 
     if args.samples < 1:
         raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
-    models = [(n, t, m, s, t.load_predictor(args.table, m, s)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = validate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift, combine=args.combine)
+    report = validate(args.table, _specs(args), args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift, combine=args.combine,
+                      batch=args.batch, lock_path=args.lock, progress=not args.quiet)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("vs_median_of_rounds", "drift")} | {"by_model": report["by_model"]}, indent=2))
     for w in report["warnings"]:
@@ -92,15 +90,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from hwsearch.latency.calibrate import calibrate
-    from hwsearch.latency.predict import load_predictor
-    from hwsearch.latency.profile import MeasureSettings
+    from hwsearch.runtime.timing import MeasureSettings
 
     if args.samples < 10:
         raise HwsearchError(f"--samples {args.samples} is too few to fit a calibration; use 60 or more (e.g. 120).")
     logging.getLogger().setLevel(logging.ERROR)
-    models = [(n, t, m, s, load_predictor(args.table, t, m, s, calibrated=False)) for n, t, m, s in _model_specs(args)]
     ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = calibrate(args.table, models, args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit, combine=args.combine)
+    report = calibrate(args.table, _specs(args, calibrated=False), args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit,
+                       combine=args.combine, batch=args.batch, lock_path=args.lock, progress=not args.quiet)
     keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
     for w in report.get("warnings") or []:
@@ -118,6 +115,9 @@ def _measure_options(p: argparse.ArgumentParser, samples: int, seed: int) -> Non
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--min-runs", type=int, default=100)
     p.add_argument("--min-time", type=float, default=0.1)
+    p.add_argument("--batch", type=int, default=0, help="models realised on disk before each batch is timed (0: all; 16 suits the encoder's 60-90 MB files)")
+    p.add_argument("--lock", default=None, help="flock this file while timing (other measuring processes wait)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def register(sub) -> None:

@@ -1,10 +1,18 @@
-"""Tiny single-kernel ONNX models, written directly in the form ORT executes after optimisation."""
+"""Tiny single-kernel ONNX models, written directly in the form ORT executes after optimisation.
+
+:func:`build_kernel_model` writes one CNN kernel as a tiny ONNX model whose inputs already have
+the layout and dtype the kernel consumes, so timing it measures only that kernel (plus the
+per-call overhead, which the profiler measures separately and subtracts).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from hwsearch.latency.kernels import OPS, Kernel, pad_to
+from hwsearch.families.cnn.lowering import out_hw
+from hwsearch.tables.kernels import Kernel
+
+OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "add", "maxpool", "gap", "flatten")
 
 NCHWC = "com.microsoft.nchwc"
 MS = "com.microsoft"
@@ -43,7 +51,7 @@ def _rand(shape, dtype=np.float32, scale: float = 0.1) -> np.ndarray:
 
 def _conv_fp32(kn: Kernel, block: int):
     helper = _h()[0]
-    oh, ow = kn.out_hw
+    oh, ow = out_hw(kn)
     cop = pad_to(kn.co, block)
     depthwise = kn.g > 1
     nchw_in = not depthwise and kn.c < block
@@ -70,7 +78,7 @@ def _qparams(prefix: str, n: int | None = None) -> list:
 
 def _conv_int8(kn: Kernel, block: int):
     helper = _h()[0]
-    oh, ow = kn.out_hw
+    oh, ow = out_hw(kn)
     cin_g = 1 if kn.g > 1 else kn.c
     inits = _qparams("x") + _qparams("w", kn.co) + _qparams("y") + [_init("W", _rand([kn.co, cin_g, kn.k, kn.k], np.int8)), _init("B", np.zeros([kn.co], np.int32))]
     node = helper.make_node("QLinearConv", ["x", "x_s", "x_z", "W", "w_s", "w_z", "y_s", "y_z", "B"], ["y"], domain=MS, channels_last=1,
@@ -124,7 +132,7 @@ def _add(kn: Kernel, block: int):
 
 def _pool(kn: Kernel, block: int):
     helper = _h()[0]
-    oh, ow = kn.out_hw
+    oh, ow = out_hw(kn)
     if kn.layout == "nhwc":
         op, attrs, dom = ("NhwcMaxPool", dict(kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s]), MS) if kn.op == "maxpool" else ("QLinearGlobalAveragePool", {}, MS)
         return _model([helper.make_node(op, ["x"], ["y"], domain=dom, **attrs)], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], [])
@@ -145,13 +153,12 @@ def _flatten(kn: Kernel, block: int):
     return _model([helper.make_node("Flatten", ["x"], ["y"], axis=1)], [_vi("x", "f", [1, kn.c, kn.h, kn.w])], [_vi("y", "f", [1, kn.c * kn.h * kn.w])], [])
 
 
-def empty_model():
-    """The per-call overhead reference: one trivial node on a one-element tensor."""
-    helper = _h()[0]
-    return _model([helper.make_node("Identity", ["x"], ["y"])], [_vi("x", "f", [1, 1])], [_vi("y", "f", [1, 1])], [])
+def pad_to(c: int, block: int) -> int:
+    return -(-c // block) * block
 
 
-def build(kn: Kernel, block: int):
+def build_kernel_model(kn: Kernel, block: int):
+    """A tiny ONNX ModelProto that runs exactly ``kn`` (inputs already in its layout and dtype)."""
     if kn.op == "conv":
         return (_conv_int8 if kn.precision == "int8" else _conv_fp32)(kn, block)
     if kn.op == "gemm":

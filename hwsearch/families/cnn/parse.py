@@ -1,12 +1,28 @@
-"""Parse a model's fp32 ONNX export (as written by ``onnx_io.export``) into latency units."""
+"""Parse a model's fp32 ONNX export (as written by :func:`hwsearch.runtime.onnx_export.export`) into the units the CNN lowering works on."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from hwsearch.errors import HwsearchError
 
 SUPPORTED = ("Conv", "Gemm", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Identity")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, maxpool, gap, flatten."""
+
+    kind: str
+    name: str  # layer name for conv / gemm, node name otherwise
+    inputs: tuple[int, ...]  # tensor ids
+    output: int
+    hw: tuple[int, int]  # input spatial size
+    k: int = 0
+    s: int = 1
+    depthwise: bool = False
+    act: bool = False
 
 
 def _attr(node, name: str, default=None):
@@ -31,8 +47,6 @@ def _shapes(proto) -> dict[str, list[int]]:
 def parse_units(path: str | Path):
     """Return (units, tensor_source, consumers, layer_channels) for the exported graph at ``path``."""
     import onnx
-
-    from hwsearch.latency.graph import Unit
 
     proto = onnx.load(str(path))
     graph = proto.graph

@@ -14,6 +14,7 @@ what a prediction estimates.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import platform
 import warnings
@@ -22,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import HwsearchError
-from hwsearch.latency.kernels import Kernel
+from hwsearch.runtime.timing import STATISTICS
+from hwsearch.tables.kernels import Kernel
 
 SCHEMA = 2
 SCHEMAS = (1, 2)
 COLUMNS = ("key", "op", "precision", "layout", "c", "h", "w", "co", "k", "s", "g", "act", "sum", "p10_us", "median_us", "p90_us", "runs")
 COLUMNS_V1 = tuple(c for c in COLUMNS if c != "p10_us")
-STATISTICS = ("p10", "median")
 META_KEYS = ("schema", "device", "cpu_model", "isa_flags", "runtime", "runtime_version", "threads", "nchwc_block", "call_overhead_us", "date", "measurement")
 
 
@@ -136,3 +137,24 @@ def check_provenance(meta: dict[str, Any], where: str) -> None:
     for key, value in here.items():
         if meta.get(key) != value:
             warnings.warn(f"Latency table {where!r} was measured with {key}={meta.get(key)!r} but this machine has {key}={value!r}; predictions may not match this machine.", stacklevel=3)
+
+
+def file_sha256(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes, or None when the file does not exist."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def table_hash(table_dir: str | Path) -> str | None:
+    """The content hash of a table's table.csv, which a calibration.json names to say what it was fitted on."""
+    return file_sha256(Path(table_dir) / "table.csv")
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """table.csv rewritten whole (via a temporary file, so a kill never leaves half a table)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in COLUMNS})
+    tmp.replace(path)

@@ -1,0 +1,36 @@
+"""The ``hwsearch`` command: argument parsing and wiring only (one module per group of subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from hwsearch.cli import export, latency, models, search
+from hwsearch.errors import HwsearchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwsearch", description="Hardware-aware compression search: structured pruning + int8/fp16, scored on real ONNX Runtime latency.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (models, latency, search, export):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HwsearchError as exc:
+        print(f"hwsearch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hwsearch: interrupted; finished work is kept (run the same command again to resume).", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The Context: everything a policy is realised and predicted against, built once.
+
+A :class:`Context` holds the task (data + metric), the model family (mechanics), the baseline, the
+search space, the compression options and the target devices; :meth:`Context.predictors` loads
+one latency predictor per device on first use. The search driver, each search worker, export,
+the latency commands and ``hwsearch compress`` build it the same way (:func:`from_config`,
+:func:`build`), so a worker that receives the config as plain data rebuilds exactly the driver's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from hwsearch.config import DeviceSpec, ExperimentConfig
+from hwsearch.errors import HwsearchError
+from hwsearch.families import Baseline, ModelFamily, family_for
+from hwsearch.imports import import_object
+from hwsearch.options import CompressOptions, TrainConfig
+from hwsearch.space import SearchSpace
+from hwsearch.tasks import Task, get_task
+
+# ``module:function`` replacing the table predictor (signature of hwsearch.latency.predict.load_predictor)
+PREDICTOR_ENV = "HWSEARCH_PREDICTOR"
+
+
+@dataclass(frozen=True)
+class Context:
+    task: Task
+    family: ModelFamily
+    baseline: Baseline
+    space: SearchSpace
+    options: CompressOptions = CompressOptions()
+    devices: tuple[DeviceSpec, ...] = ()
+    _predictors: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def predictor(self, table_dir: str, strict: bool = False, calibrated: bool = True):
+        """The latency predictor of this model's policies from the table at ``table_dir``."""
+        from hwsearch.latency.predict import load_predictor
+
+        factory = import_object(os.environ[PREDICTOR_ENV], "Latency predictor") if os.environ.get(PREDICTOR_ENV) else load_predictor
+        return factory(table_dir, self.family, self.baseline.model, self.task, self.space, strict=strict, calibrated=calibrated)
+
+    def predictors(self) -> dict[str, Any]:
+        """One predictor per configured device, keyed by device name (loaded once)."""
+        if not self._predictors:
+            self._predictors.update({d.name: self.predictor(d.table) for d in self.devices})
+        return self._predictors
+
+    def with_options(self, **changes: Any) -> "Context":
+        return dataclasses.replace(self, options=dataclasses.replace(self.options, **changes), _predictors={})
+
+
+def task_and_family(task_name: str, task_options: Mapping[str, Any], model: str | None) -> tuple[Task, ModelFamily, str]:
+    """The task, the model (the task's default when None) and its family, checked to fit together."""
+    task = get_task(task_name, **dict(task_options))
+    model = model or task.default_model
+    family = family_for(model)
+    if family.name not in task.families:
+        raise HwsearchError(f"Model {model!r} is unknown for task {task.name!r}; use {task.default_model!r} (task {task.name!r} takes {', '.join(task.families)} models).")
+    return task, family, model
+
+
+def build(task_name: str, model: str | None = None, *, task_options: Mapping[str, Any] | None = None, model_options: Mapping[str, Any] | None = None,
+          train: Mapping[str, Any] | None = None, keep_choices: Sequence[float] | None = None, precisions: Sequence[str] | None = None,
+          channel_multiple: int | None = None, options: CompressOptions = CompressOptions(), devices: Sequence[DeviceSpec] = (),
+          random_init: bool = False, retrain: bool = False, verbose: bool = False) -> Context:
+    """A Context from plain arguments; ``random_init`` uses an untrained model (latency does not depend on weights)."""
+    task, family, model = task_and_family(task_name, task_options or {}, model)
+    opts = dict(model_options or {})
+    if random_init:
+        base = family.build_model(model, task, opts).eval()
+        baseline = Baseline(base, model, opts, None, float("nan"), float("nan"))  # type: ignore[arg-type]
+    else:
+        cfg = TrainConfig(**{**dataclasses.asdict(task.train_config), **dict(train or {})})
+        baseline = family.load_baseline(task, model, opts, cfg, retrain=retrain, verbose=verbose)
+    space = family.search_space(baseline.model, task, keep_choices, precisions, channel_multiple)
+    return Context(task, family, baseline, space, options, tuple(devices))
+
+
+def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with the defaults that depend on the task and model family filled in (the model, the
+    space's channel multiple), as a run directory's config.json records them."""
+    if not cfg.model:
+        cfg = dataclasses.replace(cfg, model=get_task(cfg.task, **dict(cfg.task_options)).default_model)
+    if cfg.space.channel_multiple is None:
+        multiple = family_for(cfg.model).default_channel_multiple
+        cfg = dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, channel_multiple=multiple))
+    return cfg
+
+
+def from_config(cfg: ExperimentConfig, verbose: bool = False) -> Context:
+    """The Context of an experiment: the baseline is trained and cached if absent."""
+    return build(cfg.task, cfg.model, task_options=cfg.task_options, model_options=cfg.model_options, train=cfg.baseline,
+                 keep_choices=cfg.space.keep_choices, precisions=cfg.space.precisions, channel_multiple=cfg.space.channel_multiple,
+                 options=dataclasses.replace(cfg.compress, eval_split="val"), devices=cfg.devices, verbose=verbose)

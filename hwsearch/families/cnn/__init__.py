@@ -1,0 +1,104 @@
+"""The CNN family: conv/linear image models trained from scratch on the task (built-ins and user models).
+
+- analysis: Torch-Pruning's dependency graph gives the coupled channel groups (:mod:`.prune`);
+  every conv/linear layer is a precision layer named after its module;
+- mechanics: channels cut through the dependency graph, then BatchNorm recalibration and a
+  distilled fine-tune (:mod:`.recover`);
+- baseline: trained with the task's :class:`~hwsearch.options.TrainConfig` and cached (:mod:`.train`);
+- lowering: the fp32 export parsed into fused units (:mod:`.parse`) and lowered per policy the way
+  ORT's CPU optimisers rewrite it (:mod:`.lowering`); profiling enumerates and builds single-kernel
+  models (:mod:`.enumerate`, :mod:`.kernel_models`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from hwsearch.errors import HwsearchError
+from hwsearch.families.base import Baseline, ModelFamily
+from hwsearch.imports import import_object
+from hwsearch.options import CompressOptions, TrainConfig
+from hwsearch.policy import Policy
+from hwsearch.space import DEFAULT_KEEP_CHOICES, SearchSpace
+
+
+class CNNFamily(ModelFamily):
+    name = "cnn"
+    default_channel_multiple = 8
+
+    def models(self) -> tuple[str, ...]:
+        from hwsearch.families.cnn.models import BUILTIN_MODELS
+
+        return tuple(BUILTIN_MODELS)
+
+    def build_model(self, spec: str, task: Any, options: Mapping[str, Any]) -> nn.Module:
+        from hwsearch.families.cnn.models import BUILTIN_MODELS
+
+        factory = BUILTIN_MODELS.get(spec) or (import_object(spec, "Model") if ":" in spec else None)
+        if factory is None:
+            raise HwsearchError(f"Model {spec!r} is unknown for task {task.name!r}; use one of {', '.join(sorted(BUILTIN_MODELS))} or package.module:function.")
+        try:
+            model = factory(in_channels=task.in_channels, num_classes=task.num_classes, **dict(options))
+        except TypeError as exc:
+            raise HwsearchError(f"Model {spec!r} rejected its arguments ({exc}); a model factory takes in_channels=, num_classes= and its own options.") from None
+        if not isinstance(model, nn.Module):
+            raise HwsearchError(f"Model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module; return the model instance.")
+        return model
+
+    def load_baseline(self, task: Any, spec: str, options: Mapping[str, Any], train_config: TrainConfig, *,
+                      retrain: bool = False, verbose: bool = True) -> Baseline:
+        from hwsearch.families.cnn.train import load_baseline
+
+        return load_baseline(task, spec, lambda: self.build_model(spec, task, options), dict(options), train_config, retrain=retrain, verbose=verbose)
+
+    def search_space(self, model: nn.Module, task: Any, keep_choices: Sequence[float] | None = None,
+                     precisions: Sequence[str] | None = None, channel_multiple: int | None = None) -> SearchSpace:
+        from hwsearch.families.cnn.prune import dependency_groups
+        from hwsearch.runtime.onnx_export import layer_order
+
+        x = task.example_input()
+        return SearchSpace.build(dependency_groups(model, x), layer_order(model, x), keep_choices or DEFAULT_KEEP_CHOICES,
+                                 self.check_precisions(precisions or self.precisions),
+                                 self.default_channel_multiple if channel_multiple is None else channel_multiple)
+
+    def prune(self, model: nn.Module, policy: Policy, space: SearchSpace, task: Any, options: CompressOptions) -> nn.Module:
+        import copy
+
+        from hwsearch.families.cnn.prune import prune_in_place
+
+        train = task.split("train")
+        calibration = (torch.from_numpy(train.x[:64]), torch.from_numpy(train.y[:64]))
+        pruned = copy.deepcopy(model).eval()
+        prune_in_place(pruned, task.example_input(), space.keep_channels(policy), importance=options.importance, calibration=calibration)
+        return pruned
+
+    def recover(self, model: nn.Module, teacher: nn.Module, task: Any, options: CompressOptions) -> nn.Module:
+        from hwsearch.families.cnn.recover import finetune, recalibrate_bn
+
+        recalibrate_bn(model, task, options.bn_recalib_batches)
+        return finetune(model, task, options.finetune_steps, options.finetune_lr, teacher=teacher if options.distill else None)
+
+    def precision_nodes(self, policy: Policy, space: SearchSpace) -> dict[str, str]:
+        return {layer: policy.precision_for(layer) for layer in space.layers}
+
+    def count_macs(self, model: nn.Module, task: Any) -> int:
+        from hwsearch.families.cnn.stats import count_macs
+
+        return count_macs(model, task.example_input())
+
+    def lowering(self, model: nn.Module, task: Any, space: SearchSpace, table: Any):
+        from hwsearch.families.cnn.lowering import CNNLowering, UnitGraph
+
+        block = int(table.meta["nchwc_block"])
+        if block <= 0:
+            raise HwsearchError(f"Latency table {str(table.path)!r} has nchwc_block={block}; this CPU has no NCHWc kernels, which these tables do not model yet.")
+        return CNNLowering(UnitGraph.from_model(model, task.example_input(), space, block), space)
+
+    def profile_plan(self, model: nn.Module, task: Any, space: SearchSpace, block: int):
+        from hwsearch.families.cnn.enumerate import enumerate_kernels, kernel_timer
+        from hwsearch.families.cnn.lowering import UnitGraph
+
+        return enumerate_kernels(UnitGraph.from_model(model, task.example_input(), space, block), space), kernel_timer(block), {}

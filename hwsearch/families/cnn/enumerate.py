@@ -1,0 +1,85 @@
+"""What ``hwsearch profile`` measures for a CNN: every kernel any policy of a space can lower to, and how to time one."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from hwsearch.families.cnn.kernel_models import build_kernel_model
+from hwsearch.families.cnn.lowering import _CONV_OPS, UnitGraph
+from hwsearch.runtime.session import SessionSettings
+from hwsearch.runtime.timing import MeasureSettings, Timing, time_model
+from hwsearch.space import SearchSpace
+from hwsearch.tables.kernels import Kernel
+
+
+def _channel_choices(graph: UnitGraph, space: SearchSpace) -> list[tuple[int, ...]]:
+    """Per tensor: every channel count the search space can give it."""
+    out = []
+    for src in graph.tensor_source:
+        if isinstance(src, int):
+            out.append((src,))
+        elif src in graph.layer_group:
+            g = space.groups[graph.layer_group[src]]
+            out.append(tuple(sorted({space.kept_channels(g, r) for r in space.keep_choices})))
+        else:
+            out.append((graph.layer_channels[src],))
+    return out
+
+
+def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
+    """Every kernel any policy of ``space`` lowers to: all keep choices × precisions per unit and tensor."""
+    choices = _channel_choices(graph, space)
+    found: set[tuple] = set()
+    for u in graph.units:
+        x, y = u.inputs[0], u.output
+        for c, co in itertools.product(choices[x], choices[y]):
+            found.update(_unit_kernels(u, c, co, graph.block))
+    for t, cs in enumerate(choices):
+        hw = _tensor_hw(graph, t)
+        for c in cs:
+            for op, (prec, lay) in _CONV_OPS.items():
+                if op.startswith("reorder") and c % 4:
+                    continue  # ORT reorders only channel counts divisible by 4 (smaller inputs feed NCHW convs)
+                found.add((op, prec, lay, c, *hw, 0, 0, 1, 1, False, False))
+    return sorted(Kernel(*k) for k in found)
+
+
+def _tensor_hw(graph: UnitGraph, tensor: int) -> tuple[int, int]:
+    for u in graph.units:
+        if tensor in u.inputs:
+            return (1, 1) if u.kind == "gemm" else u.hw
+    return (1, 1)
+
+
+def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
+    h, w = u.hw
+    if u.kind == "conv":
+        g = c if u.depthwise else 1
+        if u.depthwise and c != co:
+            return []
+        out = [("conv", "int8", "nhwc", c, h, w, co, u.k, u.s, g, False, False)]
+        out += [("conv", "fp32", "nchwc", c, h, w, co, u.k, u.s, g, act, sm) for act in (False, True) for sm in (False, True)]
+        return out
+    if u.kind == "gemm":
+        return [("gemm", p, "-", c, 1, 1, co, 0, 1, 1, False, False) for p in ("fp32", "int8")]
+    if u.kind == "add":
+        return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", "nchw", c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}]
+    if u.kind in ("maxpool", "gap"):
+        extra = [("maxpool", "int8", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nhwc", "nchw")] if u.kind == "maxpool" else []
+        return extra + [(u.kind, "fp32", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nchwc", "nchw")]
+    return [("flatten", "fp32", "nchw", c, h, w, 0, 0, 1, 1, False, False)]
+
+
+def kernel_timer(block: int):
+    """Times one CNN kernel as its single-kernel ONNX model (:func:`build_kernel_model`)."""
+    def measure(kernel: Kernel, settings: SessionSettings, ms: MeasureSettings) -> Timing:
+        import onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "k.onnx"
+            onnx.save(build_kernel_model(kernel, block), str(path))
+            return time_model(path, settings, ms)
+    return measure
