@@ -18,6 +18,7 @@ quickstart: $(STAMP)
 	$(BIN)/hwsearch search experiments/quickstart.toml
 
 test: $(STAMP)
+	$(BIN)/ruff check hwsearch tests experiments
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 # `make bench`: every figure of BENCHMARKS.md from raw CSV/JSON (experiments/results/) and the front plots

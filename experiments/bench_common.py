@@ -24,22 +24,24 @@ RESULTS = Path("experiments/results")
 @contextmanager
 def measure_lock() -> Iterator[None]:
     """Hold the machine-wide measurement lock for the duration of the block."""
-    from hwsearch.latency.profile import measuring
+    from hwsearch.runtime.timing import measuring
 
     with measuring(LOCK_PATH):
         yield
 
 
-def measure(path: str | Path, input_shape: tuple[int, ...], threads: int, runs: int = 200, min_time_s: float = 0.3):
-    """Batch-1 ORT CPU latency of an ONNX file at ``threads`` (median and p90 of >= ``runs`` runs), under the lock.
+def measure(path: str | Path, threads: int, runs: int = 200, min_time_s: float = 0.3, warmup: int = 30):
+    """Batch-1 ORT CPU latency of an ONNX file at ``threads`` (p10, median and p90 in microseconds of
+    >= ``runs`` runs after ``warmup``), under the lock.
 
-    Returns (Latency, seconds spent measuring once the lock was held)."""
-    from hwsearch import onnx_io
+    Returns (:class:`hwsearch.runtime.timing.Timing`, seconds spent measuring once the lock was held)."""
+    from hwsearch.runtime.session import SessionSettings
+    from hwsearch.runtime.timing import MeasureSettings, time_model
 
     with measure_lock():
         t0 = time.perf_counter()
-        lat = onnx_io.measure_latency(path, input_shape, onnx_io.SessionSettings(threads=threads), warmup=30, runs=runs, min_time_s=min_time_s)
-        return lat, time.perf_counter() - t0
+        timing = time_model(path, SessionSettings(threads=threads), MeasureSettings(warmup=warmup, min_runs=runs, min_time_s=min_time_s))
+        return timing, time.perf_counter() - t0
 
 
 def cpu_model() -> str:

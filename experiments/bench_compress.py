@@ -22,15 +22,14 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from hwsearch import onnx_io
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import measure_lock  # noqa: E402
-from hwsearch.compress import CompressOptions, build_candidate
+from hwsearch import context
+from hwsearch.compress import realise
+from hwsearch.options import CompressOptions
 from hwsearch.policy import Policy
-from hwsearch.space import SearchSpace
-from hwsearch.tasks import get_task
-from hwsearch.tasks.train import load_baseline
+from hwsearch.runtime.session import SessionSettings, count_quantized_kernels
+from hwsearch.runtime.timing import MeasureSettings, time_model
 
 POLICIES = {
     "baseline": {},
@@ -40,18 +39,15 @@ POLICIES = {
 }
 
 
-def measure(task, baseline, name: str, policy: Policy, tmp: Path, finetune_steps: int) -> dict:
-    space = SearchSpace.from_model(baseline.model, task.example_input())
-    opts = CompressOptions(finetune_steps=finetune_steps, bn_recalib_batches=8, eval_split="test")
-    res = build_candidate(task, baseline.model, policy, space, tmp / f"{name}.onnx", opts)
-    shape = tuple(task.example_input().shape)
+def measure(ctx, name: str, policy: Policy, tmp: Path) -> dict:
+    res = realise(ctx, policy, tmp / f"{name}.onnx")
     row = {"policy": name, "accuracy": round(res.accuracy, 4), "params": res.params, "macs": res.macs, "size_bytes": res.size_bytes,
-           "quantized_kernels": onnx_io.count_quantized_kernels(res.onnx_path)}
+           "quantized_kernels": count_quantized_kernels(res.onnx_path)}
     for threads in (1, 2):
         with measure_lock():  # no other measurement on this machine overlaps this one
-            lat = onnx_io.measure_latency(res.onnx_path, shape, onnx_io.SessionSettings(threads=threads), warmup=50, runs=300, min_time_s=1.0)
-        row[f"latency_ms_{threads}t"] = round(lat.median_ms, 4)
-        row[f"p90_ms_{threads}t"] = round(lat.p90_ms, 4)
+            t = time_model(res.onnx_path, SessionSettings(threads=threads), MeasureSettings(warmup=50, min_runs=300, min_time_s=1.0))
+        row[f"latency_ms_{threads}t"] = round(t.median_us / 1e3, 4)
+        row[f"p90_ms_{threads}t"] = round(t.p90_us / 1e3, 4)
     return row
 
 
@@ -62,13 +58,15 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=150)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    task = get_task("digits")
+    # the space's defaults (every keep choice and precision, channel multiple 8); calib_samples=256: the
+    # calibration these results were measured with (CompressOptions' default is now the search's 128)
+    opts = CompressOptions(finetune_steps=args.finetune_steps, bn_recalib_batches=8, calib_samples=256, eval_split="test")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            baseline = load_baseline(task, model)
+            ctx = context.build("digits", model, options=opts, verbose=True)
             for name, data in POLICIES.items():
-                row = {"model": model, **measure(task, baseline, name, Policy.from_dict(data), Path(tmp), args.finetune_steps)}
+                row = {"model": model, **measure(ctx, name, Policy.from_dict(data), Path(tmp))}
                 rows.append(row)
                 print(row, file=sys.stderr, flush=True)
     base = {r["model"]: r for r in rows if r["policy"] == "baseline"}

@@ -35,12 +35,12 @@ BASELINES = [("dense_fp32", {}), ("int8_only", {"default_precision": "int8"}),
 def main() -> int:
     import torch
 
-    from hwsearch import onnx_io
-    from hwsearch.config import load_config
-    from hwsearch.export_context import load_context
-    from hwsearch.latency.profile import MeasureSettings, time_model
-    from hwsearch.latency.transformer_validate import measuring
+    from hwsearch.compress import realise
+    from hwsearch.compress.realise import onnx_outputs
+    from hwsearch.export.winners import load_run
     from hwsearch.policy import Policy
+    from hwsearch.runtime.session import SessionSettings
+    from hwsearch.runtime.timing import MeasureSettings, measuring, time_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "minilm_cpu"))
@@ -51,12 +51,12 @@ def main() -> int:
     args = ap.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     torch.set_num_threads(1)
-    ctx = load_context(args.run)
+    ctx = load_run(args.run).ctx
     task, model, space = ctx.task, ctx.baseline.model, ctx.space
     front = json.loads((Path(args.run) / "pareto.json").read_text())
     points = [(name, None, pol, None) for name, pol in BASELINES] + [("front", e["trial"], e["policy"], e.get("accuracy")) for e in front]
-    pred = task.load_predictor(ROOT / "latency_tables" / "minilm-cpu-1t", model, space)
-    settings, ms, feed = onnx_io.SessionSettings(threads=1), MeasureSettings(warmup=5, min_runs=30, min_time_s=0.3), task.latency_feed()
+    pred = ctx.predictor(str(ROOT / "latency_tables" / "minilm-cpu-1t"))
+    settings, ms, feed = SessionSettings(threads=1), MeasureSettings(warmup=5, min_runs=30, min_time_s=0.3), task.latency_feed()
     rows, start = [], time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -73,10 +73,10 @@ def main() -> int:
         else:
             path = work / f"{kind}-{trial}.onnx"
             if not path.is_file():
-                r = task.build_candidate(model, policy, space, path, ctx.options)
+                r = realise(ctx, policy, path, score=False)  # the run's options; fidelity is measured on test below
                 (work / f"{kind}-{trial}.json").write_text(json.dumps({"params": r.params, "size_bytes": r.size_bytes, "int8": r.precision_counts["int8"]}))
             info = json.loads((work / f"{kind}-{trial}.json").read_text()) | {"source": "built by this script"}
-        fid = task.fidelity_onnx(path, "test")
+        fid = task.fidelity(onnx_outputs(task, path, "test"), task.targets("test", model))
         built.append((kind, trial, policy, search_cos, path, info, fid, space.keep_channels(policy)))
         print(f"{kind} {trial}: cosine_test={fid['cosine']:.4f} ({info['source']})", flush=True)
     timings: list[list] = [[] for _ in built]

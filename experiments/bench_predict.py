@@ -7,7 +7,7 @@ For every shipped table (latency_tables/*/) and every digits model (resnet20, mo
 - predictions/s: ``Predictor.predict`` timed over --policies random policies (the validation's
   random_policy: pruning and mixed precision), predictor loaded once (load time reported apart);
 - measurements/s: --measured random policies realised end to end the way ``hwsearch validate-table``
-  does (build_candidate without fine-tuning: prune, export, quantize) and timed with the table's
+  does (``compress.realise`` with ``options.LATENCY_ONLY``, unscored: prune, export, quantize) and timed with the table's
   session settings and the validation's measurement settings (3 interleaved passes of >= 100 runs),
   the timing under the machine-wide measurement lock. Reported as build+measure and measure only.
 
@@ -31,20 +31,20 @@ from bench_common import RESULTS, machine_info, measure_lock, write_csv, write_j
 def bench_table(table_dir: Path, model: str, n_pred: int, n_meas: int, rounds: int, tmp: Path) -> dict:
     import torch
 
-    from hwsearch import onnx_io
-    from hwsearch.compress import CompressOptions, build_candidate
-    from hwsearch.latency.profile import MeasureSettings, time_model
-    from hwsearch.latency.table import load_table
-    from hwsearch.latency.validate import random_policy
-    from hwsearch.tasks import get_task
-    from hwsearch.tasks.train import load_baseline
+    from hwsearch import context
+    from hwsearch.compress import realise
+    from hwsearch.latency.cases import random_policy
+    from hwsearch.options import LATENCY_ONLY
+    from hwsearch.runtime.session import SessionSettings
+    from hwsearch.runtime.timing import MeasureSettings, time_model
+    from hwsearch.tables.table import load_table
 
     torch.set_num_threads(1)
-    task = get_task("digits")
-    baseline = load_baseline(task, model)
-    space = task.search_space(baseline.model)  # the space the tables were profiled for (channel multiple 8)
+    # the space the tables were profiled for (the family's defaults: channel multiple 8); realised as validate-table does
+    ctx = context.build("digits", model, options=LATENCY_ONLY, verbose=True)
+    space = ctx.space
     t0 = time.perf_counter()
-    predictor = task.load_predictor(table_dir, baseline.model, space)  # as the search loads it (calibration included)
+    predictor = ctx.predictor(str(table_dir))  # as the search loads it (calibration included)
     load_s = time.perf_counter() - t0
     rng = random.Random(0)
     policies = []
@@ -63,13 +63,13 @@ def bench_table(table_dir: Path, model: str, n_pred: int, n_meas: int, rounds: i
     n_pred = len(policies)
 
     meta = load_table(table_dir).meta
-    settings = onnx_io.SessionSettings(threads=int(meta["threads"]))
+    settings = SessionSettings(threads=int(meta["threads"]))
     ms = MeasureSettings(min_runs=100, min_time_s=0.1)
     t0 = time.perf_counter()
     paths = []
     for i in range(n_meas):
         path = tmp / f"{table_dir.name}-{model}-{i}.onnx"
-        build_candidate(task, baseline.model, policies[i], space, path, CompressOptions(calib_samples=32, eval_split="val"))
+        realise(ctx, policies[i], path, score=False)
         paths.append(path)
     build_s = time.perf_counter() - t0
     meas_s = 0.0

@@ -121,49 +121,47 @@ _CTX: dict = {}
 
 
 def _context(model: str, extra: list[str]):
+    """(config, Context) of a model's runs, loaded once per process (the baseline trained and cached if absent)."""
     if model not in _CTX:
         import torch
 
+        from hwsearch import context
         from hwsearch.config import load_config
-        from hwsearch.search.evaluate import load_context
 
         torch.set_num_threads(1)
-        cfg = load_config(CONFIG, overrides(model, 0, 1, Path("/tmp/unused"), extra))
-        _CTX[model] = (cfg, *load_context(cfg))
+        cfg = context.resolve(load_config(CONFIG, overrides(model, 0, 1, Path("/tmp/unused"), extra)))
+        _CTX[model] = (cfg, context.from_config(cfg))
     return _CTX[model]
 
 
 def build_job(spec: tuple) -> dict:
     """Rebuild one policy (prune, recover, export, precisions) and score it on the test split."""
-    from hwsearch.compress import CompressOptions, build_candidate
+    from hwsearch.compress import realise
     from hwsearch.policy import Policy
 
     model, pid, policy, out, extra = spec
-    cfg, task, baseline, space = _context(model, extra)
-    c = cfg.compress
-    opts = CompressOptions(importance=c.importance, finetune_steps=c.finetune_steps, finetune_lr=c.finetune_lr, distill=c.distill,
-                           bn_recalib_batches=c.bn_recalib_batches, calib_samples=c.calib_samples, eval_split="test")
+    _, ctx = _context(model, extra)
     t0 = time.perf_counter()
-    res = build_candidate(task, baseline.model, space.validate(Policy.from_dict(policy)), space, out, opts)
+    res = realise(ctx.with_options(eval_split="test"), ctx.space.validate(Policy.from_dict(policy)), out)  # the run's [compress] options
     return {"model": model, "policy_id": pid, "test_accuracy": round(res.accuracy, 4), "params": res.params, "macs": res.macs,
             "size_bytes": res.size_bytes, "build_s": round(time.perf_counter() - t0, 3), "onnx": str(out), "policy": json.dumps(policy, sort_keys=True)}
 
 
-def measure_rounds(rows: list[dict], shape: tuple[int, ...], rounds: int) -> list[dict]:
+def measure_rounds(rows: list[dict], rounds: int) -> list[dict]:
     """Time every ONNX file at each device's threads, ``rounds`` passes over all files (interleaved, so a
     burst of load from other processes hits one pass, not one file); keep the lowest per-pass median."""
     runs: dict[tuple[int, str], list] = {}
     for _ in range(rounds):
         for i, row in enumerate(rows):
             for dev, threads in DEVICES.items():
-                runs.setdefault((i, dev), []).append(measure(row["onnx"], shape, threads, runs=60, min_time_s=0.1))
+                runs.setdefault((i, dev), []).append(measure(row["onnx"], threads, runs=60, min_time_s=0.1, warmup=30))
     out = []
     for i, row in enumerate(rows):
         row = dict(row)
         for dev in DEVICES:
-            best = min(runs[(i, dev)], key=lambda r: r[0].median_ms)[0]
-            medians = [r[0].median_ms for r in runs[(i, dev)]]
-            row[f"measured_ms_{dev}"], row[f"p90_ms_{dev}"] = round(best.median_ms, 4), round(best.p90_ms, 4)
+            best = min(runs[(i, dev)], key=lambda r: r[0].median_us)[0]
+            medians = [r[0].median_us for r in runs[(i, dev)]]
+            row[f"measured_ms_{dev}"], row[f"p90_ms_{dev}"] = round(best.median_us / 1e3, 4), round(best.p90_us / 1e3, 4)
             row[f"pass_spread_{dev}"] = round(max(medians) / min(medians), 3)
         row["measure_s"] = round(sum(t for dev in DEVICES for _, t in runs[(i, dev)]) / rounds, 3)
         out.append(row)
@@ -193,7 +191,7 @@ def main() -> None:
     info = machine_info()
 
     # 0. baselines (trained once, cached) and their validation accuracy, before any parallel job
-    base_val = {m: _context(m, args.set)[2].val_accuracy for m in args.models}
+    base_val = {m: _context(m, args.set)[1].baseline.val_accuracy for m in args.models}
     floors = {m: v - args.acc_window for m, v in base_val.items()}
 
     # 1. searches
@@ -218,9 +216,8 @@ def main() -> None:
     load = [_loadavg()]
     cands = []
     for m in args.models:
-        shape = tuple(_context(m, args.set)[1].example_input().shape)
         rows = sorted((r for r in built if r["model"] == m), key=lambda r: r["policy_id"] != policy_id({}))
-        cands += [r | {"is_baseline": int(r["policy_id"] == policy_id({}))} for r in measure_rounds(rows, shape, args.rounds)]
+        cands += [r | {"is_baseline": int(r["policy_id"] == policy_id({}))} for r in measure_rounds(rows, args.rounds)]
         print(f"[measure] {m}: {len(rows)} ONNX files x {args.rounds} passes", file=sys.stderr, flush=True)
     t_measure = time.time() - started - t_search - t_build
     load.append(_loadavg())

@@ -32,7 +32,7 @@ for threads in 1 2; do
   # 2 threads: predictions sum kernel medians (a kernel's p10 there is its luckiest hand-off between
   # the threads, which a whole model never gets at every kernel); whole models are timed by p10 either way
   stat=p10; if [ "$threads" -gt 1 ]; then stat=median; fi
-  flock "$LOCK" $PY -m hwsearch.cli profile --device "$name" --threads "$threads" --statistic "$stat" "${MODELS[@]}"
-  flock "$LOCK" $PY -m hwsearch.cli calibrate-table "latency_tables/$name" "${MODELS[@]}" --samples "$CAL_SAMPLES"
-  flock "$LOCK" $PY -m hwsearch.cli validate-table "latency_tables/$name" "${MODELS[@]}" --samples "$SAMPLES"
+  flock "$LOCK" $PY -m hwsearch profile --device "$name" --threads "$threads" --statistic "$stat" "${MODELS[@]}"
+  flock "$LOCK" $PY -m hwsearch calibrate-table "latency_tables/$name" "${MODELS[@]}" --samples "$CAL_SAMPLES"
+  flock "$LOCK" $PY -m hwsearch validate-table "latency_tables/$name" "${MODELS[@]}" --samples "$SAMPLES"
 done

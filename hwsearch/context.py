@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from hwsearch.config import DeviceSpec, ExperimentConfig
 from hwsearch.errors import HwsearchError
@@ -49,7 +50,7 @@ class Context:
             self._predictors.update({d.name: self.predictor(d.table) for d in self.devices})
         return self._predictors
 
-    def with_options(self, **changes: Any) -> "Context":
+    def with_options(self, **changes: Any) -> Context:
         return dataclasses.replace(self, options=dataclasses.replace(self.options, **changes), _predictors={})
 
 

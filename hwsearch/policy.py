@@ -9,9 +9,10 @@ uncompressed baseline. Policies cross process boundaries; models never do.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hwsearch.errors import HwsearchError
 
@@ -45,7 +46,7 @@ class Policy:
     default_precision: str = "fp32"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
         if not isinstance(data, Mapping):
             raise HwsearchError(f"A policy must be a JSON object, got {type(data).__name__}; use {{}} for the baseline.")
         unknown = sorted(set(data) - set(_KEYS))
@@ -63,7 +64,7 @@ class Policy:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         p = Path(path)
         if not p.is_file():
             raise HwsearchError(f"Policy file {str(p)!r} does not exist; pass a JSON file such as {{\"default_keep\": 0.5}}.")

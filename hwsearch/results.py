@@ -13,9 +13,10 @@ Pure functions first (no Optuna, no I/O): :func:`non_dominated`, :func:`pareto_f
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 COLUMN_ORDER = ("number", "state", "accuracy", "feasible", "params", "macs", "size_bytes", "eval_seconds", "error", "policy")
 
@@ -55,7 +56,7 @@ def is_feasible(latency_ms: Mapping[str, float], budgets: Mapping[str, float]) -
 def hypervolume(points: Iterable[tuple[float, float]], ref: tuple[float, float]) -> float:
     """Area dominated by (accuracy, latency_ms) points above ``ref``'s accuracy and below its latency."""
     acc_ref, lat_ref = ref
-    pts = [(float(a), float(l)) for a, l in points if a > acc_ref and l < lat_ref]
+    pts = [(float(a), float(lat)) for a, lat in points if a > acc_ref and lat < lat_ref]
     front = [pts[i] for i in pareto_front(pts)]
     area = 0.0
     for i, (acc, lat) in enumerate(front):

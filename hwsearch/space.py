@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import PRECISIONS, Policy
@@ -33,7 +34,7 @@ class SearchSpace:
 
     @classmethod
     def build(cls, groups: Sequence[GroupInfo], layers: Sequence[str], keep_choices: Sequence[float] = DEFAULT_KEEP_CHOICES,
-              precisions: Sequence[str] = PRECISIONS, channel_multiple: int = 8, **extra: Any) -> "SearchSpace":
+              precisions: Sequence[str] = PRECISIONS, channel_multiple: int = 8, **extra: Any) -> SearchSpace:
         """A space with its choices checked (keep ratios in (0, 1], known precisions, a positive channel multiple)."""
         if channel_multiple < 1:
             raise HwsearchError(f"channel_multiple={channel_multiple} must be a positive integer such as 8.")
@@ -61,7 +62,7 @@ class SearchSpace:
         for name in policy.keep:
             if name not in self.group_names:
                 raise HwsearchError(f"Policy keep group {name!r} does not exist in this model; run `hwsearch space` to list groups (e.g. {self.group_names[0]!r}).")
-        for name, prec in policy.precision.items():
+        for name in policy.precision:
             if name not in self.layers:
                 raise HwsearchError(f"Policy precision layer {name!r} does not exist in this model; run `hwsearch space` to list layers (e.g. {self.layers[0]!r}).")
         return policy

@@ -7,8 +7,10 @@ import os
 import pytest
 import torch
 
-from hwsearch.tasks import TrainConfig, get_task
-from hwsearch.tasks.train import Baseline, load_baseline
+from hwsearch.context import Context
+from hwsearch.families import Baseline, get_family
+from hwsearch.options import CompressOptions, TrainConfig
+from hwsearch.tasks import get_task
 
 TINY_RESNET = {"widths": [16, 32, 64]}
 TINY_MBV2 = {"width_mult": 0.5}
@@ -30,6 +32,17 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory):
         os.environ["HWSEARCH_CACHE"] = old
 
 
+def cnn_baseline(task, name: str, options: dict, train: TrainConfig = TINY_TRAIN) -> Baseline:
+    return get_family("cnn").load_baseline(task, name, options, train, verbose=False)
+
+
+def cnn_context(task, baseline: Baseline, options: CompressOptions = CompressOptions(), space=None, **space_args) -> Context:
+    """A Context over a test baseline (``space``: reuse one; else built with ``space_args``)."""
+    family = get_family("cnn")
+    space = space or family.search_space(baseline.model, task, **space_args)
+    return Context(task, family, baseline, space, options)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return get_task("digits")
@@ -38,14 +51,14 @@ def digits():
 @pytest.fixture(scope="session")
 def tiny_resnet(digits) -> Baseline:
     """resnet20 at widths 16/32/64, 4 epochs: about 97% test accuracy, trained in seconds."""
-    return load_baseline(digits, "resnet20", TINY_RESNET, TINY_TRAIN, verbose=False)
+    return cnn_baseline(digits, "resnet20", TINY_RESNET)
 
 
 @pytest.fixture(scope="session")
 def tiny_mbv2(digits) -> Baseline:
-    return load_baseline(digits, "mobilenetv2", TINY_MBV2, TINY_TRAIN, verbose=False)
+    return cnn_baseline(digits, "mobilenetv2", TINY_MBV2)
 
 
 @pytest.fixture(scope="session")
 def tiny_vgg(digits) -> Baseline:
-    return load_baseline(digits, "vgg", TINY_VGG, TINY_TRAIN, verbose=False)
+    return cnn_baseline(digits, "vgg", TINY_VGG)

@@ -15,20 +15,23 @@ from pathlib import Path
 
 @functools.lru_cache(maxsize=1)
 def _tiny_table() -> Path:
-    from hwsearch import onnx_io
-    from hwsearch.latency.graph import UnitGraph
-    from hwsearch.latency.profile import MeasureSettings, detect_block, enumerate_kernels, run_profile
-    from hwsearch.space import SearchSpace
+    from hwsearch.families import get_family
+    from hwsearch.families.cnn.enumerate import enumerate_kernels, kernel_timer
+    from hwsearch.families.cnn.lowering import UnitGraph
+    from hwsearch.latency.profile import run_profile
+    from hwsearch.runtime.session import SessionSettings, detect_block
+    from hwsearch.runtime.timing import MeasureSettings
     from hwsearch.tasks import get_task
 
     task = get_task("digits")
-    model = task.build_model("resnet20", widths=[16, 32, 64]).eval()  # timing needs the shapes, not the weights
-    space = SearchSpace.from_model(model, task.example_input(), keep_choices=(0.25, 0.5, 0.75, 1.0), precisions=("fp32", "int8"))
-    settings = onnx_io.SessionSettings(threads=1)
+    family = get_family("cnn")
+    model = family.build_model("resnet20", task, {"widths": [16, 32, 64]}).eval()  # timing needs the shapes, not the weights
+    space = family.search_space(model, task, keep_choices=(0.25, 0.5, 0.75, 1.0), precisions=("fp32", "int8"))
+    settings = SessionSettings(threads=1)
     block = detect_block(settings)
     graph = UnitGraph.from_model(model, task.example_input(), space, block)
     out = Path(tempfile.mkdtemp(prefix="hwtable-")) / "cpu-1t"
-    run_profile(out, "cpu-1t", enumerate_kernels(graph, space), settings, block, ["digits/resnet20-tiny"],
+    run_profile(out, "cpu-1t", enumerate_kernels(graph, space), settings, block, ["digits/resnet20-tiny"], kernel_timer(block),
                 MeasureSettings(warmup=2, min_runs=5, min_time_s=0.002), progress=False)
     return out
 

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from hwsearch.config import parse_config
+from hwsearch.config import derive, parse_config
 from hwsearch.results import TrialRecord, write_results
 
 
@@ -80,6 +80,6 @@ def write_run(root: Path, name: str, devices: Mapping[str, float | None], record
     write_results(run_dir, records, cfg.objective_names)
     for kind, recs in (baselines or {}).items():
         (run_dir / "baselines" / kind).mkdir(parents=True)
-        cfg.replace(sampler="random").save(run_dir / "baselines" / kind / "config.json")
+        derive(cfg, sampler="random").save(run_dir / "baselines" / kind / "config.json")
         write_results(run_dir / "baselines" / kind, recs, cfg.objective_names)
     return run_dir

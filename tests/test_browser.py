@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hwsearch.dashboard import ERROR_HOOK, PAGE_SCRIPT, write_dashboard
+from hwsearch.dashboard.render import ERROR_HOOK, PAGE_SCRIPT, write_dashboard
 from tests.synthetic_run import random_records, write_run
 
 pytestmark = pytest.mark.browser

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hwsearch.config import apply_overrides, load_config, parse_value
+from hwsearch.context import resolve
 from hwsearch.errors import HwsearchError
 from tests.search_helpers import make_table, write_config
 
@@ -18,8 +19,11 @@ def cfg_path(tmp_path: Path) -> Path:
 
 
 def test_defaults_and_resolution(cfg_path: Path, tmp_path: Path) -> None:
-    cfg = load_config(cfg_path)
+    raw = load_config(cfg_path)
+    assert raw.model == "" and raw.space.channel_multiple is None  # the task's / the model family's, filled in by resolve
+    cfg = resolve(raw)
     assert cfg.name == "exp" and cfg.sampler == "nsga2" and cfg.task == "digits" and cfg.model == "resnet20"
+    assert cfg.space.channel_multiple == 8 and resolve(cfg) == cfg
     assert cfg.device_names == ("cpu-1t",) and cfg.budgets == {"cpu-1t": 0.5}
     assert Path(cfg.devices[0].table).is_absolute() and (Path(cfg.devices[0].table) / "table.csv").is_file()
     assert cfg.objective_names == ("accuracy", "latency_ms:cpu-1t") and cfg.directions == ("maximize", "minimize")

@@ -15,7 +15,7 @@ import pytest
 
 from hwsearch.cli import main
 from hwsearch.dashboard import render, write_dashboard
-from hwsearch.dashboard_data import TrialPoint, device_front, hypervolume_curve, load_dashboard_data, reference_point, Series
+from hwsearch.dashboard.data import TrialPoint, device_front, hypervolume_curve, load_dashboard_data, reference_point, Series
 from hwsearch.errors import HwsearchError
 from hwsearch.results import hypervolume
 from tests.synthetic_run import random_records, record, write_run
@@ -112,7 +112,7 @@ def test_serve_starts_optuna_dashboard_on_loopback(run_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "hwsearch.cli", "dashboard", str(run_dir), "--serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "hwsearch", "dashboard", str(run_dir), "--serve", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert f"http://127.0.0.1:{port}/" in proc.stdout.readline()

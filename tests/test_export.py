@@ -18,8 +18,8 @@ from onnx import numpy_helper
 from tests.conftest import TINY_TRAIN, TINY_VGG
 from hwsearch.cli import main
 from hwsearch.errors import HwsearchError
-from hwsearch.export import FP32_MAX_ABS_DIFF, MIN_TOP1_AGREEMENT, Manifest, build_winner, export_run, verify_winner
-from hwsearch.export_context import Winner, load_context
+from hwsearch.export import Manifest, build_winner, export_run, verify_winner
+from hwsearch.export.winners import Winner, load_run
 from tests.synthetic_run import record, write_run
 
 BUDGETS = {"cpu-1t": 0.5}
@@ -53,8 +53,11 @@ def test_front_and_listed_trials_are_exported_with_files(run_dir, manifests):
         assert m.onnx_sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
 
 
-def test_winners_pass_checker_and_parity(manifests):
+def test_winners_pass_checker_and_parity(manifests, digits):
     fp32, int8 = manifests[0], manifests[1]
+    FP32_MAX_ABS_DIFF, MIN_TOP1_AGREEMENT = digits.fp32_max_abs_diff, digits.min_top1_agreement
+    assert (FP32_MAX_ABS_DIFF, MIN_TOP1_AGREEMENT) == (1e-4, 0.99)  # the documented parity thresholds
+    assert (fp32.parity["threshold"], int8.parity["threshold"]) == (FP32_MAX_ABS_DIFF, MIN_TOP1_AGREEMENT)
     assert all(m.ok and m.checker_ok and m.parity_ok and not m.flags for m in manifests.values())
     assert fp32.parity["metric"] == "max_abs_diff" and fp32.parity["value"] <= FP32_MAX_ABS_DIFF
     assert int8.parity["metric"] == "top1_agreement" and int8.parity["value"] >= MIN_TOP1_AGREEMENT
@@ -73,7 +76,7 @@ def test_manifest_schema_and_provenance(run_dir, manifests):
     assert REQUIRED <= set(data)
     assert Manifest.load(run_dir / "export" / "0" / "manifest.json") == m
     assert data["policy"]["keep"] == PRUNED_FP32["keep"]
-    table = load_context(run_dir).devices[0].table_dir
+    table = load_run(run_dir).devices[0].table_dir
     assert data["tables"]["cpu-1t"]["sha256"] == hashlib.sha256((table / "table.csv").read_bytes()).hexdigest()
     assert data["tables"]["cpu-1t"]["name"] == "cpu-1t"
     assert data["session_options"]["cpu-1t"]["threads"] == 1 and data["session_options"]["cpu-1t"]["runs"] == 30
@@ -110,7 +113,7 @@ for folder in sys.argv[1:]:
 @pytest.fixture(scope="module")
 def rebuilt(run_dir, tmp_path_factory):
     """One rebuilt winner (torch model + ONNX file) that the fault-injection tests copy."""
-    ctx = load_context(run_dir)
+    ctx = load_run(run_dir)
     winner = Winner(0, PRUNED_FP32, 0.7, {"cpu-1t": 0.05})
     model, result = build_winner(ctx, winner, tmp_path_factory.mktemp("rebuilt"))
     return ctx, winner, model, result
@@ -128,7 +131,7 @@ def test_rebuilt_file_passes_before_faults_are_injected(rebuilt, tmp_path):
     assert m.ok and m.parity_ok and m.checker_ok and m.measured_latency_ms["cpu-1t"] > 0
 
 
-def test_corrupted_weights_are_flagged(rebuilt, tmp_path):
+def test_corrupted_weights_are_flagged(rebuilt, tmp_path, digits):
     ctx, winner, model, result = _rebuilt(rebuilt, tmp_path)
     proto = onnx.load(result.onnx_path)
     conv = next(n for n in proto.graph.node if n.name == "features.4")
@@ -137,14 +140,14 @@ def test_corrupted_weights_are_flagged(rebuilt, tmp_path):
     onnx.save(proto, result.onnx_path)
     m = verify_winner(ctx, winner, model, result, 0.0)
     assert m.checker_ok and not m.parity_ok and not m.ok
-    assert m.parity["value"] > FP32_MAX_ABS_DIFF and any("parity failed" in f for f in m.flags)
+    assert m.parity["value"] > digits.fp32_max_abs_diff and any("parity failed" in f for f in m.flags)
     m.save(tmp_path / "manifest.json")
     assert json.loads((tmp_path / "manifest.json").read_text())["parity_ok"] is False
 
 
 def test_mismatched_torch_model_is_flagged(rebuilt, tmp_path):
     ctx, winner, _, result = _rebuilt(rebuilt, tmp_path)
-    m = verify_winner(ctx, winner, ctx.baseline.model, result, 0.0)  # the unpruned baseline is not what was exported
+    m = verify_winner(ctx, winner, ctx.ctx.baseline.model, result, 0.0)  # the unpruned baseline is not what was exported
     assert not m.parity_ok and not m.ok and m.accuracy is not None
 
 
@@ -157,7 +160,7 @@ def test_unreadable_file_is_flagged_not_raised(rebuilt, tmp_path):
 
 
 def test_cli_reports_flagged_winners_and_exits_1(run_dir, capsys, monkeypatch):
-    import hwsearch.export as export
+    import hwsearch.export.verify as export
 
     real = export.build_winner
 

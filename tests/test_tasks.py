@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from hwsearch.errors import HwsearchError
+from hwsearch.families import get_family
 from hwsearch.tasks import Task, get_task
+
+CNN = get_family("cnn")
 
 
 def test_digits_splits_are_fixed_stratified_and_disjoint(digits):
@@ -23,11 +26,10 @@ def test_digits_splits_are_fixed_stratified_and_disjoint(digits):
 
 
 def test_baseline_is_cached_and_reused(digits, tiny_resnet):
-    from hwsearch.tasks.train import load_baseline
-    from tests.conftest import TINY_RESNET, TINY_TRAIN
+    from tests.conftest import TINY_RESNET, cnn_baseline
 
     assert tiny_resnet.checkpoint.is_file() and tiny_resnet.test_accuracy > 0.9
-    again = load_baseline(digits, "resnet20", TINY_RESNET, TINY_TRAIN, verbose=False)
+    again = cnn_baseline(digits, "resnet20", TINY_RESNET)
     assert again.checkpoint == tiny_resnet.checkpoint and again.test_accuracy == tiny_resnet.test_accuracy
     for a, b in zip(again.model.state_dict().values(), tiny_resnet.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -47,7 +49,7 @@ def test_cifar10_reads_the_python_batch_format(tmp_path):
     task = get_task("cifar10", data_dir=str(tmp_path / "cifar"))
     assert len(task.split("train")) + len(task.split("val")) == 100 and len(task.split("test")) == 20
     assert task.split("test").x.shape == (20, 3, 32, 32) and task.split("test").x.dtype == np.float32
-    model = task.build_model("vgg", cfg=[8, "M", 16])
+    model = CNN.build_model("vgg", task, {"cfg": [8, "M", 16]})
     assert model(torch.from_numpy(task.split("test").x[:2])).shape == (2, 10)
 
 
@@ -69,7 +71,7 @@ def test_unknown_task_and_model_are_errors(digits):
     with pytest.raises(HwsearchError, match="Task 'imagenet' is unknown; use one of digits, cifar10"):
         get_task("imagenet")
     with pytest.raises(HwsearchError, match="Model 'resnet50' is unknown"):
-        digits.build_model("resnet50")
+        CNN.build_model("resnet50", digits, {})
 
 
 @pytest.fixture()
@@ -95,7 +97,7 @@ def user_module(tmp_path, monkeypatch):
 
 
 def test_user_model_and_task_from_import_paths(user_module, digits):
-    model = digits.build_model(f"{user_module}:tiny", width=16)
+    model = CNN.build_model(f"{user_module}:tiny", digits, {"width": 16})
     assert model(digits.example_input(2)).shape == (2, 10)
     task = get_task(f"{user_module}:small_digits")
     assert isinstance(task, Task) and task.split("val").x.shape[-1] == 16
@@ -103,8 +105,8 @@ def test_user_model_and_task_from_import_paths(user_module, digits):
 
 def test_user_code_errors_say_what_to_fix(user_module, digits):
     with pytest.raises(HwsearchError, match="not a torch.nn.Module"):
-        digits.build_model(f"{user_module}:not_a_model")
+        CNN.build_model(f"{user_module}:not_a_model", digits, {})
     with pytest.raises(HwsearchError, match="has no attribute 'nope'"):
-        digits.build_model(f"{user_module}:nope")
+        CNN.build_model(f"{user_module}:nope", digits, {})
     with pytest.raises(HwsearchError, match="cannot be imported"):
         get_task("no_such_module_xyz:make")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from hwsearch.cli import export, latency, models, search
 from hwsearch.errors import HwsearchError

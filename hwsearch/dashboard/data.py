@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.results import hypervolume, pareto_front
@@ -126,7 +127,7 @@ def reference_point(series: Sequence[Series], device: str, budget_ms: float | No
     if not pts:
         return (0.0, budget_ms or 1.0)
     acc_ref = min(a for a, _ in pts)
-    lat_ref = budget_ms if budget_ms is not None else max(l for _, l in pts) * 1.01
+    lat_ref = budget_ms if budget_ms is not None else max(lat for _, lat in pts) * 1.01
     return (acc_ref - 1e-9, float(lat_ref))
 
 

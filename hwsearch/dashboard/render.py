@@ -9,8 +9,9 @@ Rendering only: the numbers come from :mod:`hwsearch.dashboard_data`. plotly.js 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hwsearch.dashboard.data import DashboardData, DevicePanel, WinnerLayers, load_dashboard_data
 
@@ -64,7 +65,7 @@ div.scroll { max-height: 420px; overflow: auto; display: inline-block; }
 
 
 def _color(label: str) -> str:
-    return COLORS.get(label.split(" ")[0], "#7f7f7f")
+    return COLORS.get(label.split(" ", maxsplit=1)[0], "#7f7f7f")
 
 
 def fronts_figure(panels: Sequence[DevicePanel], exported: set[int]):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from hwsearch.compress.realise import compressed_model, realise, score_onnx
 from hwsearch.export.manifest import Manifest
 from hwsearch.export.winners import Device, RunContext, Winner, load_run, select_winners, versions
 from hwsearch.policy import Policy
-from hwsearch.runtime.session import SessionSettings, count_quantized_kernels
+from hwsearch.runtime.session import SessionSettings, available_providers, check_model, count_quantized_kernels
 from hwsearch.runtime.timing import time_model
 from hwsearch.tables.table import file_sha256
 
@@ -46,17 +46,6 @@ class Parity:
     error: str | None = None
 
 
-def check_onnx(path: str | Path) -> str | None:
-    """Run ``onnx.checker`` with the full check (shape inference included); the error text or None."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:  # noqa: BLE001 - any checker failure is data for the manifest
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-    return None
-
-
 def check_parity(ctx, path: str | Path, torch_model, quantized: bool, split: str = "val") -> Parity:
     """The ONNX file's outputs vs ``torch_model``'s on ``split``, judged by the task (never raises: failures are data)."""
     from hwsearch.compress.realise import onnx_outputs
@@ -75,14 +64,12 @@ def check_parity(ctx, path: str | Path, torch_model, quantized: bool, split: str
 
 def measure_devices(devices: Sequence[Device], path: Path, feed: dict[str, np.ndarray] | None = None) -> tuple[dict, dict, list[str]]:
     """Latency per device with each table's settings and statistic (p10 or median), and p90; devices this machine cannot run are None."""
-    import onnxruntime as ort
-
     value: dict[str, float | None] = {}
     p90: dict[str, float | None] = {}
     notes: list[str] = []
     for dev in devices:
         settings = dev.settings()
-        if settings.provider not in ort.get_available_providers():
+        if settings.provider not in available_providers():
             value[dev.name] = p90[dev.name] = None
             notes.append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
             continue
@@ -144,7 +131,7 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
     path = Path(result.onnx_path)
     task, options = ctx.ctx.task, ctx.ctx.options
     shape = task.input_shape()
-    checker_error = check_onnx(path)
+    checker_error = check_model(path)
     quantized = result.precision_counts.get("int8", 0) + result.precision_counts.get("fp16", 0) > 0
     parity = check_parity(ctx.ctx, path, model, quantized)
     flags = _flags(checker_error, parity)

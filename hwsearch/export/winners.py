@@ -11,10 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hwsearch import context
 from hwsearch.config import load_config
@@ -58,7 +59,7 @@ class Device:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "Device":
+    def from_spec(cls, spec: Any) -> Device:
         """From the config's :class:`~hwsearch.config.DeviceSpec` (its table path is already resolved)."""
         path = Path(spec.table)
         meta = read_json(path / "meta.json", f"Latency table metadata for device {spec.name!r}", "run `hwsearch profile` for that device or fix the table path in the config")

@@ -8,7 +8,7 @@ family unless its factory names another with a ``hwsearch_family`` attribute (e.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from hwsearch.errors import HwsearchError
 from hwsearch.families.base import Baseline, Lowering, ModelFamily

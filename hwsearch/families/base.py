@@ -13,9 +13,10 @@ calls these methods; a :class:`~hwsearch.tasks.Task` supplies the data and the m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from torch import nn
 

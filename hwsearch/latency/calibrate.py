@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.cases import Spec, cpu_times, loadavg, measure_policies, noise_warnings, policies_for, repeatability_summary, steal_since

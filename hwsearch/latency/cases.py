@@ -17,9 +17,10 @@ import os
 import random
 import statistics
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.options import LATENCY_ONLY
@@ -92,11 +93,13 @@ def realise_case(spec: Spec, policy: Policy, path: Path) -> Built:
 
 
 def measure_policies(jobs: Sequence[tuple[Spec, Policy]], settings: SessionSettings, rounds: int, ms: MeasureSettings, combine: str = "min",
-                     batch: int = 0, lock_path: str | None = None, progress: bool = False) -> list["Case"]:
+                     batch: int = 0, lock_path: str | None = None, progress: bool = False) -> list[Case]:
     """Realise and time every (spec, policy) in order, ``batch`` at a time (0: all, then time them all)."""
     from tqdm import tqdm
 
     check_combine(combine)
+    if batch < 0:
+        raise HwsearchError(f"batch={batch} must be 0 (all models at once) or more (models realised before each batch is timed).")
     feed = jobs[0][0].ctx.task.latency_feed() if jobs else None
     size = batch or len(jobs) or 1
     cases: list[Case] = []

@@ -23,12 +23,13 @@ import csv
 import datetime
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hwsearch.errors import HwsearchError
-from hwsearch.runtime.session import SessionSettings
+from hwsearch.runtime.session import SessionSettings, runtime_version
 from hwsearch.runtime.timing import MeasureSettings, Timing, measure_overhead
 from hwsearch.tables import table as tbl
 from hwsearch.tables.kernels import Kernel
@@ -37,7 +38,7 @@ from hwsearch.tables.kernels import Kernel
 def write_meta(out: Path, device: str, settings: SessionSettings, ms: MeasureSettings, block: int, overhead_us: float, models: list[str],
                extra: dict | None = None) -> dict:
     cpu, flags = tbl.cpu_info()
-    meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": tbl.runtime_version(),
+    meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": {**asdict(ms), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -85,7 +86,7 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: S
     old: dict = {}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        if old.get("threads") != settings.threads or old.get("runtime_version") != tbl.runtime_version():
+        if old.get("threads") != settings.threads or old.get("runtime_version") != runtime_version():
             raise HwsearchError(f"Table {str(out)!r} was profiled with threads={old.get('threads')}, runtime {old.get('runtime_version')}; use another --device name for threads={settings.threads}.")
         if old.get("schema") != tbl.SCHEMA or tbl.statistic(old) != ms.statistic:
             raise HwsearchError(f"Table {str(out)!r} has schema {old.get('schema')} and statistic {tbl.statistic(old)!r}; this profile writes schema {tbl.SCHEMA} "

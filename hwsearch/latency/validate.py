@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from hwsearch.latency.cases import (Case, Spec, cpu_times, figures, loadavg, measure_policies, noise_warnings, policies_for,
-                                    repeatability_summary, steal_since)
+from hwsearch.latency.cases import Case, Spec, cpu_times, figures, loadavg, measure_policies, noise_warnings, policies_for, repeatability_summary, steal_since
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings

@@ -4,9 +4,10 @@ the optimised-graph inspection all open their sessions here)."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,29 @@ class SessionSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (lists, not tuples), so a saved record compares equal to a fresh one."""
         return {**asdict(self), "disabled_optimizers": list(self.disabled_optimizers)}
+
+
+def runtime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def available_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def check_model(path: str | Path) -> str | None:
+    """Run ``onnx.checker`` with the full check (shape inference included); the error text or None."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - any checker failure is data for the caller
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+    return None
 
 
 def session(path: str | Path, settings: SessionSettings = SessionSettings(), optimized_path: str | Path | None = None):

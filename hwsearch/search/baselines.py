@@ -10,10 +10,11 @@ Each is stored in ``runs/NAME/baselines/KIND/`` (study ``NAME-KIND``) with the s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hwsearch.config import ExperimentConfig
+from hwsearch.config import ExperimentConfig, derive
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
 from hwsearch.search.driver import SearchStats, run_search
@@ -107,9 +108,9 @@ def run_baseline(cfg: ExperimentConfig, kind: str, progress: bool = True) -> Sea
     if kind not in BASELINES:
         raise HwsearchError(f"Baseline {kind!r} is unknown; use one of {', '.join(BASELINES)}.")
     if kind == "random":
-        bcfg = cfg.replace(sampler="random")
+        bcfg = derive(cfg, sampler="random")
         return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler=make_sampler(bcfg, "random"), progress=progress)
-    bcfg = cfg.replace(sampler="random", n_trials=len(uniform_points(cfg.space.keep_choices)))
+    bcfg = derive(cfg, sampler="random", n_trials=len(uniform_points(cfg.space.keep_choices)))
     return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-uniform", sampler=make_sampler(bcfg, "random"),
                       space_override=_with_uniform_precisions, prepare=lambda study, space: enqueue_uniform(study, space, uniform_points(bcfg.space.keep_choices)),
                       on_failed=_requeue, progress=progress)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from hwsearch import context
 from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
 from hwsearch.results import TrialRecord, pareto_records, record_from_trial, write_results
-from hwsearch import context
 from hwsearch.search.evaluate import TrialResult
 from hwsearch.search.executors import make_executor
 from hwsearch.search.study import RunLock, check_resume, constraint_values, fail_stale_trials, make_sampler, open_study

@@ -16,7 +16,8 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.search.evaluate import Evaluator, TrialResult

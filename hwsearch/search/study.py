@@ -12,8 +12,9 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
@@ -89,7 +90,7 @@ class RunLock:
         self.path = run_dir / ".lock"
         self.handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

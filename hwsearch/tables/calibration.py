@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import random
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from hwsearch.errors import HwsearchError
 from hwsearch.tables.table import table_hash
 
 CALIBRATION_FILE = "calibration.json"
@@ -57,7 +57,7 @@ class Calibration:
     info: Mapping[str, Any]
     by_model: Mapping[str, Mapping[str, Any]] = None  # fingerprint -> {"name", "scale", "per_kernel_us", "intercept_us"}
 
-    def for_model(self, fp: str) -> "Calibration":
+    def for_model(self, fp: str) -> Calibration:
         """The coefficients for the architecture ``fp`` (its own set if calibrated, else the global one)."""
         own = (self.by_model or {}).get(fp)
         if own is None:

@@ -38,7 +38,7 @@ class Kernel:
                 f"{'relu' if self.act else '-'};{'sum' if self.sum else '-'}")
 
     @classmethod
-    def parse(cls, key: str) -> "Kernel":
+    def parse(cls, key: str) -> Kernel:
         m = _KEY.match(key.strip())
         if not m:
             raise ValueError(f"Kernel key {key!r} is malformed; expected e.g. 'conv;fp32;nchwc;32x16x16;co=64;k=3;s=2;g=1;relu;-'.")

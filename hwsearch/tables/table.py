@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import HwsearchError
+from hwsearch.runtime.session import runtime_version
 from hwsearch.runtime.timing import STATISTICS
 from hwsearch.tables.kernels import Kernel
 
@@ -46,12 +47,6 @@ def cpu_info() -> tuple[str, list[str]]:
     except OSError:
         pass
     return model, flags
-
-
-def runtime_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
 
 
 def row_for(kernel: Kernel, p10_us: float, median_us: float, p90_us: float, runs: int) -> dict[str, Any]:

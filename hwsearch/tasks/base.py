@@ -10,8 +10,9 @@ images and integer labels) and point ``--task package.module:function`` at a fun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def head(self, n: int) -> "Split":
+    def head(self, n: int) -> Split:
         return Split(self.x[:n], self.y[:n])
 
 

@@ -13,9 +13,10 @@ Task options: ``objective``, ``seq_len`` (latency is measured and predicted at t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

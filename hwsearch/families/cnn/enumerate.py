@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from hwsearch.families.cnn.kernel_models import build_kernel_model
 from hwsearch.families.cnn.lowering import _CONV_OPS, UnitGraph

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwsearch.families.cnn.lowering import out_hw
+from hwsearch.families.cnn.kernel_rules import out_hw
 from hwsearch.tables.kernels import Kernel
 
 OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "add", "maxpool", "gap", "flatten")

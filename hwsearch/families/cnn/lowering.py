@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable, Mapping
 
 from torch import nn
 
+from hwsearch.families.cnn.kernel_rules import kernel_class, neighbours_key, work
 from hwsearch.families.cnn.parse import Unit, parse_units
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
-from hwsearch.tables.kernels import Kernel
 
 KTuple = tuple  # (op, precision, layout, c, h, w, co, k, s, g, act, sum): Kernel's fields in order
 _CONV_OPS = {  # conversion op -> (precision, layout it reads)
@@ -45,7 +45,7 @@ class UnitGraph:
     block: int  # NCHWc block size of this CPU (16 with AVX-512, 8 with AVX2)
 
     @classmethod
-    def from_model(cls, model: nn.Module, example_input, space: SearchSpace, block: int) -> "UnitGraph":
+    def from_model(cls, model: nn.Module, example_input, space: SearchSpace, block: int) -> UnitGraph:
         from hwsearch.runtime.onnx_export import export
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -247,49 +247,6 @@ class _Lowering:
         self.rep[u.output] = "nchw"
         prec = "int8" if self.prec.get(u.name) == "int8" else "fp32"
         self.kernels.append(("gemm", prec, "-", self.ch[x], 1, 1, self.ch[u.output], 0, 1, 1, False, False))
-
-
-def out_hw(k: Kernel | tuple) -> tuple[int, int]:
-    """A kernel's output spatial size (convs pad k // 2; pools do not pad)."""
-    op, h, w, kk, st = (k[0], k[4], k[5], k[7], k[8]) if isinstance(k, tuple) else (k.op, k.h, k.w, k.k, k.s)
-    if op in ("conv", "maxpool"):
-        pad = kk // 2 if op == "conv" else 0
-        return (h + 2 * pad - kk) // st + 1, (w + 2 * pad - kk) // st + 1
-    if op == "gap":
-        return 1, 1
-    return h, w
-
-
-def kernel_class(t: tuple) -> str:
-    """The calibration class of a kernel tuple (op, precision, layout, c, h, w, co, k, s, g, act, sum)."""
-    op, prec, _, c, _, _, _, k, _, g = t[:10]
-    if op == "conv":
-        kind = "dw" if g > 1 and g == c else "k1" if k == 1 else "kxk"
-        return f"conv-{prec}-{kind}"
-    if op in ("reorder_in", "reorder_out"):
-        return "reorder"
-    if op in ("quantize", "dequantize"):
-        return "qdq"
-    if op in ("to_nhwc", "to_nchw"):
-        return "transpose"
-    if op in ("maxpool", "gap", "flatten"):
-        return f"pool-{prec}"
-    return f"{op}-{prec}"
-
-
-def work(t: tuple) -> float:
-    """Interpolation measure: MACs for conv/gemm, C·H·W elements otherwise."""
-    k = Kernel(*t)
-    oh, ow = out_hw(k)
-    if k.op in ("conv", "gemm"):
-        return float(oh * ow * max(k.co, 1) * max(k.c // max(k.g, 1), 1) * max(k.k, 1) ** 2)
-    return float(max(k.c, 1) * k.h * k.w)
-
-
-def neighbours_key(t: tuple) -> Hashable:
-    """Kernels that differ only in channel counts (depthwise-ness kept): the pool a missing kernel is interpolated from."""
-    k = Kernel(*t)
-    return replace(k, c=0, co=0, g=0 if k.g == k.c else 1).key
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ model factories follow too) plus its own width options.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -9,7 +9,7 @@ many channels each group keeps, decided by the caller) and from the importance c
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwsearch.tasks.base import Task
 from hwsearch.families.cnn.train import batches, train_steps
+from hwsearch.tasks.base import Task
 
 
 @torch.no_grad()

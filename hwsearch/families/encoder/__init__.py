@@ -10,7 +10,8 @@ It needs a text task with ``sentences`` and a ``tokenizer`` (the built-in ``mini
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 

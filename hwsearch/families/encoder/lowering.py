@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from hwsearch.errors import HwsearchError
-from hwsearch.families.encoder.model import HEAD_DIM, FFN, Attention, Embeddings, attention_bias, mean_pool
+from hwsearch.families.encoder.model import FFN, HEAD_DIM, Attention, Embeddings, attention_bias, mean_pool
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings, Timing, time_model

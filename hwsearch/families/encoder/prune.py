@@ -10,7 +10,8 @@ Torch-Pruning's linear-layer pruners; the hidden size is untouched.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -1,0 +1,95 @@
+"""The experiment config's records (frozen, validated by :func:`hwsearch.config.parse_config`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwsearch.options import CompressOptions
+from hwsearch.space import DEFAULT_KEEP_CHOICES
+
+SAMPLERS = ("nsga2", "tpe", "random")
+OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
+TABLES = ("task_options", "model_options", "baseline", "devices", "compress", "space")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One target device: its latency table directory (absolute) and optional budget."""
+
+    name: str
+    table: str
+    budget_ms: float | None = None
+
+
+COMPRESS_KEYS = ("importance", "finetune_steps", "finetune_lr", "distill", "bn_recalib_batches", "calib_samples")  # CompressOptions' config keys
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    keep_choices: tuple[float, ...] = DEFAULT_KEEP_CHOICES
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    channel_multiple: int | None = None  # None: the model family's (8 for CNNs, 64 FFN neurons for the encoder)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    devices: tuple[DeviceSpec, ...]
+    task: str = "digits"
+    model: str = ""  # "" = the task's default model
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    sampler: str = "nsga2"
+    n_trials: int = 40
+    workers: int = 2
+    ray_address: str = ""
+    seed: int = 0
+    population_size: int = 0
+    max_failures: int = 0
+    warm_start: tuple[float, ...] = (1.0, 0.75, 0.5)
+    warm_start_policies: tuple[Mapping[str, Any], ...] = ()  # Policy.to_dict() each, loaded from the config's files
+    warm_start_layerwise: tuple[str | float, ...] = ()  # precisions (one layer at a time) and keep ratios (one group at a time)
+    output_dir: str = ""
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    baseline: Mapping[str, Any] = field(default_factory=dict)
+    compress: CompressOptions = CompressOptions()
+    space: SpaceSpec = SpaceSpec()
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    @property
+    def budgets(self) -> dict[str, float]:
+        return {d.name: d.budget_ms for d in self.devices if d.budget_ms is not None}
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        """One name per Optuna objective: accuracy, latency_ms:<device>..., size_bytes."""
+        names = ["accuracy"] + [f"latency_ms:{d}" for d in self.device_names]
+        return tuple(names + (["size_bytes"] if "size_bytes" in self.objectives else []))
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple("maximize" if n == "accuracy" else "minimize" for n in self.objective_names)
+
+    @property
+    def effective_population(self) -> int:
+        return self.population_size or max(4, min(50, self.n_trials // 4))
+
+    @property
+    def failure_limit(self) -> int:
+        return self.max_failures or max(self.n_trials, 5)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["compress"] = {k: data["compress"][k] for k in COMPRESS_KEYS}  # a search always scores on val
+        data["devices"] = {d.name: {k: v for k, v in asdict(d).items() if k != "name" and v is not None} for d in self.devices}
+        return json.loads(json.dumps(data))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
