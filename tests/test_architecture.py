@@ -19,7 +19,7 @@ LAYERS = (
     ("context",),
     ("search", "export"),
     ("dashboard",),
-    ("cli", "testing", "__main__"),
+    ("cli", "testing", "__main__"),  # hwsearch.cli.__main__ belongs to cli
 )
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

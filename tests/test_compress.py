@@ -155,3 +155,14 @@ def test_int8_fuses_on_untrained_models_with_shared_initializers(digits, tmp_pat
     int8 = [name for name in space.layers if name != "fc"][1::2]
     res = realise(ctx, Policy(precision={name: "int8" for name in int8}), tmp_path / "q.onnx")
     assert count_quantized_kernels(res.onnx_path) == len(int8)
+
+
+def test_bn_recalibration_leaves_momentum_for_the_fine_tune(digits):
+    """Recalibration averages over its own batches only; a later fine-tune must track its batches with the usual momentum."""
+    from hwsearch.families.cnn.recover import recalibrate_bn
+
+    model = CNN.build_model("vgg", digits, {"cfg": [8, "M", 8]})
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [bn.momentum for bn in bns]
+    recalibrate_bn(model, digits, 2)
+    assert [bn.momentum for bn in bns] == before and all(bn.num_batches_tracked == 2 for bn in bns)

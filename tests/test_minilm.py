@@ -309,9 +309,6 @@ def test_calibration_fit_recovers_known_block_scales_and_the_predictor_applies_t
         assert calibrated.predict(p).latency_ms == pytest.approx(truth(p), rel=2e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="package: tables.calibration.fit's ridge pulls per_kernel_us toward 0 at 0.02 per microsecond, "
-                   "which for an 18 ms encoder outweighs the data 100:1, so the zero-time transition kernel's cost is never learned "
-                   "(60 us per change is fitted as ~0.4 us); the former block calibration fitted it exactly")
 def test_calibration_fit_recovers_the_cost_of_a_precision_change(tmp_path, ctx):
     """The former block calibration's per_transition_us, now the ``transition`` kernel's per_kernel_us:
     models that take 60 us more per precision change between consecutive blocks are fitted with it."""

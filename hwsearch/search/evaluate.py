@@ -77,7 +77,7 @@ class Evaluator:
         start = time.perf_counter()
         out = self.tmp / f"trial{number}.onnx"
         try:
-            pol = self.ctx.space.validate(Policy.from_dict(policy))
+            pol = Policy.from_dict(policy)  # realise (and the predictors) check it against the space
             latency, coverage = self.predict(pol)
             cand = realise(self.ctx, pol, out)
             return TrialResult(number, cand.accuracy, latency, coverage, cand.params, cand.macs, cand.size_bytes,

@@ -40,6 +40,7 @@ CALIBRATION_FILE = "calibration.json"
 SCHEMA = 1
 RIDGE_SCALE = 0.05  # pull of each class scale toward 1 (in units of relative error)
 RIDGE_PER_KERNEL_US = 0.02  # pull of each per-kernel offset toward 0, per microsecond
+OFFSET_REFERENCE_US = 1000.0  # offsets' pulls are per µs for models up to this size, proportionally weaker for larger ones
 RIDGE_MODEL = 4.0  # how much more strongly an architecture's own coefficients are pulled toward the global ones
 
 
@@ -104,13 +105,15 @@ def fit(rows: Sequence[tuple[Mapping[str, tuple[float, int]], float]], overhead_
     b = (y - overhead_us) * w
     reg_a = np.zeros((1 + 2 * n, 1 + 2 * n))
     reg_b = np.zeros(1 + 2 * n)
-    reg_a[0, 0] = strength * RIDGE_PER_KERNEL_US / 10
+    # errors are relative, so a µs of offset weighs less in a large model: scale the offsets' pull to match
+    per_us = strength * RIDGE_PER_KERNEL_US * min(1.0, OFFSET_REFERENCE_US / float(np.median(y))) ** 2
+    reg_a[0, 0] = per_us / 10
     reg_b[0] = reg_a[0, 0] * p_icpt
     for i, c in enumerate(classes):
         reg_a[1 + i, 1 + i] = strength * RIDGE_SCALE
         reg_b[1 + i] = strength * RIDGE_SCALE * p_scale.get(c, 1.0)
-        reg_a[1 + n + i, 1 + n + i] = strength * RIDGE_PER_KERNEL_US
-        reg_b[1 + n + i] = strength * RIDGE_PER_KERNEL_US * p_per.get(c, 0.0)
+        reg_a[1 + n + i, 1 + n + i] = per_us
+        reg_b[1 + n + i] = per_us * p_per.get(c, 0.0)
     from scipy.optimize import lsq_linear
 
     lower = np.full(1 + 2 * n, -np.inf)

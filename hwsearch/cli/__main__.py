@@ -1,0 +1,7 @@
+"""``python -m hwsearch.cli``: the ``hwsearch`` command (as ``python -m hwsearch``)."""
+
+import sys
+
+from hwsearch.cli import main
+
+sys.exit(main())
