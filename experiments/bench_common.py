@@ -8,14 +8,14 @@ machine never overlap. Searches and builds do not take it.
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 import platform
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 LOCK_PATH = os.environ.get("HWSEARCH_MEASURE_LOCK", "/tmp/hwsearch-measure.lock")
 RESULTS = Path("experiments/results")

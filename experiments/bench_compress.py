@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import measure_lock  # noqa: E402
+
 from hwsearch import context
 from hwsearch.compress import realise
 from hwsearch.options import CompressOptions

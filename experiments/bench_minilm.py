@@ -65,7 +65,7 @@ def main() -> int:
         man = json.loads(m.read_text())
         exported[Policy.from_dict(man["policy"]).to_json()] = (m.parent / "model.onnx", man)
     built = []
-    for i, (kind, trial, pol, search_cos) in enumerate(points):
+    for kind, trial, pol, search_cos in points:
         policy = Policy.from_dict(pol)
         if policy.to_json() in exported:  # the verified file `hwsearch export` wrote for this policy
             path, man = exported[policy.to_json()]

@@ -18,11 +18,10 @@ import argparse
 import csv
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-import sys
 
 from hwsearch.config import load_config
 from hwsearch.search import run_search

@@ -7,9 +7,9 @@ and a real Optuna SQLite study, so tests read exactly what a real run holds.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from hwsearch.cli import main
-from hwsearch.dashboard import render, write_dashboard
-from hwsearch.dashboard.data import TrialPoint, device_front, hypervolume_curve, load_dashboard_data, reference_point, Series
-from hwsearch.errors import HwsearchError
+from hwsearch.dashboard import render
+from hwsearch.dashboard.data import Series, TrialPoint, device_front, hypervolume_curve, load_dashboard_data, reference_point
 from hwsearch.results import hypervolume
-from tests.synthetic_run import random_records, record, write_run
+from tests.synthetic_run import random_records, write_run
 
 BUDGETS = {"cpu-1t": 1.2, "cpu-2t": 1.6}
 

@@ -15,11 +15,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.conftest import TINY_TRAIN, TINY_VGG
 from hwsearch.cli import main
 from hwsearch.errors import HwsearchError
 from hwsearch.export import Manifest, build_winner, export_run, verify_winner
 from hwsearch.export.winners import Winner, load_run
+from tests.conftest import TINY_TRAIN, TINY_VGG
 from tests.synthetic_run import record, write_run
 
 BUDGETS = {"cpu-1t": 0.5}

@@ -157,7 +157,7 @@ def test_profile_keeps_each_kernels_fastest_pass_and_resumes_a_killed_run(tmp_pa
     ms = MeasureSettings(passes=3)
     settings = SessionSettings(threads=1)
     with pytest.raises(KeyboardInterrupt):
-        run_profile(out, "cpu-test", kernels, settings, 16, ["m"], measure=lambda k, s, m: measure(k, s, m, stop_after=8), ms=ms, progress=False)
+        run_profile(out, "cpu-test", kernels, settings, 16, ["m"], measure=lambda k, s, m: measure(k, s, m, stop_after=8), timing=ms, progress=False)
     assert not (out / "table.csv").exists() and len((out / PASSES_FILE).read_text().splitlines()) == 1 + 8  # header + 8 passes kept
     with (out / PASSES_FILE).open("a") as f:  # killed in the middle of writing a row
         f.write(f"{kernels[5].key},1,61")

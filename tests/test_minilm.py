@@ -342,7 +342,7 @@ def test_encoder_validation_times_batches_of_models_in_interleaved_rounds(ctx, m
     spec = Spec("all-minilm-l6-v2", ctx, pred)
     ms = MeasureSettings(warmup=1, min_runs=3, min_time_s=0.0)
     with pytest.raises(HwsearchError, match="batch=-1"):
-        validate(TABLE, [spec], 1, seed=7, rounds=2, ms=ms, write=False, drift=0, batch=-1)
+        validate(TABLE, [spec], 1, seed=7, rounds=2, timing=ms, write=False, drift=0, batch=-1)
     batches: list[list[Path]] = []
     timed: list = []
     measure_cases = cases_module.measure_cases
@@ -355,7 +355,7 @@ def test_encoder_validation_times_batches_of_models_in_interleaved_rounds(ctx, m
         return timed[-len(built):]
 
     monkeypatch.setattr(cases_module, "measure_cases", spy)
-    report = validate(TABLE, [spec], 3, seed=7, rounds=2, ms=ms, write=False, drift=0, batch=2)
+    report = validate(TABLE, [spec], 3, seed=7, rounds=2, timing=ms, write=False, drift=0, batch=2)
     rng = random.Random(7)
     expected = [Policy().to_dict()] + [random_policy(ctx.space, rng).to_dict() for _ in range(2)]
     assert [c.policy for c in timed] == expected  # the same policies, in order, across batches

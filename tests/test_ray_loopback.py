@@ -9,7 +9,7 @@ import pytest
 def _listening() -> set[tuple[str, int]]:
     """(address, port) of every listening TCP socket on this machine, from /proc/net/tcp{,6}."""
     found = set()
-    for name, width in (("tcp", 8), ("tcp6", 32)):
+    for name, _width in (("tcp", 8), ("tcp6", 32)):
         path = Path("/proc/net") / name
         if not path.exists():
             continue
@@ -35,9 +35,9 @@ def _is_loopback(addr: str) -> bool:
 def test_local_ray_listens_on_loopback_only():
     if not Path("/proc/net/tcp").exists():
         pytest.skip("no /proc/net/tcp on this platform to read listening sockets from")
-    from hwsearch.search.executors import start_local_ray, stop_ray
-
     import ray
+
+    from hwsearch.search.executors import start_local_ray, stop_ray
 
     before = _listening()
     temp_dir = start_local_ray(1)

@@ -9,13 +9,13 @@ import optuna
 import pandas as pd
 import pytest
 
-import hwsearch.search.evaluate as evaluate
 from hwsearch.config import load_config
 from hwsearch.results import dominates, is_feasible, load_pareto
-from hwsearch.search import run_baseline, run_search
+from hwsearch.search import evaluate, run_baseline, run_search
 from hwsearch.search.baselines import uniform_points
 from hwsearch.search.study import storage_url
 from tests.search_helpers import write_config
+
 
 @pytest.fixture(autouse=True)
 def _tiny_baseline(tiny_resnet) -> None:

@@ -52,11 +52,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         kernels.update(found)
     out = Path(args.out or Path("latency_tables") / args.device)
     start = time.perf_counter()
-    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic, passes=args.passes)
-    run_profile(out, args.device, sorted(kernels), settings, block, [f"{ctx.task.name}/{n}" for n, ctx in contexts], measure, ms,
+    timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic, passes=args.passes)
+    run_profile(out, args.device, sorted(kernels), settings, block, [f"{ctx.task.name}/{n}" for n, ctx in contexts], measure, timing,
                 progress=not args.quiet, extra_meta=extra)
     agreement = json.loads((out / "meta.json").read_text()).get("pass_agreement")
-    print(json.dumps({"table": str(out), "kernels": len(kernels), "passes": ms.passes, "seconds": round(time.perf_counter() - start, 1), "pass_agreement": agreement}))
+    print(json.dumps({"table": str(out), "kernels": len(kernels), "passes": timing.passes, "seconds": round(time.perf_counter() - start, 1), "pass_agreement": agreement}))
     return 0
 
 
@@ -78,8 +78,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
-    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = validate(args.table, _specs(args), args.samples, seed=args.seed, rounds=args.rounds, ms=ms, drift=args.drift, combine=args.combine,
+    timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    report = validate(args.table, _specs(args), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, drift=args.drift, combine=args.combine,
                       batch=args.batch, lock_path=args.lock, progress=not args.quiet)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("vs_median_of_rounds", "drift")} | {"by_model": report["by_model"]}, indent=2))
@@ -95,8 +95,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.samples < 10:
         raise HwsearchError(f"--samples {args.samples} is too few to fit a calibration; use 60 or more (e.g. 120).")
     logging.getLogger().setLevel(logging.ERROR)
-    ms = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = calibrate(args.table, _specs(args, calibrated=False), args.samples, seed=args.seed, rounds=args.rounds, ms=ms, refit=args.refit,
+    timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    report = calibrate(args.table, _specs(args, calibrated=False), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, refit=args.refit,
                        combine=args.combine, batch=args.batch, lock_path=args.lock, progress=not args.quiet)
     keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))

@@ -73,9 +73,9 @@ def measure_devices(devices: Sequence[Device], path: Path, feed: dict[str, np.nd
             value[dev.name] = p90[dev.name] = None
             notes.append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
             continue
-        ms = dev.measure_settings()
-        t = time_model(path, settings, ms, feed)
-        value[dev.name], p90[dev.name] = t.value(ms.statistic) / 1e3, t.p90_us / 1e3
+        timing = dev.measure_settings()
+        t = time_model(path, settings, timing, feed)
+        value[dev.name], p90[dev.name] = t.value(timing.statistic) / 1e3, t.p90_us / 1e3
     return value, p90, notes
 
 

@@ -89,8 +89,8 @@ class Device:
 
     def session_record(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
         """The ORT session options and timing loop that reproduce this device's measured latency."""
-        ms = self.measure_settings()
-        return self.settings().to_dict() | {"inter_op_num_threads": 1, "input_shape": list(input_shape), "warmup": ms.warmup, "runs": ms.min_runs, "min_time_s": ms.min_time_s,
+        timing = self.measure_settings()
+        return self.settings().to_dict() | {"inter_op_num_threads": 1, "input_shape": list(input_shape), "warmup": timing.warmup, "runs": timing.min_runs, "min_time_s": timing.min_time_s,
                                             "statistic": f"{self.statistic()} of runs after warmup, batch 1 (p90 recorded too)"}
 
 

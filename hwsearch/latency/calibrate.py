@@ -47,20 +47,20 @@ def _stored_cases(table_dir: str | Path, names: Sequence[str]) -> tuple[list[dic
     return cases, record
 
 
-def _measure(specs: Sequence[Spec], samples: int, seed: int, rounds: int, ms: MeasureSettings, combine: str, batch: int,
+def _measure(specs: Sequence[Spec], samples: int, seed: int, rounds: int, timing: MeasureSettings, combine: str, batch: int,
              lock_path: str | None, progress: bool) -> tuple[list[dict], dict[str, Any]]:
     load_before, cpu_before = loadavg(), cpu_times()
     settings = SessionSettings(threads=int(specs[0].predictor.table.meta["threads"]))
     jobs = [(s, p) for j, (s, n) in enumerate(zip(specs, split_samples(samples, len(specs)))) for p in policies_for(s.ctx.space, n, seed + j)]
-    measured = measure_policies(jobs, settings, rounds, ms, combine, batch, lock_path, progress)
+    measured = measure_policies(jobs, settings, rounds, timing, combine, batch, lock_path, progress)
     cases = [{"model": c.model, "measured_ms": c.measured_ms, "policy": c.policy} for c in measured]
-    record = {"measurement": {"rounds": rounds, "combine": combine, "warmup": ms.warmup, "min_runs": ms.min_runs, "min_time_s": ms.min_time_s, "statistic": ms.statistic},
+    record = {"measurement": {"rounds": rounds, "combine": combine, "warmup": timing.warmup, "min_runs": timing.min_runs, "min_time_s": timing.min_time_s, "statistic": timing.statistic},
               "load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before),
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repeatability": repeatability_summary(measured, combine)}
     return cases, record
 
 
-def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: int = 1000, rounds: int = 6, ms: MeasureSettings | None = None,
+def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: int = 1000, rounds: int = 6, timing: MeasureSettings | None = None,
               write: bool = True, refit: bool = False, combine: str = "min", batch: int = 0, lock_path: str | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Measure ``samples`` random policies over ``specs`` (each with its uncalibrated predictor), fit, write.
@@ -69,12 +69,12 @@ def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: 
     (for the models given; their policies are lowered again with the current code)."""
     start = time.perf_counter()
     table = specs[0].predictor.table
-    ms = replace(ms or MeasureSettings(min_runs=100, min_time_s=0.1), statistic=model_statistic(table.meta))
+    timing = replace(timing or MeasureSettings(min_runs=100, min_time_s=0.1), statistic=model_statistic(table.meta))
     by_name = {s.name: s.predictor for s in specs}
     if refit:
         cases, record = _stored_cases(table_dir, list(by_name))
     else:
-        cases, record = _measure(specs, samples, seed, rounds, ms, combine, batch, lock_path, progress)
+        cases, record = _measure(specs, samples, seed, rounds, timing, combine, batch, lock_path, progress)
     fps = {name: pred.lowering.fingerprint() for name, pred in by_name.items()}
     rows = [(class_terms(by_name[c["model"]], Policy.from_dict(c["policy"])), c["measured_ms"] * 1e3) for c in cases]
     keys = [fps[c["model"]] for c in cases]

@@ -92,7 +92,7 @@ def realise_case(spec: Spec, policy: Policy, path: Path) -> Built:
     return Built(spec.name, policy, path, pred.latency_ms if pred else float("nan"), pred.coverage if pred else 1.0)
 
 
-def measure_policies(jobs: Sequence[tuple[Spec, Policy]], settings: SessionSettings, rounds: int, ms: MeasureSettings, combine: str = "min",
+def measure_policies(jobs: Sequence[tuple[Spec, Policy]], settings: SessionSettings, rounds: int, timing: MeasureSettings, combine: str = "min",
                      batch: int = 0, lock_path: str | None = None, progress: bool = False) -> list[Case]:
     """Realise and time every (spec, policy) in order, ``batch`` at a time (0: all, then time them all)."""
     from tqdm import tqdm
@@ -110,7 +110,7 @@ def measure_policies(jobs: Sequence[tuple[Spec, Policy]], settings: SessionSetti
                 built.append(realise_case(spec, policy, Path(tmp) / f"{spec.name.replace(':', '_')}-{i}.onnx"))
             os.sync()  # the kernel writes the new files back now, not during the timing
             with measuring(lock_path):
-                cases += measure_cases(built, settings, rounds, ms, feed, combine)
+                cases += measure_cases(built, settings, rounds, timing, feed, combine)
             for b in built:
                 b.path.unlink(missing_ok=True)
             bar.update(len(built))
@@ -131,7 +131,7 @@ def repeat_error(values: Sequence[float], combine: str = "median") -> float | No
     return COMBINE[combine](values[0::2]) / COMBINE[combine](values[1::2]) - 1.0 if len(values) > 1 else None
 
 
-def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int, ms: MeasureSettings, feed: dict | None = None, combine: str = "min") -> list[Case]:
+def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int, timing: MeasureSettings, feed: dict | None = None, combine: str = "min") -> list[Case]:
     """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
     ``measured_ms`` combines the rounds' ``ms.statistic`` (the table's statistic) by ``combine``
     (``min``: the fastest round; ``median``). With two or more rounds, ``repeat_error`` compares the
@@ -141,8 +141,8 @@ def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int
     per: list[list[tuple[float, float]]] = [[] for _ in built]
     for _ in range(rounds):
         for i, b in enumerate(built):
-            t = time_model(b.path, settings, ms, feed)
-            per[i].append((t.value(ms.statistic), t.p90_us))
+            t = time_model(b.path, settings, timing, feed)
+            per[i].append((t.value(timing.statistic), t.p90_us))
     cases = []
     for b, runs in zip(built, per):
         values = [m for m, _ in runs]

@@ -35,12 +35,12 @@ from hwsearch.tables import table as tbl
 from hwsearch.tables.kernels import Kernel
 
 
-def write_meta(out: Path, device: str, settings: SessionSettings, ms: MeasureSettings, block: int, overhead_us: float, models: list[str],
+def write_meta(out: Path, device: str, settings: SessionSettings, timing: MeasureSettings, block: int, overhead_us: float, models: list[str],
                extra: dict | None = None) -> dict:
     cpu, flags = tbl.cpu_info()
     meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": {**asdict(ms), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": {**asdict(timing), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -70,7 +70,7 @@ def _read_passes(path: Path) -> dict[tuple[str, int], dict]:
 
 
 def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: SessionSettings, block: int,
-                models: list[str], measure: Callable[[Kernel, SessionSettings, MeasureSettings], Timing], ms: MeasureSettings = MeasureSettings(),
+                models: list[str], measure: Callable[[Kernel, SessionSettings, MeasureSettings], Timing], timing: MeasureSettings = MeasureSettings(),
                 progress: bool = True, extra_meta: dict[str, Any] | None = None) -> Path:
     """Measure ``kernels`` not yet in ``out/table.csv`` in ``ms.passes`` shuffled passes and add each
     one's fastest pass to table.csv; write meta.json. Resumable (``out/passes.csv`` keeps every pass).
@@ -88,37 +88,37 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: S
         old = json.loads(meta_path.read_text())
         if old.get("threads") != settings.threads or old.get("runtime_version") != runtime_version():
             raise HwsearchError(f"Table {str(out)!r} was profiled with threads={old.get('threads')}, runtime {old.get('runtime_version')}; use another --device name for threads={settings.threads}.")
-        if old.get("schema") != tbl.SCHEMA or tbl.statistic(old) != ms.statistic:
+        if old.get("schema") != tbl.SCHEMA or tbl.statistic(old) != timing.statistic:
             raise HwsearchError(f"Table {str(out)!r} has schema {old.get('schema')} and statistic {tbl.statistic(old)!r}; this profile writes schema {tbl.SCHEMA} "
-                                f"with {ms.statistic!r}. Profile into a new folder (--out) or delete the old one.")
+                                f"with {timing.statistic!r}. Profile into a new folder (--out) or delete the old one.")
         models = sorted(set(old.get("models", [])) | set(models))
     csv_path, passes_path = out / "table.csv", out / PASSES_FILE
     kept = tbl.read_rows(csv_path)
     done = {row["key"] for row in kept}
     todo = [k for k in kernels if k.key not in done]
     taken = _read_passes(passes_path)
-    overhead = measure_overhead(settings, ms)
-    left = [(p, k) for p in range(ms.passes) for k in _shuffled(todo, p) if (k.key, p) not in taken]
+    overhead = measure_overhead(settings, timing)
+    left = [(p, k) for p in range(timing.passes) for k in _shuffled(todo, p) if (k.key, p) not in taken]
     with passes_path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PASS_COLUMNS)
         if f.tell() == 0:
             writer.writeheader()
         elif not passes_path.read_bytes().endswith(b"\n"):
             f.write("\n")  # a profile killed mid-row: its partial row stays unread (no ``runs``), the next starts clean
-        for p, kernel in tqdm(left, desc=f"profile {device} ({ms.passes} passes)", unit="kernel", disable=not progress, smoothing=0.05):
-            t = measure(kernel, settings, ms)
+        for p, kernel in tqdm(left, desc=f"profile {device} ({timing.passes} passes)", unit="kernel", disable=not progress, smoothing=0.05):
+            t = measure(kernel, settings, timing)
             row = {"key": kernel.key, "pass": p, "p10_us": round(t.p10_us, 3), "median_us": round(t.median_us, 3), "p90_us": round(t.p90_us, 3), "runs": t.runs}
             writer.writerow(row)
             f.flush()
             taken[(kernel.key, p)] = {k: str(v) for k, v in row.items()}
-    by_key = {k.key: [taken[(k.key, p)] for p in range(ms.passes)] for k in todo}
+    by_key = {k.key: [taken[(k.key, p)] for p in range(timing.passes)] for k in todo}
     new_rows = []
     for kernel in todo:
-        best = min(by_key[kernel.key], key=lambda r: float(r[f"{ms.statistic}_us"]))
+        best = min(by_key[kernel.key], key=lambda r: float(r[f"{timing.statistic}_us"]))
         new_rows.append(tbl.row_for(kernel, *(max(float(best[c]) - overhead, 0.0) for c in ("p10_us", "median_us", "p90_us")), int(best["runs"])))
     tbl.write_rows(csv_path, kept + new_rows)
-    agreement = pass_agreement(by_key, overhead) if ms.passes > 1 and todo else old.get("pass_agreement")
-    write_meta(out, device, settings, ms, block, overhead, models, {**(extra_meta or {}), **({"pass_agreement": agreement} if agreement else {})})
+    agreement = pass_agreement(by_key, overhead) if timing.passes > 1 and todo else old.get("pass_agreement")
+    write_meta(out, device, settings, timing, block, overhead, models, {**(extra_meta or {}), **({"pass_agreement": agreement} if agreement else {})})
     return out
 
 

@@ -71,7 +71,7 @@ def drift_jobs(table_dir: str | Path, specs: Sequence[Spec], n: int) -> list[tup
 
 
 def validate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: int = 0, rounds: int = 6,
-             ms: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True, drift: int = 30,
+             timing: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True, drift: int = 30,
              combine: str = "min", batch: int = 0, lock_path: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Validate a table over ``specs`` (one per model, each with its predictor); ``samples`` split across them.
 
@@ -79,17 +79,17 @@ def validate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: i
     again beside the validation's (interleaved with them), giving the between-run drift of the machine."""
     start, load_before, cpu_before = time.perf_counter(), loadavg(), cpu_times()
     predictor = specs[0].predictor
-    ms = replace(ms, statistic=model_statistic(predictor.table.meta))
+    timing = replace(timing, statistic=model_statistic(predictor.table.meta))
     settings = SessionSettings(threads=int(predictor.table.meta["threads"]))
     jobs = [(s, p) for j, (s, n) in enumerate(zip(specs, split_samples(samples, len(specs)))) for p in policies_for(s.ctx.space, n, seed + j)]
     again = drift_jobs(table_dir, specs, drift if predictor.calibration is not None else 0)
-    measured = measure_policies(jobs + [(s, p) for s, p, _ in again], settings, rounds, ms, combine, batch, lock_path, progress)
+    measured = measure_policies(jobs + [(s, p) for s, p, _ in again], settings, rounds, timing, combine, batch, lock_path, progress)
     cases, redone = measured[:len(jobs)], measured[len(jobs):]
     report = summarize(cases, predictor.table.meta, time.perf_counter() - start, combine=combine)
     if again:
         cal_info = predictor.calibration.info
         report["drift"] = drift_report([(then, c.measured_ms) for (_, _, then), c in zip(again, redone)], cal_info.get("measured_at") or cal_info.get("date"))
-    report["statistic"], report["load_average"] = ms.statistic, {"before": load_before, "after": loadavg()}
+    report["statistic"], report["load_average"] = timing.statistic, {"before": load_before, "after": loadavg()}
     report["kernel_statistic"], report["rounds"] = statistic(predictor.table.meta), {"n": rounds, "combine": combine}
     if batch:
         report["rounds"]["batch"] = batch

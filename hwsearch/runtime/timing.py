@@ -56,15 +56,15 @@ class Timing:
         return self.p10_us if statistic == "p10" else self.median_us
 
 
-def time_model(path: str | Path, settings: SessionSettings, ms: MeasureSettings, feed: dict[str, np.ndarray] | None = None) -> Timing:
+def time_model(path: str | Path, settings: SessionSettings, timing: MeasureSettings, feed: dict[str, np.ndarray] | None = None) -> Timing:
     """p10, median and p90 microseconds of one model file (inputs random, or ``feed``; after warm-up)."""
     sess = session(path, settings)
     feed = feed or random_feed(sess.get_inputs())
-    for _ in range(ms.warmup):
+    for _ in range(timing.warmup):
         sess.run(None, feed)
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < ms.min_runs or time.perf_counter() - start < ms.min_time_s:
+    while len(times) < timing.min_runs or time.perf_counter() - start < timing.min_time_s:
         t0 = time.perf_counter()
         sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1e6)
@@ -100,12 +100,12 @@ def _empty_model():
     return model
 
 
-def measure_overhead(settings: SessionSettings, ms: MeasureSettings) -> float:
-    """Microseconds of one call of an empty model (``ms.statistic``): the fixed per-call cost every model pays."""
+def measure_overhead(settings: SessionSettings, timing: MeasureSettings) -> float:
+    """Microseconds of one call of an empty model (``timing.statistic``): the fixed per-call cost every model pays."""
     import tempfile
 
     import onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx.save(_empty_model(), f"{tmp}/empty.onnx")
-        return min(time_model(f"{tmp}/empty.onnx", settings, MeasureSettings(ms.warmup, 200, 0.05)).value(ms.statistic) for _ in range(3))
+        return min(time_model(f"{tmp}/empty.onnx", settings, MeasureSettings(timing.warmup, 200, 0.05)).value(timing.statistic) for _ in range(3))

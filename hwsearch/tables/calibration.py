@@ -12,7 +12,9 @@ models measured on the same device:
 
 The coefficients (scales bounded at 0 and above) minimise the squared *relative* error over ``samples`` random policies (a seed
 of their own, so ``validate-table``'s policies stay held out), with a small ridge pull toward the
-uncalibrated sum (scale 1, per-kernel 0) so that a rare class cannot take wild values. Each
+uncalibrated sum (scale 1, per-kernel 0) so that a rare class cannot take wild values (the pull on
+the offsets is per microsecond for models up to 1 ms and falls with the square of the median
+model's size beyond, since a microsecond weighs less in a larger model's relative error). Each
 architecture calibrated (keyed by its lowering's fingerprint) then gets its own
 coefficients, fitted on its own models with a ridge pull toward the global ones; an architecture
 that was not calibrated uses the global coefficients. The measured cases are kept in the file, so

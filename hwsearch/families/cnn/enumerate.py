@@ -75,11 +75,11 @@ def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
 
 def kernel_timer(block: int):
     """Times one CNN kernel as its single-kernel ONNX model (:func:`build_kernel_model`)."""
-    def measure(kernel: Kernel, settings: SessionSettings, ms: MeasureSettings) -> Timing:
+    def measure(kernel: Kernel, settings: SessionSettings, timing: MeasureSettings) -> Timing:
         import onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "k.onnx"
             onnx.save(build_kernel_model(kernel, block), str(path))
-            return time_model(path, settings, ms)
+            return time_model(path, settings, timing)
     return measure

@@ -125,11 +125,11 @@ def write_kernel_model(k: Kernel, path: Path, seed: int = 0) -> Path:
     return path
 
 
-def measure_kernel(k: Kernel, settings: SessionSettings, ms: MeasureSettings) -> Timing:
+def measure_kernel(k: Kernel, settings: SessionSettings, timing: MeasureSettings) -> Timing:
     """Times block ``k`` as its own ONNX file with the table's session settings."""
     with tempfile.TemporaryDirectory() as tmp:
         path = write_kernel_model(k, Path(tmp) / "k.onnx")
-        return time_model(path, settings, ms, feed=kernel_feed(k))
+        return time_model(path, settings, timing, feed=kernel_feed(k))
 
 
 @dataclass(frozen=True)
