@@ -7,12 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hwsearch import __version__
 from hwsearch.cli import export, latency, models, search
 from hwsearch.errors import HwsearchError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwsearch", description="Hardware-aware compression search: structured pruning + int8/fp16, scored on real ONNX Runtime latency.")
+    parser.add_argument("--version", action="version", version=f"hwsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (models, latency, search, export):
         module.register(sub)

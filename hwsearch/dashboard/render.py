@@ -1,6 +1,6 @@
-"""Render a run's :class:`~hwsearch.dashboard_data.DashboardData` to one self-contained HTML page.
+"""Render a run's :class:`~hwsearch.dashboard.data.DashboardData` to one self-contained HTML page.
 
-Rendering only: the numbers come from :mod:`hwsearch.dashboard_data`. plotly.js is embedded once
+Rendering only: the numbers come from :mod:`hwsearch.dashboard.data`. plotly.js is embedded once
 (inline, no CDN), so the page works offline. The page records JavaScript errors in the
 ``data-js-errors`` attribute of ``<html>`` and the number of drawn plots in ``data-plots-rendered``
 (the browser test reads both from the rendered DOM).

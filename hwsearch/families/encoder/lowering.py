@@ -3,7 +3,7 @@
 A transformer at a fixed sequence length executes, after ONNX Runtime's optimisations, a short
 chain of big blocks whose boundaries are fp32 tensors (LayerNorm outputs), so each block is timed
 on its own and the model's latency is predicted (by the one predictor, :mod:`hwsearch.latency.predict`) as the
-per-call overhead plus the sum of its blocks. Kernel keys (the :class:`~hwsearch.latency.kernels.Kernel` text form, ``CxHxW`` =
+per-call overhead plus the sum of its blocks. Kernel keys (the :class:`~hwsearch.tables.kernels.Kernel` text form, ``CxHxW`` =
 hidden x seq x 1):
 
 - ``attn;<prec>;-;384x128x1;co=<heads>;k=32;...``: projections, attention, output, residual + LayerNorm
