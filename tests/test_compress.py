@@ -157,12 +157,18 @@ def test_int8_fuses_on_untrained_models_with_shared_initializers(digits, tmp_pat
     assert count_quantized_kernels(res.onnx_path) == len(int8)
 
 
-def test_bn_recalibration_leaves_momentum_for_the_fine_tune(digits):
-    """Recalibration averages over its own batches only; a later fine-tune must track its batches with the usual momentum."""
+def test_recovery_keeps_batchnorm_statistics_of_the_final_weights(tiny_resnet, digits):
+    """Recovery fine-tunes first, then re-estimates BatchNorm running statistics on the fine-tuned
+    weights: estimating them again changes nothing (estimated before fine-tuning, they would be
+    stale, and the fine-tune's batches would be averaged into them)."""
     from hwsearch.families.cnn.recover import recalibrate_bn
 
-    model = CNN.build_model("vgg", digits, {"cfg": [8, "M", 8]})
+    ctx = _ctx(tiny_resnet, digits).with_options(finetune_steps=5, bn_recalib_batches=2)
+    policy = Policy(default_keep=0.5)
+    model = CNN.recover(CNN.prune(tiny_resnet.model, policy, ctx.space, digits, ctx.options), tiny_resnet.model, digits, ctx.options)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    before = [bn.momentum for bn in bns]
+    stats = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in bns]
+    assert all(int(bn.num_batches_tracked) == 2 for bn in bns)
     recalibrate_bn(model, digits, 2)
-    assert [bn.momentum for bn in bns] == before and all(bn.num_batches_tracked == 2 for bn in bns)
+    for bn, (mean, var) in zip(bns, stats):
+        assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, atol=1e-6)

@@ -79,8 +79,10 @@ class CNNFamily(ModelFamily):
     def recover(self, model: nn.Module, teacher: nn.Module, task: Any, options: CompressOptions) -> nn.Module:
         from hwsearch.families.cnn.recover import finetune, recalibrate_bn
 
-        recalibrate_bn(model, task, options.bn_recalib_batches)
-        return finetune(model, task, options.finetune_steps, options.finetune_lr, teacher=teacher if options.distill else None)
+        # fine-tuning runs BatchNorm on batch statistics; the running statistics the exported model keeps are
+        # re-estimated afterwards, on the final weights
+        finetune(model, task, options.finetune_steps, options.finetune_lr, teacher=teacher if options.distill else None)
+        return recalibrate_bn(model, task, options.bn_recalib_batches)
 
     def precision_nodes(self, policy: Policy, space: SearchSpace) -> dict[str, str]:
         return {layer: policy.precision_for(layer) for layer in space.layers}

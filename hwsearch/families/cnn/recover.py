@@ -15,7 +15,6 @@ def recalibrate_bn(model: nn.Module, task: Task, n_batches: int, batch_size: int
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if n_batches <= 0 or not bns:
         return model
-    momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the recalibration batches
@@ -25,8 +24,6 @@ def recalibrate_bn(model: nn.Module, task: Task, n_batches: int, batch_size: int
         if i >= n_batches:
             break
         model(xb)
-    for bn, momentum in zip(bns, momenta):  # a later fine-tune must track its own batches, not average over them all
-        bn.momentum = momentum
     return model.eval()
 
 
