@@ -2,8 +2,8 @@
 
 - analysis: Torch-Pruning's dependency graph gives the coupled channel groups (:mod:`.prune`);
   every conv/linear layer is a precision layer named after its module;
-- mechanics: channels cut through the dependency graph, then BatchNorm recalibration and a
-  distilled fine-tune (:mod:`.recover`);
+- mechanics: channels cut through the dependency graph, then a distilled fine-tune and BatchNorm
+  statistics re-estimated on the final weights (:mod:`.recover`);
 - baseline: trained with the task's :class:`~hwsearch.options.TrainConfig` and cached (:mod:`.train`);
 - lowering: the fp32 export parsed into fused units (:mod:`.parse`) and lowered per policy the way
   ORT's CPU optimisers rewrite it (:mod:`.lowering`); profiling enumerates and builds single-kernel

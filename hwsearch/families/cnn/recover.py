@@ -1,4 +1,4 @@
-"""Recovery after pruning: BatchNorm statistics recalibration and a short fine-tune."""
+"""Recovery after pruning: a short (distilled) fine-tune, then BatchNorm statistics re-estimated on the final weights."""
 
 from __future__ import annotations
 
