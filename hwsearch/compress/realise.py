@@ -71,7 +71,7 @@ def export_precisions(ctx: Subject, model: nn.Module, policy: Policy, out_path: 
         fp32_path.unlink(missing_ok=True)
     counts = {p: 0 for p in ("int8", "fp16", "fp32")}
     for layer in ctx.space.layers:
-        counts[policy.precision_for(layer)] = counts.get(policy.precision_for(layer), 0) + 1
+        counts[policy.precision_for(layer)] += 1
     return counts
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hwsearch.compress.realise import compressed_model, realise, score_onnx
+from hwsearch.compress.realise import compressed_model, onnx_outputs, realise, score_onnx
 from hwsearch.export.manifest import Manifest
 from hwsearch.export.winners import Device, RunContext, Winner, load_run, select_winners, versions
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings, available_providers, check_model, count_quantized_kernels
 from hwsearch.runtime.timing import time_model
 from hwsearch.tables.table import file_sha256
+from hwsearch.tasks.base import torch_outputs
 
 LATENCY_WARN_RATIO = 0.30  # |measured / predicted - 1| above this is reported as a warning
 REBUILD_THREADS = 1  # torch threads of the search's workers (hwsearch.search.evaluate.Evaluator)
@@ -48,17 +49,14 @@ class Parity:
 
 def check_parity(ctx, path: str | Path, torch_model, quantized: bool, split: str = "val") -> Parity:
     """The ONNX file's outputs vs ``torch_model``'s on ``split``, judged by the task (never raises: failures are data)."""
-    from hwsearch.compress.realise import onnx_outputs
-    from hwsearch.tasks.base import torch_outputs
-
     task = ctx.task
     try:
         got = onnx_outputs(task, path, split)
         ref = torch_outputs(torch_model, *task.feeds(split))
         agree = task.agreement(got, ref, quantized)
     except Exception as exc:  # noqa: BLE001
-        fallback = task.agreement(np.zeros((1, 1)), np.zeros((1, 1)), quantized)
-        return Parity(False, fallback.metric, None, fallback.threshold, split, len(task.split(split)), f"{type(exc).__name__}: {exc}")
+        metric, threshold = task.parity_rule(quantized)
+        return Parity(False, metric, None, threshold, split, len(task.split(split)), f"{type(exc).__name__}: {exc}")
     return Parity(bool(agree.ok), agree.metric, agree.value, agree.threshold, split, agree.samples)
 
 

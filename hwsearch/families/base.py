@@ -20,8 +20,10 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from hwsearch.errors import HwsearchError
 from hwsearch.options import CompressOptions, TrainConfig
 from hwsearch.policy import Policy
+from hwsearch.runtime.onnx_export import export
 from hwsearch.space import SearchSpace
 
 
@@ -108,13 +110,9 @@ class ModelFamily(ABC):
 
     def export(self, model: nn.Module, task: Any, path: Path) -> Path:
         """fp32 ONNX of ``model`` with nodes named after its modules (batch axis, plus the task's dynamic axes)."""
-        from hwsearch.runtime.onnx_export import export
-
         return export(model, task.example_input(), path, input_names=task.input_names, dynamic_axes=task.dynamic_axes or None)
 
     def check_precisions(self, precisions: Sequence[str]) -> tuple[str, ...]:
-        from hwsearch.errors import HwsearchError
-
         bad = [p for p in precisions if p not in self.precisions]
         if bad:
             raise HwsearchError(f"Precision {bad[0]!r} is not offered by the {self.name} model family; use space.precisions from {list(self.precisions)}.")

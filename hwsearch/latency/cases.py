@@ -41,7 +41,6 @@ class Case:
     repeat_error: float | None = None  # one half of the timing rounds vs the other: the measurement's own spread
     measured_median_ms: float | None = None  # median over the rounds (measured_ms combines them as asked)
 
-
     @property
     def error(self) -> float:
         return self.predicted_ms / self.measured_ms - 1.0
@@ -133,7 +132,7 @@ def repeat_error(values: Sequence[float], combine: str = "median") -> float | No
 
 def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int, timing: MeasureSettings, feed: dict | None = None, combine: str = "min") -> list[Case]:
     """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
-    ``measured_ms`` combines the rounds' ``ms.statistic`` (the table's statistic) by ``combine``
+    ``measured_ms`` combines the rounds' ``timing.statistic`` (the table's statistic) by ``combine``
     (``min``: the fastest round; ``median``). With two or more rounds, ``repeat_error`` compares the
     even rounds with the odd ones, combined the same way: how far two measurements of the same file
     disagree (the noise floor of the validation)."""

@@ -101,7 +101,8 @@ class Task:
 
     def calibration_feeds(self, samples: int) -> list[dict[str, np.ndarray]]:
         """The int8 calibration batches: the first ``samples`` training inputs."""
-        x = self.split("train").x[: max(1, min(samples, len(self.split("train"))))]
+        train = self.split("train").x
+        x = train[: max(1, min(samples, len(train)))]
         return [{INPUT_NAME: x[i : i + CALIB_BATCH]} for i in range(0, len(x), CALIB_BATCH)]
 
     # --- metric -------------------------------------------------------------------------------
@@ -115,15 +116,23 @@ class Task:
         """Top-1 accuracy in [0, 1]."""
         return float((np.asarray(outputs).argmax(axis=1) == np.asarray(targets)).mean())
 
+    def parity_rule(self, quantized: bool) -> tuple[str, float]:
+        """How an exported file's outputs must agree with its torch model's: (metric, threshold).
+        fp32: max abs output difference <= 1e-4; int8/fp16: top-1 agreement >= 99%."""
+        return ("top1_agreement", self.min_top1_agreement) if quantized else ("max_abs_diff", self.fp32_max_abs_diff)
+
+    def parity_value(self, got: np.ndarray, ref: np.ndarray, quantized: bool) -> float:
+        """The :meth:`parity_rule` metric of ``got`` against ``ref``."""
+        return float((got.argmax(1) == ref.argmax(1)).mean()) if quantized else float(np.abs(got - ref).max())
+
     def agreement(self, got: np.ndarray, ref: np.ndarray, quantized: bool) -> Agreement:
-        """fp32: max abs output difference <= 1e-4; int8/fp16: top-1 agreement >= 99%."""
+        """``got`` vs ``ref`` judged by :meth:`parity_rule` (``max_abs_diff`` must stay at or below its threshold, the others reach it)."""
         if got.shape != ref.shape:
             raise ValueError(f"output shape {got.shape} differs from torch's {ref.shape}")
-        if quantized:
-            value = float((got.argmax(1) == ref.argmax(1)).mean())
-            return Agreement(value >= self.min_top1_agreement, "top1_agreement", value, self.min_top1_agreement, len(got))
-        value = float(np.abs(got - ref).max())
-        return Agreement(bool(np.isfinite(value)) and value <= self.fp32_max_abs_diff, "max_abs_diff", value, self.fp32_max_abs_diff, len(got))
+        metric, threshold = self.parity_rule(quantized)
+        value = self.parity_value(got, ref, quantized)
+        ok = bool(np.isfinite(value)) and (value <= threshold if metric == "max_abs_diff" else value >= threshold)
+        return Agreement(ok, metric, value, threshold, len(got))
 
 
 def check_split(name: str) -> str:

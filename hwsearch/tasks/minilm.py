@@ -24,7 +24,7 @@ from torch import nn
 
 from hwsearch.errors import HwsearchError
 from hwsearch.tasks import corpus
-from hwsearch.tasks.base import CALIB_BATCH, Agreement, Split, Task, check_split, torch_outputs
+from hwsearch.tasks.base import CALIB_BATCH, Split, Task, check_split, torch_outputs
 
 MODEL_NAMES = ("all-minilm-l6-v2", "minilm-l6")
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -154,13 +154,12 @@ class MiniLMTask(Task):
     def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:  # type: ignore[override]
         return self.fidelity(outputs, targets)[self.objective]
 
-    def agreement(self, got: np.ndarray, ref: np.ndarray, quantized: bool) -> Agreement:
+    def parity_rule(self, quantized: bool) -> tuple[str, float]:
         """fp32: max abs embedding difference <= 1e-4; int8: mean cosine to the torch model >= 0.9."""
-        if quantized:
-            value = float((got * ref).sum(1).mean())
-            return Agreement(value >= QUANTIZED_PARITY_COSINE, "mean_cosine", value, QUANTIZED_PARITY_COSINE, len(got))
-        value = float(np.abs(got - ref).max())
-        return Agreement(value <= self.fp32_max_abs_diff, "max_abs_diff", value, self.fp32_max_abs_diff, len(got))
+        return ("mean_cosine", QUANTIZED_PARITY_COSINE) if quantized else ("max_abs_diff", self.fp32_max_abs_diff)
+
+    def parity_value(self, got: np.ndarray, ref: np.ndarray, quantized: bool) -> float:
+        return float((got * ref).sum(1).mean()) if quantized else float(np.abs(got - ref).max())
 
 
 def make_task(**options: Any) -> MiniLMTask:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -255,10 +255,7 @@ class CNNLowering:
 
     graph: UnitGraph
     space: SearchSpace
-    fixed_us: Mapping[tuple, float] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fixed_us", {})
+    fixed_us: Mapping[tuple, float] = field(default_factory=dict)
 
     def kernels(self, policy: Policy) -> list[tuple]:
         return self.graph.lower(self.space, policy)

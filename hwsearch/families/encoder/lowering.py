@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +140,7 @@ class EncoderLowering:
     model: Any
     space: Any
     seq_len: int
-    fixed_us: Mapping[tuple, float] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fixed_us", {TRANSITION: 0.0})
+    fixed_us: Mapping[tuple, float] = field(default_factory=lambda: {TRANSITION: 0.0})
 
     def kernels(self, policy: Policy) -> list[tuple]:
         blocks = [k.fields() for k in model_kernels(self.model, self.space, policy, self.seq_len)]
