@@ -10,7 +10,9 @@ the latency commands and ``hwsearch compress`` build it the same way (:func:`fro
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,17 +39,18 @@ class Context:
     devices: tuple[DeviceSpec, ...] = ()
     _predictors: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def predictor(self, table_dir: str, strict: bool = False, calibrated: bool = True):
-        """The latency predictor of this model's policies from the table at ``table_dir``."""
+    def predictor(self, table_dir: str, strict: bool = False, calibrated: bool = True, adapt: str | None = None):
+        """The latency predictor of this model's policies from the table at ``table_dir`` (with this
+        machine's adaptation under ``adapt``: ``auto``/``off``/``require``, default ``$HWSEARCH_ADAPT`` or auto)."""
         from hwsearch.latency.predict import load_predictor
 
         factory = import_object(os.environ[PREDICTOR_ENV], "Latency predictor") if os.environ.get(PREDICTOR_ENV) else load_predictor
-        return factory(table_dir, self.family, self.baseline.model, self.task, self.space, strict=strict, calibrated=calibrated)
+        return factory(table_dir, self.family, self.baseline.model, self.task, self.space, strict=strict, calibrated=calibrated, adapt=adapt)
 
     def predictors(self) -> dict[str, Any]:
         """One predictor per configured device, keyed by device name (loaded once)."""
         if not self._predictors:
-            self._predictors.update({d.name: self.predictor(d.table) for d in self.devices})
+            self._predictors.update({d.name: self.predictor(d.table, adapt=d.adapt) for d in self.devices})
         return self._predictors
 
     def with_options(self, **changes: Any) -> Context:
@@ -97,3 +100,60 @@ def from_config(cfg: ExperimentConfig, verbose: bool = False) -> Context:
     return build(cfg.task, cfg.model, task_options=cfg.task_options, model_options=cfg.model_options, train=cfg.baseline,
                  keep_choices=cfg.space.keep_choices, precisions=cfg.space.precisions, channel_multiple=cfg.space.channel_multiple,
                  options=dataclasses.replace(cfg.compress, eval_split="val"), devices=cfg.devices, verbose=verbose)
+
+
+def reference_specs(table_dir: str) -> list[Any]:
+    """One latency Spec per reference model of the table at ``table_dir`` (its reference.json, else
+    the models its meta.json lists), with untrained weights and the table's unadapted predictor."""
+    from hwsearch.latency.cases import Spec
+    from hwsearch.tables import reference
+    from hwsearch.tables.table import load_table
+
+    ref = reference.load(table_dir)
+    if ref is not None:
+        pairs = list(dict.fromkeys((m["task"], m["model"], json.dumps(m.get("model_options") or {}, sort_keys=True)) for m in ref["models"]))
+    else:
+        listed = [str(m) for m in load_table(table_dir, warn_provenance=False).meta.get("models") or []]
+        pairs = [(*m.split("/", 1), "{}") for m in listed if "/" in m]
+        if not pairs:
+            raise HwsearchError(f"Latency table {table_dir!r} has no reference.json and its meta.json names no task/model pairs, so it cannot be checked here; "
+                                f"run `hwsearch calibrate-table {table_dir} --model ...` to give it reference models.")
+    out = []
+    for task, model, options in pairs:
+        ctx = build(task, model, model_options=json.loads(options), random_init=True)
+        out.append(Spec(ctx.baseline.model_spec, ctx, ctx.predictor(table_dir, adapt="off")))
+    return out
+
+
+def ensure_adaptation(device: DeviceSpec, progress: bool = True) -> dict[str, Any]:
+    """Before predicting for ``device`` on this machine: under ``auto``, check its table here and store
+    an adaptation when none matches this machine (``hwsearch check-table --adapt``, about a minute);
+    under ``require``, fail unless one matches; under ``off``, do nothing. Returns what was used."""
+    import warnings
+
+    from hwsearch.latency.check import check_table
+    from hwsearch.tables import adaptation as adapt_files
+    from hwsearch.tables.table import load_table
+
+    mode = adapt_files.default_mode(device.adapt)
+    if mode == "off":
+        return {"mode": mode, "adaptation": None}
+    table = load_table(device.table, warn_provenance=False)
+    calibrated = (table.path / "calibration.json").is_file()
+    found = adapt_files.find(device.table, int(table.meta["threads"]), str(table.meta.get("provider", "CPUExecutionProvider")), calibrated)
+    if found.adaptation is not None:
+        return {"mode": mode, "adaptation": found.adaptation.key, "created": found.adaptation.info.get("created"), "fit": found.adaptation.info.get("fit")}
+    if mode == "require":
+        raise HwsearchError(f"Device {device.name!r}: table {device.table!r} has no adaptation for this machine ({adapt_files.describe(found.fingerprint)}) and adapt = \"require\"; "
+                            f"run `hwsearch check-table {device.table} --adapt` here first, or set adapt = \"auto\".")
+    if progress:
+        print(f"[{device.name}] no adaptation of {device.table} for this machine: checking the table here (hwsearch check-table --adapt)", file=sys.stderr)
+    try:
+        report = check_table(device.table, reference_specs(device.table), adapt=True, progress=progress)
+    except HwsearchError as exc:
+        warnings.warn(f"Device {device.name!r}: the table could not be checked on this machine ({exc}); predicting with the table as built.", stacklevel=2)
+        return {"mode": mode, "adaptation": None, "error": str(exc)}
+    if progress:
+        print(f"[{device.name}] {report['verdict']}", file=sys.stderr)
+    keep = ("offset", "by_family", "before", "after_leave_one_out", "repeatability", "verdict", "seconds", "machine")
+    return {"mode": mode, "adaptation": report["adaptation"]["key"], "check": {k: report[k] for k in keep}}

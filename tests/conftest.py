@@ -24,6 +24,7 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory):
     path = os.environ.get("HWSEARCH_TEST_CACHE") or str(tmp_path_factory.mktemp("hwcache"))
     old = os.environ.get("HWSEARCH_CACHE")
     os.environ["HWSEARCH_CACHE"] = path
+    os.environ.setdefault("HWSEARCH_ADAPT", "off")  # searches don't time tables on the test machine (tests of adaptation set their mode)
     torch.set_num_threads(2)
     yield path
     if old is None:

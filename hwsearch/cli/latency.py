@@ -22,10 +22,10 @@ def _contexts(args: argparse.Namespace):
     return out
 
 
-def _specs(args: argparse.Namespace, calibrated: bool = True) -> list:
+def _specs(args: argparse.Namespace, calibrated: bool = True, adapt: str | None = None) -> list:
     from hwsearch.latency.cases import Spec
 
-    return [Spec(name, ctx, ctx.predictor(args.table, calibrated=calibrated)) for name, ctx in _contexts(args)]
+    return [Spec(name, ctx, ctx.predictor(args.table, calibrated=calibrated, adapt=adapt)) for name, ctx in _contexts(args)]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -65,7 +65,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     policy = Policy.load(args.policy)
     (name, ctx), = _contexts(args)[:1]
-    predictor = ctx.predictor(args.table, strict=args.strict)
+    predictor = ctx.predictor(args.table, strict=args.strict, adapt=args.adapt)
     pred = predictor.predict(policy)
     print(json.dumps({"device": predictor.device, "model": name, **pred.to_dict(), "kernels": len(predictor.kernels(policy))}, indent=2))
     return 0
@@ -79,10 +79,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
     timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = validate(args.table, _specs(args), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, drift=args.drift, combine=args.combine,
+    report = validate(args.table, _specs(args, adapt=args.adapt), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, drift=args.drift, combine=args.combine,
                       batch=args.batch, lock_path=args.lock, progress=not args.quiet)
-    keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds")
-    print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("vs_median_of_rounds", "drift")} | {"by_model": report["by_model"]}, indent=2))
+    keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds", "adaptation")
+    print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("unadapted", "vs_median_of_rounds", "drift", "written_to")} | {"by_model": report["by_model"]}, indent=2))
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0
@@ -96,12 +96,45 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise HwsearchError(f"--samples {args.samples} is too few to fit a calibration; use 60 or more (e.g. 120).")
     logging.getLogger().setLevel(logging.ERROR)
     timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = calibrate(args.table, _specs(args, calibrated=False), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, refit=args.refit,
+    report = calibrate(args.table, _specs(args, calibrated=False, adapt="off"), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, refit=args.refit,
                        combine=args.combine, batch=args.batch, lock_path=args.lock, progress=not args.quiet)
     keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
     print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
     for w in report.get("warnings") or []:
         print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hwsearch.context import reference_specs
+    from hwsearch.latency.check import CHECK_TIMING, check_table
+    from hwsearch.runtime.timing import MeasureSettings
+
+    if args.rounds < 2:
+        raise HwsearchError(f"--rounds {args.rounds} must be 2 or more (the rounds' agreement is the check's noise floor).")
+    if not (Path(args.table) / "table.csv").is_file():
+        raise HwsearchError(f"{args.table!r} is not a latency table folder (no table.csv); pass one such as latency_tables/cpu-1t.")
+    logging.getLogger().setLevel(logging.ERROR)
+    timing = MeasureSettings(warmup=CHECK_TIMING.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
+    report = check_table(args.table, reference_specs(args.table), adapt=args.adapt, rounds=args.rounds, timing=timing, batch=args.batch, lock_path=args.lock,
+                         progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    b, loo, here = report["before"], report["after_leave_one_out"], report["machine"]
+    builder = report.get("builder") or {}
+    print(f"table {report['table']} ({report['device']}, {report['threads']} thread(s)), built on {builder.get('cpu_model')} with ORT {builder.get('runtime_version')}")
+    print(f"this machine: {here['cpu_model']}, {here['cores']} cores, ORT {here['runtime_version']}; {report['references']} reference models in {report['seconds']} s")
+    vs = report.get("vs_builder")
+    print(f"offset vs the table: {report['offset']:+.1%} overall" + (f" ({vs:+.1%} vs the builder's own timing of the same models)" if vs is not None else ""))
+    for fam, v in report["by_family"].items():
+        print(f"  {fam:>6}: {v['offset']:+.1%}  ({v['share']:.0%} of predicted time)")
+    print(f"reference models within ±10%: {b['within_10pct']:.0%} as built (rmspe {b['rmspe']:.1%}), {loo['within_10pct']:.0%} adapted (leave-one-out rmspe {loo['rmspe']:.1%})")
+    if report.get("repeatability"):
+        print(f"repeatability (rounds vs rounds): rmspe {report['repeatability']['rmspe']:.1%}; cpu steal {report.get('cpu_steal') or 0:.1%}")
+    print(f"verdict: {report['verdict']}")
+    if report.get("adaptation"):
+        print(f"adaptation {report['adaptation']['key']} stored at {report['adaptation']['path']}; predictors on this machine apply it from now on")
     return 0
 
 
@@ -118,6 +151,11 @@ def _measure_options(p: argparse.ArgumentParser, samples: int, seed: int) -> Non
     p.add_argument("--batch", type=int, default=0, help="models realised on disk before each batch is timed (0: all; 16 suits the encoder's 60-90 MB files)")
     p.add_argument("--lock", default=None, help="flock this file while timing (other measuring processes wait)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _adapt_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapt", choices=("auto", "off", "require"), default=None,
+                   help="this machine's table adaptation (hwsearch check-table --adapt): auto (default, $HWSEARCH_ADAPT): apply it if one matches; off: the table as built; require: fail without one")
 
 
 def register(sub) -> None:
@@ -139,13 +177,27 @@ def register(sub) -> None:
     p.add_argument("--table", required=True, help="table folder, e.g. latency_tables/cpu-1t")
     p.add_argument("--policy", required=True, help="policy JSON file")
     p.add_argument("--strict", action="store_true", help="a kernel missing from the table is an error instead of interpolated")
+    _adapt_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("validate-table", help="predicted vs measured latency of random compressed models; writes validation.json")
     _common(p)
     _measure_options(p, samples=200, seed=0)
+    _adapt_option(p)
     p.add_argument("--drift", type=int, default=30, help="also re-time this many of the calibration's whole models: the machine's drift since calibrating (0: skip)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("check-table", help="re-time the table's reference models here: this machine's offset per kernel-class family and a verdict; --adapt stores a fitted adaptation")
+    p.add_argument("table", help="table folder, e.g. latency_tables/cpu-1t")
+    p.add_argument("--adapt", action="store_true", help="fit and store this machine's adaptation (applied by every predictor on this machine from then on)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds per reference model (their agreement is the noise floor)")
+    p.add_argument("--min-runs", type=int, default=30)
+    p.add_argument("--min-time", type=float, default=0.1)
+    p.add_argument("--batch", type=int, default=0, help="models realised on disk before each batch is timed (0: all)")
+    p.add_argument("--lock", default=None, help="flock this file while timing (other measuring processes wait)")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("calibrate-table", help="fit the table's per-kernel-class correction on measured whole models; writes calibration.json")
     _common(p)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,17 +14,20 @@ from hwsearch.options import CompressOptions
 from hwsearch.space import DEFAULT_KEEP_CHOICES
 
 SAMPLERS = ("nsga2", "tpe", "random")
+ADAPT_MODES = ("auto", "off", "require")  # a device table's machine adaptation (hwsearch.tables.adaptation)
 OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
 TABLES = ("task_options", "model_options", "baseline", "devices", "compress", "space")
 
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """One target device: its latency table directory (absolute) and optional budget."""
+    """One target device: its latency table directory (absolute), optional budget, and how the table
+    is adapted to the machine (``auto`` / ``off`` / ``require``; None: ``$HWSEARCH_ADAPT`` or auto)."""
 
     name: str
     table: str
     budget_ms: float | None = None
+    adapt: str | None = None
 
 
 COMPRESS_KEYS = ("importance", "finetune_steps", "finetune_lr", "distill", "bn_recalib_batches", "calib_samples")  # CompressOptions' config keys
@@ -92,4 +97,16 @@ class ExperimentConfig:
         return json.loads(json.dumps(data))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write the config as JSON, readable by its owner only, via a temporary file in the same
+        folder and ``os.replace``: a kill or a full disk leaves the old file whole, never half a one."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class Manifest:
     versions: dict[str, str]
     created: str
     export_seconds: float
+    measurement_conditions: dict[str, Any] = field(default_factory=dict)  # load average, CPU steal, adaptation per device while re-measuring
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,7 +68,8 @@ class Manifest:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise HwsearchError(f"Manifest {str(path)!r} cannot be read ({exc}); export the winner again with `hwsearch export`.") from None
-        missing = sorted(set(cls.__dataclass_fields__) - set(data) - {"schema_version"})
+        required = {k for k, f in cls.__dataclass_fields__.items() if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(data))
         if missing:
             raise HwsearchError(f"Manifest {str(path)!r} lacks {', '.join(missing)}; export the winner again with `hwsearch export`.")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -21,15 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from hwsearch.compress.realise import compressed_model, onnx_outputs, realise, score_onnx
+from hwsearch.context import ensure_adaptation
 from hwsearch.export.manifest import Manifest
 from hwsearch.export.winners import Device, RunContext, Winner, load_run, select_winners, versions
+from hwsearch.latency.cases import cpu_times, loadavg, steal_since
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings, available_providers, check_model, count_quantized_kernels
 from hwsearch.runtime.timing import time_model
 from hwsearch.tables.table import file_sha256
 from hwsearch.tasks.base import torch_outputs
 
-LATENCY_WARN_RATIO = 0.30  # |measured / predicted - 1| above this is reported as a warning
+LATENCY_WARN_FLOOR = 0.05  # |measured / predicted - 1| above max(3 x the table's validation rmspe, this) is reported as a warning
 REBUILD_THREADS = 1  # torch threads of the search's workers (hwsearch.search.evaluate.Evaluator)
 ACCURACY_TOLERANCE = 1e-9
 
@@ -77,13 +79,19 @@ def measure_devices(devices: Sequence[Device], path: Path, feed: dict[str, np.nd
     return value, p90, notes
 
 
-def latency_warnings(predicted: dict[str, float | None], measured: dict[str, float | None]) -> list[str]:
+def warn_tolerance(rmspe: float | None) -> float:
+    """How far a measured latency may stray from its prediction before export warns: max(3 × the table's validation RMSPE, 5%)."""
+    return max(3.0 * (rmspe or 0.0), LATENCY_WARN_FLOOR)
+
+
+def latency_warnings(predicted: dict[str, float | None], measured: dict[str, float | None], rmspe: dict[str, float | None] | None = None) -> list[str]:
     out = []
     for dev, m in measured.items():
         p = predicted.get(dev)
-        if m is not None and p:
-            if abs(m / p - 1.0) > LATENCY_WARN_RATIO:
-                out.append(f"device {dev!r}: measured {m:.4f} ms is {100 * (m / p - 1):+.0f}% off the predicted {p:.4f} ms")
+        tol = warn_tolerance((rmspe or {}).get(dev))
+        if m is not None and p and abs(m / p - 1.0) > tol:
+            out.append(f"device {dev!r}: measured {m:.4f} ms is {100 * (m / p - 1):+.0f}% off the predicted {p:.4f} ms (beyond ±{tol:.0%}, 3x the table's validation rmspe); "
+                       f"check the table on this machine: `hwsearch check-table TABLE`")
     return out
 
 
@@ -134,10 +142,13 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
     parity = check_parity(ctx.ctx, path, model, quantized)
     flags = _flags(checker_error, parity)
     runs = parity.value is not None  # the file loads and runs in ORT
+    load_before, cpu_before = loadavg(), cpu_times()
     if runs:
         median, p90, notes = measure_devices(ctx.devices, path, task.latency_feed())
     else:
         median, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
+    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(),
+                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied"}
     predicted, pred_notes = ctx.predict(winner)
     accuracy = result.accuracy if runs else None  # realise scored the file on options.eval_split
     return Manifest(
@@ -148,8 +159,8 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
         params=result.params, macs=result.macs, size_bytes=path.stat().st_size if path.is_file() else 0,
         precision_counts=dict(result.precision_counts), quantized_kernels=_quantized_kernels(path) if runs else None,
         checker_ok=checker_error is None, checker_error=checker_error, parity_ok=parity.ok, parity=dict(parity.__dict__),
-        ok=not flags, flags=flags, warnings=notes + pred_notes + latency_warnings(predicted, median) + accuracy_warnings(accuracy, winner.search_accuracy),
-        tables={d.name: d.provenance() for d in ctx.devices},
+        ok=not flags, flags=flags, warnings=notes + pred_notes + latency_warnings(predicted, median, ctx.validation_rmspe()) + accuracy_warnings(accuracy, winner.search_accuracy),
+        tables={d.name: d.provenance() for d in ctx.devices}, measurement_conditions=conditions,
         session_options={d.name: d.session_record(shape) for d in ctx.devices},
         accuracy_session_options=SessionSettings().to_dict() | {"inter_op_num_threads": 1},
         task=ctx.config.task, model=ctx.ctx.baseline.model_spec, model_options=dict(ctx.ctx.baseline.model_options),
@@ -184,7 +195,7 @@ class _QuantizerHints(logging.Filter):
         return "pre-processing" not in record.getMessage()
 
 
-def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: bool = True, study_name: str | None = None) -> list[Manifest]:
+def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: bool = True, study_name: str | None = None, progress: bool = False) -> list[Manifest]:
     """Export the Pareto front (``pareto=True``, from pareto.json) and/or the listed trial numbers of ``run_dir``.
 
     Each winner is written to ``run_dir/export/<trial>/`` (model.onnx, manifest.json). Returns one
@@ -196,4 +207,6 @@ def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: boo
     if not any(isinstance(f, _QuantizerHints) for f in root.filters):
         root.addFilter(_QuantizerHints())
     ctx = load_run(run_dir, study_name)
+    for spec in ctx.config.devices:  # the tables checked (and adapted) on this machine before predicting
+        ensure_adaptation(spec, progress)
     return [export_winner(ctx, w) for w in select_winners(ctx, trials, pareto)]

@@ -23,6 +23,7 @@ from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings
+from hwsearch.tables.adaptation import path_of as adaptation_path
 from hwsearch.tables.table import file_sha256, model_statistic
 
 PREDICTION_TOLERANCE = 0.01  # a fresh table prediction this far from the search's stored one is reported
@@ -121,6 +122,24 @@ class RunContext:
             return self.ctx.predictors()
         except Exception as exc:  # noqa: BLE001 - no usable predictor: the search's record is used, and said so
             return {"__error__": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+
+    def adaptations(self) -> dict[str, str | None]:
+        """The machine adaptation each device's predictor applies (None: the table as built)."""
+        return {d.name: getattr(getattr(self._predictors.get(d.name), "adaptation", None), "key", None) for d in self.devices}
+
+    def validation_rmspe(self) -> dict[str, float | None]:
+        """Per device, the RMSPE of the predictor export compares with: the adapted predictor's validation on this machine when
+        there is one, else the table's validation.json (None without either)."""
+        out: dict[str, float | None] = {}
+        for dev, key in self.adaptations().items():
+            table = next(d.table_dir for d in self.devices if d.name == dev)
+            candidates = ([p.with_name(f"{key}-validation.json") for p in [adaptation_path(table, key)] if p] if key else []) + [table / "validation.json"]
+            found = next((c for c in candidates if c.is_file()), None)
+            try:
+                out[dev] = float(json.loads(found.read_text())["rmspe"]) if found else None
+            except (OSError, ValueError, KeyError, TypeError):
+                out[dev] = None
+        return out
 
     def predict(self, winner: Winner) -> tuple[dict[str, float | None], list[str]]:
         """Predicted latency per device from the tables (the search's stored figure when no predictor exists)."""

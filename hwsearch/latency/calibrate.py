@@ -3,7 +3,8 @@
 ``samples`` random policies (seeds 1000+, so ``validate-table``'s policies stay held out) are
 realised and timed (:mod:`hwsearch.latency.cases`); the fit and the file format are
 :mod:`hwsearch.tables.calibration`. The measured cases are kept in ``calibration.json``, so
-``--refit`` refits without measuring again. Works for every model family.
+``--refit`` refits without measuring again. Up to ten of the cases become the table's reference
+models (``reference.json``, :func:`hwsearch.latency.check.derive_reference`). Works for every model family.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.cases import Spec, cpu_times, loadavg, measure_policies, noise_warnings, policies_for, repeatability_summary, steal_since
+from hwsearch.latency.check import derive_reference
+from hwsearch.latency.predict import Predictor
 from hwsearch.latency.validate import split_samples
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
@@ -91,4 +94,6 @@ def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: 
     result = Calibration(scale, per_kernel, intercept, info, by_model)
     if write:
         (Path(table_dir) / CALIBRATION_FILE).write_text(json.dumps({**result.to_dict(), "cases": cases}, indent=1) + "\n")
+        calibrated = [replace(s, predictor=Predictor(s.predictor.table, s.predictor.lowering, s.predictor.space, False, result.for_model(fps[s.name]))) for s in specs]
+        derive_reference(table_dir, calibrated)  # reference.json: the models `hwsearch check-table` re-times on another machine
     return result.to_dict()

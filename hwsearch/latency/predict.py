@@ -11,11 +11,16 @@ neurons) between the two nearest measured neighbours that bracket it; outside th
 scale the nearest neighbour by the work ratio. The kernel is reported in ``Prediction.missing``
 and lowers ``coverage``. With ``strict=True`` a missing kernel is an error naming it; a kernel with
 no neighbours in the table is always an error.
+
+With an adaptation (:mod:`hwsearch.tables.adaptation`: fitted by ``hwsearch check-table --adapt``
+on this machine), each kernel's calibrated time is scaled by its class family's factor and the
+fixed part by the machine's overall one; ``Predictor.adaptation`` names the one applied.
 """
 
 from __future__ import annotations
 
 import bisect
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +28,11 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
+from hwsearch.tables import adaptation as adapt_files
+from hwsearch.tables.adaptation import Adaptation
 from hwsearch.tables.calibration import Calibration, load_calibration
 from hwsearch.tables.kernels import Kernel
-from hwsearch.tables.table import Table, load_table
+from hwsearch.tables.table import Table, check_provenance, load_table
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,10 @@ class Prediction:
     latency_ms: float
     coverage: float  # fraction of table kernels found exactly in the table (0..1)
     missing: tuple[str, ...]  # keys that were interpolated
+    adaptation: str | None = None  # key of the machine adaptation applied (None: the table as built)
 
     def to_dict(self) -> dict:
-        return {"latency_ms": self.latency_ms, "coverage": self.coverage, "missing": list(self.missing)}
+        return {"latency_ms": self.latency_ms, "coverage": self.coverage, "missing": list(self.missing), "adaptation": self.adaptation}
 
 
 class Interpolator:
@@ -65,14 +73,17 @@ class Interpolator:
 class Predictor:
     """Latency predictions for one (table, lowering, space); construct once, predict per trial."""
 
-    def __init__(self, table: Table, lowering: Any, space: SearchSpace, strict: bool = False, calibration: Calibration | None = None) -> None:
+    def __init__(self, table: Table, lowering: Any, space: SearchSpace, strict: bool = False, calibration: Calibration | None = None,
+                 adaptation: Adaptation | None = None) -> None:
         self.table, self.lowering, self.space, self.strict, self.calibration = table, lowering, space, strict, calibration
+        self.adaptation = adaptation
         self.device: str = table.device
         self._us = {k.fields(): v for k, v in table.us.items()}
         self._fixed = dict(lowering.fixed_us)
         self._interp = Interpolator(table, lowering)
         self._estimated: dict[tuple, float] = {}
-        self._overhead_us = table.call_overhead_us + (calibration.intercept_us if calibration else 0.0)
+        self.fixed_us = table.call_overhead_us + (calibration.intercept_us if calibration else 0.0)  # before any adaptation
+        self._overhead_us = adaptation.fixed_us(self.fixed_us) if adaptation else self.fixed_us
         self._coef: dict[tuple, tuple[float, float]] = {}
         self._names = (frozenset(space.group_names), frozenset(space.layers))
 
@@ -96,7 +107,7 @@ class Predictor:
 
     def predict(self, policy: Policy) -> Prediction:
         ktuples = self.kernel_tuples(policy)
-        us, fixed, coef, cal = self._us, self._fixed, self._coef, self.calibration
+        us, fixed, coef, coef_on = self._us, self._fixed, self._coef, self.calibration is not None or self.adaptation is not None
         total = self._overhead_us
         missing: list[str] = []
         n_fixed = 0
@@ -109,14 +120,31 @@ class Predictor:
                     missing.append(Kernel(*t).key)
                 else:
                     n_fixed += 1
-            if cal is not None:
+            if coef_on:
                 a_b = coef.get(t)
                 if a_b is None:
-                    a_b = coef[t] = cal.coefficients(self.lowering.kernel_class(t))
+                    a_b = coef[t] = self._coefficients(t)
                 v = a_b[0] * v + a_b[1]
             total += v
         n = len(ktuples) - n_fixed
-        return Prediction(total / 1e3, (n - len(missing)) / n if n else 1.0, tuple(missing))
+        return Prediction(total / 1e3, (n - len(missing)) / n if n else 1.0, tuple(missing), self.adaptation.key if self.adaptation is not None else None)
+
+    def _coefficients(self, t: tuple) -> tuple[float, float]:
+        """(scale, per-kernel µs) of a kernel: its class's calibration, times its class family's adaptation."""
+        cls = self.lowering.kernel_class(t)
+        a, b = self.calibration.coefficients(cls) if self.calibration is not None else (1.0, 0.0)
+        s = self.adaptation.family_scale(cls) if self.adaptation is not None else 1.0
+        return a * s, b * s
+
+    def family_terms(self, policy: Policy) -> dict[str, float]:
+        """µs of the calibrated, unadapted prediction per class family, without the fixed part (what an adaptation is fitted on)."""
+        out: dict[str, float] = {}
+        for t in self.kernel_tuples(policy):
+            cls = self.lowering.kernel_class(t)
+            a, b = self.calibration.coefficients(cls) if self.calibration is not None else (1.0, 0.0)
+            fam = adapt_files.class_family(cls)
+            out[fam] = out.get(fam, 0.0) + a * self.kernel_us(t) + b
+        return out
 
     def _missing(self, t: tuple) -> float:
         if self.strict:
@@ -127,11 +155,32 @@ class Predictor:
         return v
 
 
+def machine_adaptation(table: Table, calibrated: bool, mode: str | None = None) -> Adaptation | None:
+    """The stored adaptation of ``table`` for this machine under ``mode`` (``off``: none; ``auto``:
+    the matching one if any; ``require``: the matching one, else a one-line error). Adaptations made
+    on another machine are not applied, with a warning naming both machines."""
+    mode = adapt_files.default_mode(mode)
+    if mode == "off":
+        return None
+    found = adapt_files.find(table.path, int(table.meta["threads"]), str(table.meta.get("provider", "CPUExecutionProvider")), calibrated)
+    if found.adaptation is None:
+        for why in found.rejected:
+            warnings.warn(f"Latency table {str(table.path)!r}: {why}; not applied.", stacklevel=3)
+        if mode == "require":
+            raise HwsearchError(f"Latency table {str(table.path)!r} has no adaptation for this machine ({adapt_files.describe(found.fingerprint)}) and adapt = \"require\"; "
+                                f"run `hwsearch check-table {table.path} --adapt` here first, or set adapt = \"auto\".")
+    return found.adaptation
+
+
 def load_predictor(table_dir: str | Path, family: Any, model: Any, task: Any, space: SearchSpace, strict: bool = False,
-                   calibrated: bool = True) -> Predictor:
-    """Load and check the table at ``table_dir`` (and its calibration.json unless ``calibrated=False``),
-    then lower ``model``'s graph once (``family.lowering``) for fast predictions."""
-    table = load_table(table_dir)
+                   calibrated: bool = True, adapt: str | None = None) -> Predictor:
+    """Load and check the table at ``table_dir`` (and its calibration.json unless ``calibrated=False``,
+    and the adaptation for this machine under ``adapt``: see :func:`machine_adaptation`), then lower
+    ``model``'s graph once (``family.lowering``) for fast predictions."""
+    table = load_table(table_dir, warn_provenance=False)
     lowering = family.lowering(model, task, space, table)
     cal = load_calibration(table_dir) if calibrated else None
-    return Predictor(table, lowering, space, strict, cal.for_model(lowering.fingerprint()) if cal else None)
+    adaptation = machine_adaptation(table, cal is not None, adapt)
+    if adaptation is None:  # an adaptation fitted here is this machine's provenance
+        check_provenance(table.meta, str(table_dir), stacklevel=4)
+    return Predictor(table, lowering, space, strict, cal.for_model(lowering.fingerprint()) if cal else None, adaptation)

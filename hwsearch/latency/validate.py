@@ -4,7 +4,9 @@ Random policies (pruning and mixed precision, held out from the calibration's se
 end to end and timed (:mod:`hwsearch.latency.cases`); the figures go to ``validation.json``, next to
 the measurement's own repeatability (even vs odd rounds) and the machine's drift since calibrating
 (some of the calibration's stored whole models built and timed again now). Works for every model
-family (``--task minilm`` realises encoder policies 16 at a time by default).
+family (``--task minilm`` realises encoder policies 16 at a time by default). With this machine's
+adaptation applied (``hwsearch check-table --adapt``) the report also gives the same models'
+figures unadapted, and goes to ``adaptations/<key>-validation.json`` instead of validation.json.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.latency.cases import Case, Spec, cpu_times, figures, loadavg, measure_policies, noise_warnings, policies_for, repeatability_summary, steal_since
+from hwsearch.latency.predict import Predictor
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings
+from hwsearch.tables import adaptation as adapt_files
 from hwsearch.tables.calibration import CALIBRATION_FILE
 from hwsearch.tables.table import model_statistic, statistic
 
@@ -95,10 +99,18 @@ def validate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: i
         report["rounds"]["batch"] = batch
     report["cpu_steal"] = steal_since(cpu_before)
     report["warnings"] = noise_warnings(report)
-    cal = predictor.calibration
+    cal, adaptation = predictor.calibration, predictor.adaptation
+    report["adaptation"] = adaptation.key if adaptation is not None else None
+    if adaptation is not None:  # the same measurements against the table as built: the adaptation's gain, measured once
+        plain = {s.name: Predictor(s.predictor.table, s.predictor.lowering, s.predictor.space, False, s.predictor.calibration) for s in specs}
+        report["unadapted"] = figures([plain[c.model].predict(Policy.from_dict(c.policy)).latency_ms / c.measured_ms - 1.0 for c in cases]) | {
+            "what": "the same models predicted without this machine's adaptation"}
     report["calibrated"] = cal is not None
     if cal is not None:
         report["calibration"] = {"n_models": cal.info.get("n_models"), "seed": cal.info.get("seed"), "date": cal.info.get("date")}
-    if write:
-        (Path(table_dir) / "validation.json").write_text(json.dumps(report, indent=2) + "\n")
+    if write:  # an adapted predictor's validation describes this machine, not the table as built: it goes beside the adaptation
+        where = adapt_files.path_of(table_dir, adaptation.key) if adaptation is not None else None
+        path = where.with_name(f"{adaptation.key}-validation.json") if where else Path(table_dir) / "validation.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        report["written_to"] = str(path)
     return report
