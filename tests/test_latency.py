@@ -386,6 +386,21 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert report["drift"]["n_models"] == 3 and report["drift"]["rmspe"] >= 0 and report["drift"]["calibrated_at"] == stored["measured_at"]
     assert stored["repeatability"] is None and stored["warnings"] == []  # one timing pass: nothing to compare it with
     assert 0 <= report["cpu_steal"] < 1 and 0 <= stored["cpu_steal"] < 1  # the hypervisor's share of the CPU during each run (Linux)
+    # the calibration's cases gave the table its reference models; checking and adapting it here re-times them
+    ref = json.loads((work / "reference.json").read_text())
+    assert 2 <= len(ref["models"]) <= 10 and all(m["model_options"] == {"widths": TINY_RESNET["widths"]} and m["measured_ms"] > 0 for m in ref["models"])
+    assert main(["check-table", str(work), "--adapt", "--rounds", "2", "--min-runs", "10", "--min-time", "0", "--quiet"]) == 0
+    shown = capsys.readouterr().out
+    assert "reference models in" in shown and "verdict:" in shown and "adaptation " in shown and "stored at" in shown
+    key = next((work / "adaptations").glob("*.json")).stem
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps({"default_keep": 0.5}))
+    assert main(["predict", "--table", str(work), "--policy", str(policy), *model, "--adapt", "require"]) == 0
+    assert json.loads(capsys.readouterr().out)["adaptation"] == key
+    assert main(["validate-table", str(work), "--samples", "3", *args, "--rounds", "2", "--drift", "0", "--adapt", "require"]) == 0
+    adapted = json.loads((work / "adaptations" / f"{key}-validation.json").read_text())
+    assert adapted["adaptation"] == key and adapted["unadapted"]["n_models"] == 3 and json.loads((work / "validation.json").read_text()) == report
+    capsys.readouterr()
     assert main(["calibrate-table", str(work), "--samples", "3", *args]) == 2
     assert "--samples 3 is too few" in capsys.readouterr().err
     assert main(["profile", "--device", "cpu-tiny", "--out", str(work), *model, "--passes", "0", "--quiet"]) == 2

@@ -34,7 +34,7 @@ from hwsearch.tables.table import model_statistic, table_hash
 CHECK_TIMING = MeasureSettings(warmup=10, min_runs=30, min_time_s=0.1)
 CHECK_ROUNDS = 4
 FITS = 0.05  # |overall offset| at most this and >= 90% of references within ±10%: the table fits this machine
-DERIVED_PER_MODEL = 4  # reference candidates per model for a table whose calibration kept no cases
+DERIVED_PER_MODEL = 6  # reference models per model (of 3x as many seeded candidates) for a table whose calibration kept no cases
 
 
 def derive_reference(table_dir: str | Path, specs: Sequence[Spec], n: int = reference.MAX_MODELS) -> dict[str, Any]:
@@ -47,7 +47,8 @@ def derive_reference(table_dir: str | Path, specs: Sequence[Spec], n: int = refe
     cases = [c for c in stored if c["model"] in tasks]
     source = "the calibration's cases, measured on the machine that built the table"
     if not cases:
-        cases = [{"model": s.name, "policy": p.to_dict(), "measured_ms": None} for s in specs for p in policies_for(s.ctx.space, DERIVED_PER_MODEL, 2000)]
+        n = min(n, DERIVED_PER_MODEL * len(specs))
+        cases = [{"model": s.name, "policy": p.to_dict(), "measured_ms": None} for s in specs for p in policies_for(s.ctx.space, 3 * DERIVED_PER_MODEL, 2000)]
         source = "seeded random policies (the table's calibration kept no measured cases, so measured_ms is unknown)"
     by_name = {s.name: s.predictor for s in specs}
     preds = [by_name[c["model"]] for c in cases]
@@ -108,7 +109,6 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
     if current.adaptation is not None:
         a = current.adaptation
         report["current_adaptation"] = {"key": a.key, "created": a.info.get("created"), **figures(adapt_files.errors([a.apply(r[0], r[1]) for r in rows], meas))}
-    report["verdict"] = verdict(report)
     if adapt:
         key = adapt_files.fingerprint_key(here)
         info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": str(table_dir), "table_sha256": table_hash(table_dir),
@@ -118,6 +118,7 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
                 "measurement": {"rounds": rounds, "combine": "min", "warmup": timing.warmup, "min_runs": timing.min_runs, "min_time_s": timing.min_time_s, "statistic": timing.statistic}}
         made = adapt_files.Adaptation(key, here, base, scale, icpt, info)
         report["adaptation"] = {"key": key, "path": str(adapt_files.save(table_dir, made)) if write else None}
+    report["verdict"] = verdict(report)
     report["seconds"] = round(time.perf_counter() - start, 1)
     return report
 
@@ -136,4 +137,4 @@ def verdict(report: dict[str, Any]) -> str:
     detail = f", {worst[0]} kernels {worst[1]['offset']:+.0%}" if worst else ""
     return (f"off: this machine is {report['offset']:+.1%} against the table{detail}; {before['within_10pct']:.0%} of reference models within ±10%; "
             f"an adaptation brings them to {report['after_leave_one_out']['within_10pct']:.0%} (leave-one-out rmspe {report['after_leave_one_out']['rmspe']:.1%})"
-            + ("" if report.get("adaptation") else f": run `hwsearch check-table {report['table']} --adapt`"))
+            + (f"; stored as adaptation {report['adaptation']['key']}" if report.get("adaptation") else f": run `hwsearch check-table {report['table']} --adapt`"))
