@@ -61,7 +61,8 @@ def bench(name: str, samples: int) -> dict:
     run(val_cmd)
     val = json.loads((table / adaptation.ADAPT_DIR / f"{check['adaptation']['key']}-validation.json").read_text())
     keep = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "repeatability", "unadapted", "drift", "seconds", "load_average", "cpu_steal")
-    return {"table": name, "threads": threads, "machine": machine_info(), "commands": [" ".join(check_cmd), " ".join(val_cmd)], "check_seconds": round(check_s, 1),
+    shown = [" ".join(["hwsearch", *c[1:]]) for c in (check_cmd, val_cmd)]
+    return {"table": name, "threads": threads, "machine": machine_info(), "commands": shown, "check_seconds": round(check_s, 1),
             "check": {k: check[k] for k in ("offset", "by_family", "before", "after_leave_one_out", "repeatability", "verdict", "references", "vs_builder", "builder", "machine")},
             "validation": {k: val.get(k) for k in keep}}
 

@@ -432,7 +432,7 @@ def adaptation_section() -> list[str]:
                      f"{drift['mean_change'] * 100:+.0f}%" if drift else "—"])
     out += _table(["table", "threads", "built on → checked on", "check + adapt (s)", "reference models", "machine offset", "per family",
                    "held-out policies", "as built: ±10% / ±5% (RMSPE)", "adapted: ±10% / ±5% (RMSPE)", "repeatability: ±10% / ±5% (RMSPE)",
-                   "drift of calibration models during validation vs the check"], rows) + [""]
+                   "calibration models re-timed during validation, vs the builder"], rows) + [""]
     m = found[0]["machine"]
     out += [f"Commands: {'; '.join(found[0]['commands'])} (per table). {_machine_line(m)}", ""]
     return out

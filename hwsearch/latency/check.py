@@ -34,6 +34,7 @@ from hwsearch.tables.table import model_statistic, table_hash
 CHECK_TIMING = MeasureSettings(warmup=10, min_runs=30, min_time_s=0.1)
 CHECK_ROUNDS = 4
 FITS = 0.05  # |overall offset| at most this and >= 90% of references within ±10%: the table fits this machine
+RETRY_WITHIN_S = 45.0  # a check whose rounds disagree is timed once more if it took less than this
 DERIVED_PER_MODEL = 6  # reference models per model (of 3x as many seeded candidates) for a table whose calibration kept no cases
 
 
@@ -85,7 +86,13 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
     threads, provider = int(table.meta["threads"]), str(table.meta.get("provider", "CPUExecutionProvider"))
     timing = replace(timing, statistic=model_statistic(table.meta))
     jobs = [(by_name[m["model"]], Policy.from_dict(m["policy"])) for m in ref["models"]]
-    measured = measure(jobs, SessionSettings(threads=threads, provider=provider), rounds, timing, "min", batch, lock_path, progress)
+    settings = SessionSettings(threads=threads, provider=provider)
+    measured = measure(jobs, settings, rounds, timing, "min", batch, lock_path, progress)
+    rep = repeatability_summary(measured, "min")
+    retried = bool(rep and rep["within_10pct"] < 0.9 and time.perf_counter() - start < RETRY_WITHIN_S)
+    if retried:  # a slow spell: time them all again, keep each one's fastest
+        again = measure(jobs, settings, rounds, timing, "min", batch, lock_path, progress)
+        measured = [replace(a, measured_ms=min(a.measured_ms, b.measured_ms), repeat_error=b.measured_ms / a.measured_ms - 1.0) for a, b in zip(measured, again)]
     rows = [(spec.predictor.family_terms(policy), spec.predictor.fixed_us, case.measured_ms * 1e3) for (spec, policy), case in zip(jobs, measured)]
     meas = [r[2] for r in rows]
     plain = [r[1] + sum(r[0].values()) for r in rows]
@@ -95,6 +102,8 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
     current = adapt_files.find(table_dir, threads, provider, specs[0].predictor.calibration is not None)
     here = current.fingerprint
     repeat = repeatability_summary(measured, "min")
+    if repeat is not None:
+        repeat["timed_twice"] = retried  # the second time's summary: each model's first fastest vs its second
     then = [(c.measured_ms, m["measured_ms"]) for c, m in zip(measured, ref["models"]) if m.get("measured_ms")]
     report: dict[str, Any] = {
         "table": str(table_dir), "device": table.device, "threads": threads, "machine": here, "builder": ref.get("builder"),
