@@ -18,7 +18,6 @@ from hwsearch.config import ExperimentConfig, derive
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
 from hwsearch.search.driver import SearchStats, run_search
-from hwsearch.search.study import make_sampler
 
 BASELINES = ("uniform", "random")
 UNIFORM_PRECISIONS = ("fp32", "int8")
@@ -109,8 +108,8 @@ def run_baseline(cfg: ExperimentConfig, kind: str, progress: bool = True) -> Sea
         raise HwsearchError(f"Baseline {kind!r} is unknown; use one of {', '.join(BASELINES)}.")
     if kind == "random":
         bcfg = derive(cfg, sampler="random")
-        return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler=make_sampler(bcfg, "random"), progress=progress)
+        return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler="random", progress=progress)
     bcfg = derive(cfg, sampler="random", n_trials=len(uniform_points(cfg.space.keep_choices)))
-    return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-uniform", sampler=make_sampler(bcfg, "random"),
+    return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-uniform", sampler="random",
                       space_override=_with_uniform_precisions, prepare=lambda study, space: enqueue_uniform(study, space, uniform_points(bcfg.space.keep_choices)),
                       on_failed=_requeue, progress=progress)

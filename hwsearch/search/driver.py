@@ -2,7 +2,9 @@
 
 As many trials are in flight as the executor has workers. A session ends when the study holds
 ``n_trials`` COMPLETE trials; FAIL trials (evaluation raised, worker died, driver died) do not count,
-so their budget is asked again. Results files are rewritten every few seconds and at the end.
+so their budget is asked again. Neither do PRUNED duplicates: a policy the sampler proposes again
+is answered by the trial that evaluated it (``duplicate_of``), never evaluated twice (see
+:mod:`hwsearch.search.study`). Results files are rewritten every few seconds and at the end.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from hwsearch.errors import HwsearchError
 from hwsearch.results import TrialRecord, pareto_records, record_from_trial, write_results
 from hwsearch.search.evaluate import TrialResult
 from hwsearch.search.executors import make_executor
-from hwsearch.search.study import RunLock, check_resume, constraint_values, fail_stale_trials, make_sampler, open_study
+from hwsearch.search.rundir import StartGuard, check_tables, private_dir, run_files
+from hwsearch.search.study import RunLock, check_resume, completed_policies, constraint_values, fail_stale_trials, make_sampler, open_study, policy_key, requeue_interrupted
 
 WRITE_EVERY_S = 10.0
+MAX_DUPLICATES_IN_A_ROW = 200  # proposals of already-evaluated policies before the space counts as used up
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class SearchStats:
     driver_s: float
     shutdown_s: float
     workers: int
+    session_duplicates: int = 0
 
     @property
     def driver_share(self) -> float:
@@ -58,9 +63,12 @@ class _Loop:
 
     records: dict[int, TrialRecord]
     target: int
+    seen: dict[str, int] = field(default_factory=dict)  # policy key -> the COMPLETE trial that evaluated it
     in_flight: dict[int, tuple[Any, dict]] = field(default_factory=dict)
     done: int = 0
     failed: int = 0
+    duplicates: int = 0
+    duplicates_in_a_row: int = 0
     eval_wait: float = 0.0
     last_error: str = ""
 
@@ -84,6 +92,8 @@ def tell(study, cfg: ExperimentConfig, trial, policy: dict, result: TrialResult)
         result = TrialResult(result.number, error=f"No latency prediction for devices {sorted(set(cfg.device_names) - set(result.latency_ms))}.")
     if result.error is not None:
         attrs["error"] = result.error
+    if result.interrupted:
+        attrs["interrupted"] = True
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     if result.error is None:
@@ -103,8 +113,29 @@ def _fill(study, space, executor, loop: _Loop) -> None:
         # could ever be a parent. Asking for the relative parameters registers it (cached; cheap).
         trial.relative_params  # noqa: B018
         policy = space.suggest(trial).to_dict()
+        key = policy_key(space, policy)
+        earlier = loop.seen.get(key, next((n for n, (_, p) in loop.in_flight.items() if policy_key(space, p) == key), None))
+        if earlier is not None:
+            _tell_duplicate(study, trial, policy, earlier, loop)
+            continue
+        loop.duplicates_in_a_row = 0
         executor.submit(trial.number, policy)
         loop.in_flight[trial.number] = (trial, policy)
+
+
+def _tell_duplicate(study, trial, policy: dict, earlier: int, loop: _Loop) -> None:
+    """A policy already evaluated (or being evaluated) by trial ``earlier``: PRUNED, not evaluated again."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("policy", policy)
+    trial.set_user_attr("duplicate_of", earlier)
+    record = record_from_trial(study.tell(trial, state=TrialState.PRUNED), {})
+    loop.records[record.number] = record
+    loop.duplicates += 1
+    loop.duplicates_in_a_row += 1
+    if loop.duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+        raise HwsearchError(f"The sampler proposed {loop.duplicates_in_a_row} already-evaluated policies in a row after {len(loop.seen)} different ones: "
+                            f"the space has (almost) no new policy left for n_trials={loop.target}; lower n_trials or widen the space (space.keep_choices, space.precisions).")
 
 
 def _abandon(study, loop: _Loop, why: str) -> None:
@@ -112,6 +143,7 @@ def _abandon(study, loop: _Loop, why: str) -> None:
 
     for trial, _ in loop.in_flight.values():
         trial.set_user_attr("error", why)
+        trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
     loop.in_flight.clear()
 
@@ -132,11 +164,15 @@ def run_loop(study, cfg: ExperimentConfig, space, executor, loop: _Loop, run_dir
             record = tell(study, cfg, trial, policy, result)
             loop.records[record.number] = record
             loop.done += 1
-            if record.state != "COMPLETE":
+            if record.state == "COMPLETE":
+                loop.seen.setdefault(policy_key(space, policy), record.number)
+            else:
                 loop.failed += 1
                 loop.last_error = record.error
                 if on_failed:
                     on_failed(trial)
+                if result.interrupted:  # a warm start its worker died under is asked again
+                    requeue_interrupted(study)
                 if loop.failed >= cfg.failure_limit:
                     raise HwsearchError(f"{loop.failed} trials failed in this session (max_failures={cfg.failure_limit}); the last error was: {record.error.splitlines()[0] if record.error else '?'} Fix the cause or raise max_failures.")
             if bar is not None:
@@ -157,24 +193,28 @@ def _progress(cfg: ExperimentConfig, loop: _Loop, label: str, enabled: bool):
     return tqdm(total=loop.target, initial=loop.completed, desc=label, unit="trial", file=sys.stderr, dynamic_ncols=True, disable=not enabled)
 
 
-def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, study_name: str | None = None, sampler=None,
+def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, study_name: str | None = None, sampler: Any = None,
                space_override: Callable[[Any], Any] | None = None, prepare: Callable[[Any, Any], None] | None = None,
                on_failed: Callable[[Any, Any], None] | None = None, progress: bool = True) -> SearchStats:
     """Run (or resume) the search described by ``cfg`` in ``run_dir`` (default ``cfg.output_dir``)."""
     start = time.perf_counter()
     cfg = context.resolve(cfg)
     run_dir = Path(run_dir or cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
+    check_tables(cfg)  # a damaged table is a one-line error before the run directory is touched
+    with run_files(run_dir), RunLock(private_dir(run_dir)), StartGuard(run_dir) as guard:  # 0700/0600; a failed start pins nothing
+        study = open_study(cfg, run_dir, study_name or cfg.name, None)  # first: a storage holding another run's study is an error
         check_resume(cfg, run_dir)
-        study = open_study(cfg, run_dir, study_name or cfg.name, sampler or make_sampler(cfg))
+        # reseeded per session: a resumed session does not replay the first session's proposals
+        study.sampler = make_sampler(cfg, sampler, len(study.trials)) if sampler is None or isinstance(sampler, str) else sampler
         stale = fail_stale_trials(study)
+        requeue_interrupted(study)  # warm starts a dead driver or worker interrupted
         space = context.from_config(cfg, verbose=True).space  # trains the baseline once, before any worker
         space = space_override(space) if space_override else space
         if prepare:
             prepare(study, space)
-        loop = _Loop({t.number: record_from_trial(t, cfg.budgets) for t in study.get_trials(deepcopy=False)}, cfg.n_trials)
+        loop = _Loop({t.number: record_from_trial(t, cfg.budgets) for t in study.get_trials(deepcopy=False)}, cfg.n_trials, completed_policies(study, space))
         executor = make_executor(cfg.to_dict(), cfg.workers, cfg.ray_address) if loop.completed < loop.target else None
+        guard.started = True
         startup = time.perf_counter() - start
         bar = _progress(cfg, loop, cfg.name, progress)
         try:
@@ -190,7 +230,7 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
             front = write_results(run_dir, records, cfg.objective_names)
         wall = time.perf_counter() - start
         stats = SearchStats(str(run_dir), loop.completed, sum(r.state == "FAIL" for r in records), len(front), loop.done - loop.failed,
-                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - shutdown - loop.eval_wait, shutdown, cfg.workers)
+                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - shutdown - loop.eval_wait, shutdown, cfg.workers, loop.duplicates)
         with open(run_dir / "sessions.jsonl", "a") as fh:
             fh.write(json.dumps(asdict(stats) | {"driver_share": stats.driver_share, "finished_at": time.time()}) + "\n")
         return stats

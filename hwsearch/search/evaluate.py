@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from hwsearch import context
 from hwsearch.compress import realise
 from hwsearch.config import parse_config
 from hwsearch.policy import Policy
+from hwsearch.search import cleanup
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class TrialResult:
     eval_seconds: float = 0.0
     worker: str = ""
     error: str | None = None
+    interrupted: bool = False  # the error is not the policy's: its worker died (the trial may be asked again)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +54,7 @@ def format_error(exc: BaseException) -> str:
 class Evaluator:
     """Evaluates policies for one experiment; built from the config's plain-dict form."""
 
-    def __init__(self, config: Mapping[str, Any], threads: int | None = 1) -> None:
+    def __init__(self, config: Mapping[str, Any], threads: int | None = 1, tmp_root: str | None = None) -> None:
         if threads:
             import torch
 
@@ -61,7 +62,9 @@ class Evaluator:
         self.cfg = parse_config(config, str(config.get("name", "run")), Path.cwd())
         self.ctx = context.from_config(self.cfg)
         self.predictors = self.ctx.predictors()
-        self.tmp = Path(tempfile.mkdtemp(prefix="hwsearch-eval-"))
+        if tmp_root is None:  # the system temp dir (e.g. a cluster node's): remove what dead evaluators left there
+            cleanup.sweep()
+        self.tmp = Path(cleanup.make_private_dir("hwsearch-eval-", tmp_root))  # 0700, records this process as owner
 
     def pid(self) -> int:
         return os.getpid()

@@ -4,23 +4,27 @@ Both expose ``capacity`` (trials in flight at once), ``submit(number, policy)``,
 (blocks until one submitted trial finishes and returns its :class:`TrialResult`) and ``close()``.
 
 Local Ray (``ray_address = ""``): the driver starts a private Ray instance bound to 127.0.0.1,
-without the dashboard and with usage stats off, in a short temporary directory it owns
-(``/tmp/hwray-XXXX``) and removes at the end. A worker process that dies fails its trial; Ray
-restarts the actor (``max_restarts=-1``) and the search goes on.
+without the dashboard and with usage stats off, in a short private (0700) temporary directory it
+owns (``/tmp/hwray-XXXX``) and removes at the end. If the driver dies (even by SIGKILL) a watcher
+process ends that instance's processes and removes the dir; a start-up sweep removes what a
+watcher could not (see :mod:`hwsearch.search.cleanup`). A worker process that dies fails its
+trial; Ray restarts the actor (``max_restarts=-1``) and the search goes on.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from hwsearch.errors import HwsearchError
+from hwsearch.errors import HwsearchError, error_line
+from hwsearch.search import cleanup
 from hwsearch.search.evaluate import Evaluator, TrialResult
+
+_GUARDS: dict[str, Any] = {}  # local Ray temp dir -> its watcher process
 
 
 class LocalExecutor:
@@ -43,33 +47,62 @@ class LocalExecutor:
         self.evaluator.close()
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a Ray address (``HOST:PORT``, ``ray://HOST:PORT``) names this machine's loopback interface."""
+    import ipaddress
+
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _keep_ray_on_loopback() -> None:
+    """Ray (2.x) resolves 127.0.0.1 to the host's external address unless it believes clustering is
+    off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); set it, also in an already imported ray."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_local_ray(num_cpus: int) -> str:
     """Start a private loopback-only Ray instance; return its temp dir (removed by :func:`stop_ray`).
 
     Ray resolves a node IP of 127.0.0.1 to the host's external address (and its servers then listen
     on all interfaces) unless it believes clustering is off; turning that off keeps every Ray
-    server and every connection on 127.0.0.1.
+    server and every connection on 127.0.0.1. The temp dir is private (Ray makes it 0777) and
+    watched: if this process dies, the watcher ends the instance's processes and removes it.
     """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
-    from ray._private import ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+    _keep_ray_on_loopback()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.pop("RAY_ADDRESS", None)
-    temp_dir = tempfile.mkdtemp(prefix="hwray-", dir="/tmp")  # short: Ray's unix sockets live here
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir=temp_dir, log_to_driver=False, logging_level="error", configure_logging=True)
+    temp_dir = cleanup.make_private_dir("hwray-", "/tmp")  # short: Ray's unix sockets live here
+    _GUARDS[temp_dir] = cleanup.start_guard(temp_dir)
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 _temp_dir=temp_dir, log_to_driver=False, logging_level="error", configure_logging=True)
+    except BaseException:
+        stop_ray(temp_dir)
+        raise
+    os.chmod(temp_dir, 0o700)
     return temp_dir
 
 
 def stop_ray(temp_dir: str | None) -> None:
+    """Shut Ray down; for a local instance also end what is left of it (Ray's agents) and remove its dir."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
     if temp_dir:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        cleanup.reap(temp_dir)
+        cleanup.stop_guard(_GUARDS.pop(temp_dir, None))
 
 
 class RayExecutor:
@@ -82,14 +115,17 @@ class RayExecutor:
         self.temp_dir = None
         if address:
             os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+            loopback = {"_node_ip_address": "127.0.0.1"} if is_loopback(address) else {}
+            if loopback:  # else Ray rewrites 127.0.0.1 to the host's address and the join times out
+                _keep_ray_on_loopback()
             try:
-                ray.init(address=address, log_to_driver=False, logging_level="error")
+                ray.init(address=address, log_to_driver=False, logging_level="error", **loopback)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise HwsearchError(f"Cannot join the Ray cluster at ray_address={address!r} ({exc}); start it with `ray start --head` or set ray_address = \"\".") from None
         else:
             self.temp_dir = start_local_ray(workers)
         actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(Evaluator)
-        self.actors = [actor_cls.remote(dict(config), 1) for _ in range(workers)]
+        self.actors = [actor_cls.remote(dict(config), 1, self.temp_dir) for _ in range(workers)]
         self.capacity = workers
         self.idle: deque[int] = deque(range(workers))
         self.running: dict[Any, tuple[int, int]] = {}  # ObjectRef -> (actor index, trial number)
@@ -97,7 +133,7 @@ class RayExecutor:
             self.ray.get([a.pid.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
             self.close()
-            raise HwsearchError(f"The search workers could not start: {str(exc)[-1500:]}; fix the config (try workers = 0 to see the error in-process).") from None
+            raise HwsearchError(f"The search workers could not start: {error_line(str(exc)).rstrip('.')}; fix that (workers = 0 shows the whole traceback in-process).") from None
 
     def submit(self, number: int, policy: dict) -> None:
         actor = self.idle.popleft()
@@ -110,7 +146,7 @@ class RayExecutor:
         try:
             result = self.ray.get(ready[0])
         except self.ray.exceptions.RayError as exc:  # the worker process died: Ray restarts the actor
-            result = TrialResult(number, worker=f"actor{actor}", error=f"Worker died while evaluating trial {number}: {type(exc).__name__}: {str(exc)[:1500]}")
+            result = TrialResult(number, worker=f"actor{actor}", error=f"Worker died while evaluating trial {number}: {type(exc).__name__}: {error_line(str(exc))}", interrupted=True)
             self._await_restart(actor)
         self.idle.append(actor)
         return result
@@ -125,10 +161,14 @@ class RayExecutor:
             except self.ray.exceptions.ActorUnavailableError:
                 time.sleep(0.5)
             except self.ray.exceptions.RayError as exc:
-                raise HwsearchError(f"Search worker {actor} died and could not be restarted ({type(exc).__name__}: {str(exc)[:500]}); check memory and the worker logs, then run the same command again to resume.") from None
+                raise HwsearchError(f"Search worker {actor} died and could not be restarted ({type(exc).__name__}: {error_line(str(exc))}); check memory and the worker logs, then run the same command again to resume.") from None
         raise HwsearchError(f"Search worker {actor} did not come back within {timeout_s:.0f}s after dying; run the same command again to resume.")
 
     def close(self) -> None:
+        try:  # each Evaluator removes its scratch dir (on a cluster node nothing else would)
+            self.ray.get([a.close.remote() for a in self.actors], timeout=30)
+        except Exception:  # noqa: BLE001 - a dead or busy actor: the next sweep on its node removes its dir
+            pass
         for actor in self.actors:
             try:
                 self.ray.kill(actor)
@@ -138,7 +178,10 @@ class RayExecutor:
 
 
 def make_executor(config: Mapping[str, Any], workers: int, address: str = ""):
-    """LocalExecutor for ``workers = 0``, else a RayExecutor with that many actors."""
+    """LocalExecutor for ``workers = 0``, else a RayExecutor with that many actors; first removes
+    what dead drivers left in the temp dir (:func:`hwsearch.search.cleanup.sweep`)."""
+    for root in dict.fromkeys((tempfile.gettempdir(), "/tmp")):
+        cleanup.sweep(root)
     if workers == 0:
         return LocalExecutor(config)
     return RayExecutor(config, workers, address)

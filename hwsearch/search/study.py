@@ -4,7 +4,15 @@ Storage is SQLite: ``runs/NAME/study.db`` opened as ``sqlite:///runs/NAME/study.
 ``NAME`` (baselines: ``runs/NAME/baselines/KIND/study.db``, study ``NAME-KIND``). The driver is the only
 writer; a lock file (``runs/NAME/.lock``, ``flock``) stops a second driver on the same run directory.
 Each trial's user attributes: ``policy``, ``latency_ms``, ``coverage``, ``params``, ``macs``,
-``size_bytes``, ``eval_seconds``, ``worker``, and ``error`` on failure.
+``size_bytes``, ``eval_seconds``, ``worker``, and ``error`` on failure (with ``interrupted`` when
+the trial did not fail by itself: the driver or its worker died, or the search stopped).
+
+A run never evaluates a policy twice: a policy the sampler proposes again (same
+:func:`policy_key`) is told PRUNED with ``duplicate_of`` (the trial that evaluated it) and is
+not counted; so a run ends with exactly ``n_trials`` COMPLETE trials of ``n_trials`` different
+policies. Each session reseeds the sampler with ``seed + trials so far``, so a resumed session
+does not replay the proposals of the first. Enqueued trials (warm starts) that were interrupted
+are enqueued again (:func:`requeue_interrupted`) until their policy completes.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
 
 # Keys that define what a run means: resuming with any of them changed is an error.
-IDENTITY_KEYS = ("task", "task_options", "model", "model_options", "baseline", "devices", "objectives", "sampler",
+IDENTITY_KEYS = ("name", "task", "task_options", "model", "model_options", "baseline", "devices", "objectives", "sampler",
                  "seed", "population_size", "compress", "space")
 
 
@@ -34,16 +42,64 @@ def constraint_values(latency_ms: Mapping[str, float], budgets: Mapping[str, flo
     return {f"latency_ms:{dev}": float(latency_ms.get(dev, float("inf"))) - budget for dev, budget in sorted(budgets.items())}
 
 
-def make_sampler(cfg: ExperimentConfig, kind: str | None = None):
-    """The configured sampler (``kind`` overrides it: baselines use ``random``), seeded by ``cfg.seed``."""
+def make_sampler(cfg: ExperimentConfig, kind: str | None = None, trials_so_far: int = 0):
+    """The configured sampler (``kind`` overrides it: baselines use ``random``), seeded by
+    ``cfg.seed + trials_so_far`` (a resumed session must not replay the first session's proposals)."""
     import optuna
 
     kind = kind or cfg.sampler
+    seed = cfg.seed + trials_so_far
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=cfg.effective_population, seed=cfg.seed)
+        return optuna.samplers.NSGAIISampler(population_size=cfg.effective_population, seed=seed)
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True)
-    return optuna.samplers.RandomSampler(seed=cfg.seed)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def policy_key(space, policy: Mapping[str, Any]) -> str:
+    """A policy's canonical form: every group's keep ratio and every layer's precision with the
+    defaults folded in, sorted, ratios rounded to 6 digits; two policies that build the same model
+    have the same key."""
+    from hwsearch.policy import Policy
+
+    pol = Policy.from_dict(policy)
+    keep = {g: round(pol.keep_for(g), 6) for g in sorted(space.group_names)}
+    return json.dumps({"keep": keep, "precision": {name: pol.precision_for(name) for name in sorted(space.layers)}}, sort_keys=True)
+
+
+def completed_policies(study, space) -> dict[str, int]:
+    """Policy key -> number of the (first) COMPLETE trial that evaluated it."""
+    from optuna.trial import TrialState
+
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "policy" in t.user_attrs:
+            out.setdefault(policy_key(space, t.user_attrs["policy"]), t.number)
+    return out
+
+
+def _interrupted(trial) -> bool:
+    error = str(trial.user_attrs.get("error", ""))  # runs stored before the flag existed: our own messages
+    return bool(trial.user_attrs.get("interrupted")) or error.startswith(("The driver stopped", "The search stopped", "Worker died"))
+
+
+def requeue_interrupted(study) -> list[dict[str, Any]]:
+    """Enqueue again each enqueued trial (a warm start) that was interrupted and whose parameters
+    have no COMPLETE (or PRUNED duplicate) trial and no WAITING one; return the parameters enqueued."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    key = lambda params: tuple(sorted(params.items()))  # noqa: E731
+    have = {key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    have |= {key(t.system_attrs.get("fixed_params", {})) for t in trials if t.state == TrialState.WAITING}
+    out = []
+    for t in trials:
+        fixed = t.system_attrs.get("fixed_params")
+        if t.state == TrialState.FAIL and fixed and _interrupted(t) and key(fixed) not in have:
+            study.enqueue_trial(dict(fixed), user_attrs={"requeued_from": t.number})
+            have.add(key(fixed))
+            out.append(dict(fixed))
+    return out
 
 
 def storage_url(run_dir: Path) -> str:
@@ -56,6 +112,9 @@ def open_study(cfg: ExperimentConfig, run_dir: Path, study_name: str, sampler):
 
     optuna.logging.set_verbosity(logging.WARNING)
     storage = optuna.storages.RDBStorage(storage_url(run_dir), engine_kwargs={"connect_args": {"timeout": 60}})
+    others = [s.study_name for s in storage.get_all_studies() if s.study_name != study_name]
+    if others:
+        raise HwsearchError(f"Run directory {str(run_dir)!r} holds the study {others[0]!r}, but this search is named {study_name!r}; use a new output_dir for {study_name!r} (or name it {others[0]!r} to resume that run).")
     return optuna.create_study(storage=storage, sampler=sampler, study_name=study_name, directions=list(cfg.directions), load_if_exists=True)
 
 
@@ -66,6 +125,7 @@ def fail_stale_trials(study) -> list[int]:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, "error", "The driver stopped while this trial was running; its budget was re-asked on resume.")
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
     return [t.number for t in stale]
 
