@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +122,9 @@ def reference_specs(table_dir: str) -> list[Any]:
     out = []
     for task, model, options in pairs:
         ctx = build(task, model, model_options=json.loads(options), random_init=True)
-        out.append(Spec(ctx.baseline.model_spec, ctx, ctx.predictor(table_dir, adapt="off")))
+        with warnings.catch_warnings():  # "measured on another CPU": what the check is about to measure
+            warnings.filterwarnings("ignore", message="Latency table .* was measured with")
+            out.append(Spec(ctx.baseline.model_spec, ctx, ctx.predictor(table_dir, adapt="off")))
     return out
 
 
@@ -129,8 +132,6 @@ def ensure_adaptation(device: DeviceSpec, progress: bool = True) -> dict[str, An
     """Before predicting for ``device`` on this machine: under ``auto``, check its table here and store
     an adaptation when none matches this machine (``hwsearch check-table --adapt``, about a minute);
     under ``require``, fail unless one matches; under ``off``, do nothing. Returns what was used."""
-    import warnings
-
     from hwsearch.latency.check import check_table
     from hwsearch.tables import adaptation as adapt_files
     from hwsearch.tables.table import load_table
