@@ -27,7 +27,7 @@ from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings, detect_block, optimized_op_types
 from hwsearch.runtime.timing import MeasureSettings, time_model
 from hwsearch.tables.kernels import Kernel
-from hwsearch.tables.table import Table, load_table
+from hwsearch.tables.table import Table, load_table, write_meta
 from tests.conftest import cnn_context
 
 FAST = MeasureSettings(warmup=10, min_runs=40, min_time_s=0.03)  # the shipped tables' settings: steadier medians
@@ -204,6 +204,7 @@ def test_table_with_bad_units_is_rejected(table_dir, tmp_path):
     fields = lines[1].split(",")
     fields[-3] = "-5"  # a negative median
     (bad / "table.csv").write_text("\n".join([lines[0], ",".join(fields)]) + "\n")
+    write_meta(bad, json.loads((table_dir / "meta.json").read_text()))  # as if profiled so: meta.json records this table.csv
     with pytest.raises(HwsearchError, match="microseconds"):
         load_table(bad)
     with pytest.raises(HwsearchError, match="table.csv and meta.json"):
@@ -232,6 +233,7 @@ def test_missing_kernel_is_interpolated_or_strict_error(setup, table_dir, tmp_pa
     lines = (table_dir / "table.csv").read_text().splitlines()
     dropped = next(line.split(",")[0] for line in lines[1:] if line.startswith("conv;fp32") and line.split(",")[0] in baseline_keys)
     (partial / "table.csv").write_text("\n".join(line for line in lines if not line.startswith(dropped + ",")) + "\n")
+    write_meta(partial, json.loads((table_dir / "meta.json").read_text()))  # a whole table that lacks a kernel
     pred = ctx.predictor(partial).predict(Policy())
     assert dropped in pred.missing and 0 < pred.coverage < 1
     full = ctx.predictor(table_dir).predict(Policy())
@@ -247,7 +249,7 @@ def test_provenance_warning_names_both(setup, table_dir, tmp_path):
     meta = json.loads((table_dir / "meta.json").read_text())
     meta["cpu_model"], meta["runtime_version"] = "Imaginary CPU 9000", "0.0.1"
     (other / "meta.json").write_text(json.dumps(meta))
-    (other / "table.csv").write_text((table_dir / "table.csv").read_text())
+    (other / "table.csv").write_bytes((table_dir / "table.csv").read_bytes())
     with pytest.warns(UserWarning, match="Imaginary CPU 9000") as record:
         ctx.predictor(other)
     assert any("0.0.1" in str(w.message) for w in record)

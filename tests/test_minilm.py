@@ -221,7 +221,7 @@ def test_encoder_prediction_is_overhead_plus_blocks_and_a_block_calibration_appl
 
     from hwsearch.families.encoder.lowering import TRANSITION
     from hwsearch.tables.calibration import CALIBRATION_FILE, from_block_calibration
-    from hwsearch.tables.table import table_hash
+    from hwsearch.tables.table import read_meta, table_hash, write_meta
 
     d = _table_copy(tmp_path)
     plain = ctx.predictor(d)
@@ -244,6 +244,7 @@ def test_encoder_prediction_is_overhead_plus_blocks_and_a_block_calibration_appl
         assert calibrated.predict(policy).latency_ms == pytest.approx(1.1 * plain.predict(policy).latency_ms + 0.5 + n * 0.06)
     assert ctx.predictor(d, calibrated=False).predict(Policy()).latency_ms == pytest.approx(plain.predict(Policy()).latency_ms)
     (d / "table.csv").write_text((d / "table.csv").read_text() + "\n")  # another table: calibration ignored
+    write_meta(d, read_meta(d))  # re-profiled: meta.json records the new table.csv
     with pytest.warns(UserWarning, match="different table.csv"):
         stale = ctx.predictor(d)
     assert stale.predict(Policy()).latency_ms == pytest.approx(plain.predict(Policy()).latency_ms)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import json
 import random
 from collections.abc import Callable
 from dataclasses import asdict
@@ -41,8 +40,7 @@ def write_meta(out: Path, device: str, settings: SessionSettings, timing: Measur
     meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": {**asdict(timing), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    return tbl.write_meta(out, meta)  # + table.csv's row count and hash, checked on load
 
 
 PASSES_FILE = "passes.csv"
@@ -85,7 +83,7 @@ def run_profile(out: str | Path, device: str, kernels: list[Kernel], settings: S
     meta_path = out / "meta.json"
     old: dict = {}
     if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
+        old = tbl.read_meta(out)
         if old.get("threads") != settings.threads or old.get("runtime_version") != runtime_version():
             raise HwsearchError(f"Table {str(out)!r} was profiled with threads={old.get('threads')}, runtime {old.get('runtime_version')}; use another --device name for threads={settings.threads}.")
         if old.get("schema") != tbl.SCHEMA or tbl.statistic(old) != timing.statistic:

@@ -8,7 +8,10 @@ min_time_s, statistic), ``models``. ``measurement.statistic`` names the column p
 ``p10`` (the 10th percentile of the repeated runs: what the kernel costs when nothing else
 interrupts it, and steady when other processes share the cores) or ``median``;
 ``measurement.model_statistic`` (default: the same) names what whole models are timed by, i.e.
-what a prediction estimates.
+what a prediction estimates. ``table_rows`` and ``table_sha256`` (written with the table) record
+table.csv's row count and content hash: :func:`load_table` refuses a table.csv that no longer
+matches them (cut short, edited), and parses tables written before them strictly (every row has
+every column and its numbers parse), so a damaged table never loads with kernels silently missing.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ SCHEMAS = (1, 2)
 COLUMNS = ("key", "op", "precision", "layout", "c", "h", "w", "co", "k", "s", "g", "act", "sum", "p10_us", "median_us", "p90_us", "runs")
 COLUMNS_V1 = tuple(c for c in COLUMNS if c != "p10_us")
 META_KEYS = ("schema", "device", "cpu_model", "isa_flags", "runtime", "runtime_version", "threads", "nchwc_block", "call_overhead_us", "date", "measurement")
+INT_COLUMNS = ("c", "h", "w", "co", "k", "s", "g", "act", "sum", "runs")
+FLOAT_COLUMNS = ("p10_us", "median_us", "p90_us")
+REPROFILE = "restore it or re-profile the table with `hwsearch profile` into a new folder"
 
 
 def cpu_info() -> tuple[str, list[str]]:
@@ -89,24 +95,93 @@ class Table:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
+    """table.csv's rows as text; a row with a missing or extra column (a file cut short or edited) is an error."""
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            return []
-        if tuple(reader.fieldnames) not in (COLUMNS, COLUMNS_V1):
-            raise HwsearchError(f"Table {str(path)!r} has columns {reader.fieldnames}, expected {list(COLUMNS)}; re-run `hwsearch profile` into a new folder.")
-        return list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                return []
+            if tuple(reader.fieldnames) not in (COLUMNS, COLUMNS_V1):
+                raise HwsearchError(f"Table {str(path)!r} has columns {reader.fieldnames}, expected {list(COLUMNS)}; re-run `hwsearch profile` into a new folder.")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise HwsearchError(f"Latency table {str(path)!r} is not a CSV text file ({exc}); {REPROFILE}.") from None
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():
+            n = sum(v is not None for v in row.values()) + len(row.get(None) or [])
+            raise HwsearchError(f"Latency table {str(path)!r} row {i + 2} has {n} of {len(reader.fieldnames)} columns; the file was cut short or edited: {REPROFILE}.")
+    return rows
+
+
+def _parsed(path: Path, i: int, row: dict[str, str]) -> tuple[Kernel, dict[str, float]]:
+    """One row's kernel and numbers, or an error naming the row and the value that does not parse."""
+    try:
+        kernel = Kernel.parse(row["key"])
+    except ValueError:
+        raise HwsearchError(f"Latency table {str(path)!r} row {i + 2} has the malformed kernel key {row['key']!r}; {REPROFILE}.") from None
+    numbers: dict[str, float] = {}
+    for col in INT_COLUMNS + FLOAT_COLUMNS:
+        if col not in row:
+            continue
+        try:
+            numbers[col] = float(int(row[col])) if col in INT_COLUMNS else float(row[col])
+        except ValueError:
+            raise HwsearchError(f"Latency table {str(path)!r} row {i + 2} ({row['key']}) has {col}={row[col]!r}, which is not a number; {REPROFILE}.") from None
+        if numbers[col] != numbers[col] or abs(numbers[col]) == float("inf"):
+            raise HwsearchError(f"Latency table {str(path)!r} row {i + 2} ({row['key']}) has {col}={row[col]!r}, which is not a finite number; {REPROFILE}.")
+    return kernel, numbers
+
+
+def read_meta(table_dir: str | Path) -> dict[str, Any]:
+    """A table's meta.json as a dict, or a one-line error when it is not a JSON object."""
+    path = Path(table_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise HwsearchError(f"Latency table metadata {str(path)!r} is not valid JSON ({why}); {REPROFILE}.") from None
+    if not isinstance(meta, dict):
+        raise HwsearchError(f"Latency table metadata {str(path)!r} holds a JSON {type(meta).__name__}, not an object; {REPROFILE}.")
+    return meta
+
+
+def content_fields(csv_path: Path) -> dict[str, Any]:
+    """What meta.json records about table.csv so that a cut or edited file is caught on load."""
+    return {"table_rows": len(read_rows(csv_path)), "table_sha256": file_sha256(csv_path)}
+
+
+def write_meta(table_dir: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``meta`` as the table's meta.json with table.csv's ``table_rows`` and ``table_sha256``
+    (via a temporary file, so a kill never leaves half a file); returns what was written."""
+    d = Path(table_dir)
+    meta = {**meta, **content_fields(d / "table.csv")}
+    tmp = d / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(d / "meta.json")
+    return meta
+
+
+def _check_whole(csv_path: Path, meta: dict[str, Any], n_rows: int | None = None) -> None:
+    """table.csv against meta.json's ``table_sha256`` (before parsing) and ``table_rows`` (after)."""
+    want_sha, want_rows = meta.get("table_sha256"), meta.get("table_rows")
+    if n_rows is None and want_sha is not None and file_sha256(csv_path) != want_sha:
+        raise HwsearchError(f"Latency table {str(csv_path)!r} does not match its meta.json (which records {want_rows} rows with sha256 {str(want_sha)[:12]}…): "
+                            f"the file was cut short or edited; {REPROFILE}.")
+    if n_rows is not None and want_rows is not None and n_rows != want_rows:
+        raise HwsearchError(f"Latency table {str(csv_path)!r} has {n_rows} rows but its meta.json records {want_rows}; {REPROFILE}.")
 
 
 def load_table(table_dir: str | Path, warn_provenance: bool = True) -> Table:
-    """Load and check ``table_dir`` (schema, units, provenance); warn if measured on another CPU or runtime."""
+    """Load and check ``table_dir`` whole (row count and hash, schema, units, provenance); warn if
+    measured on another CPU or runtime."""
     d = Path(table_dir)
     meta_path, csv_path = d / "meta.json", d / "table.csv"
     if not meta_path.is_file() or not csv_path.is_file():
         raise HwsearchError(f"Latency table {str(d)!r} needs table.csv and meta.json; run `hwsearch profile --device NAME` to create it.")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(d)
+    _check_whole(csv_path, meta)
     missing = [k for k in META_KEYS if k not in meta]
     if missing or meta.get("schema") not in SCHEMAS:
         raise HwsearchError(f"Latency table {str(d)!r} meta.json lacks {missing or 'schema ' + str(SCHEMA)}; re-run `hwsearch profile` with this version.")
@@ -114,19 +189,21 @@ def load_table(table_dir: str | Path, warn_provenance: bool = True) -> Table:
         raise HwsearchError(f"Latency table {str(d)!r} has call_overhead_us={meta['call_overhead_us']!r}; it must be microseconds (0..1e5).")
     column = statistic(meta) + "_us"
     times: dict[Kernel, float] = {}
-    for i, row in enumerate(read_rows(csv_path)):
-        kernel = Kernel.parse(row["key"])
-        value, med = float(row.get(column) or row["median_us"]), float(row["median_us"])
-        if not 0.0 <= value < 1e6 or not value <= med * 1.001 + 1e-3 or float(row["p90_us"]) < med * 0.999:
+    rows = read_rows(csv_path)
+    for i, row in enumerate(rows):
+        kernel, numbers = _parsed(csv_path, i, row)
+        value, med = numbers.get(column, numbers["median_us"]), numbers["median_us"]
+        if not 0.0 <= value < 1e6 or not value <= med * 1.001 + 1e-3 or numbers["p90_us"] < med * 0.999:
             raise HwsearchError(f"Latency table {str(csv_path)!r} row {i + 2} ({row['key']}) has {column}={value}, median_us={med}, p90_us={row['p90_us']}; "
                                 "times must be microseconds with p10 <= median <= p90.")
         times[kernel] = value
+    _check_whole(csv_path, meta, len(rows))
     if warn_provenance:
         check_provenance(meta, str(d))
     return Table(d, meta, times)
 
 
-def check_provenance(meta: dict[str, Any], where: str) -> None:
+def check_provenance(meta: dict[str, Any], where: str, stacklevel: int = 3) -> None:
     cpu, _ = cpu_info()
     here = {"cpu_model": cpu, "runtime_version": runtime_version()}
     for key, value in here.items():
