@@ -69,7 +69,11 @@ class Policy:
         if not p.is_file():
             raise HwsearchError(f"Policy file {str(p)!r} does not exist; pass a JSON file such as {{\"default_keep\": 0.5}}.")
         try:
-            data = json.loads(p.read_text())
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise HwsearchError(f"Policy file {str(p)!r} is not a JSON text file (not UTF-8); pass a JSON file such as {{\"default_keep\": 0.5}}.") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise HwsearchError(f"Policy file {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); fix the file.") from None
         return cls.from_dict(data)

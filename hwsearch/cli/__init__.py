@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except HwsearchError as exc:
         print(f"hwsearch: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"hwsearch: error: no space left on the device (writing {exc.filename or 'an output file'}); free disk space, then run the same command again.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hwsearch: interrupted; finished work is kept (run the same command again to resume).", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 Layout (every key but ``[devices]`` is optional; top-level keys come before the tables)::
 
-    task = "digits"                 # built-in name or package.module:function
-    model = "resnet20"              # built-in name or package.module:function (default: the task's)
+    name = "quickstart"             # default: the file name; letters, digits and ._- (no leading dot)
+    task = "digits"                 # built-in name or package.module:function (code: imported and called;
+    model = "resnet20"              # built-in name or package.module:function   see the README's "Security")
     objectives = ["accuracy", "latency_ms"]   # + "size_bytes"; latency_ms = one objective per device
     sampler = "nsga2"               # nsga2 | tpe | random
     n_trials = 40
@@ -36,6 +37,7 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
     _check_keys("", raw, allowed)
     if "devices" not in raw:
         raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"latency_tables/cpu-1t\".")
-    name = _str("name", raw.get("name", name))
+    name = _name(raw.get("name", name))
     n_trials = _int("n_trials", raw.get("n_trials", 40), 1)
     output = _str("output_dir", raw.get("output_dir", "")) or str(Path("runs") / name)
     space = _dataclass_from(SpaceSpec, "space", raw.get("space", {}), SPACE_CHECKS)
@@ -78,6 +80,17 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         warm_start_policies=_warm_start_policies(raw.get("warm_start_policies", []), base_dir),
         warm_start_layerwise=_warm_start_layerwise(raw.get("warm_start_layerwise", []), space),
     )
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # a run's folder under runs/ and its study name
+
+
+def _name(value: Any) -> str:
+    """A run name that is one safe path component: it can never point outside ``runs/``."""
+    if not isinstance(value, str) or not RUN_NAME.fullmatch(value):
+        raise HwsearchError(f"Config key 'name' has value {value!r}, which is not a safe run name; use letters, digits and . _ - "
+                            "(not starting with a dot, at most 100 characters), e.g. name = \"quickstart-2\".")
+    return value
 
 
 def derive(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
@@ -100,7 +113,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if "=" not in item:
             raise HwsearchError(f"Override {item!r} is not key=value; write e.g. --set n_trials=10 or --set devices.cpu-1t.budget_ms=1.5.")
         key, text = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not all(parts):
+            raise HwsearchError(f"Override {item!r} has an empty key (or key part); write KEY=VALUE, e.g. --set n_trials=10 or --set devices.cpu-1t.budget_ms=1.5.")
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -115,11 +130,30 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     p = Path(path)
     if not p.is_file():
         raise HwsearchError(f"Config file {str(p)!r} does not exist; pass an experiment TOML such as experiments/quickstart.toml.")
-    try:
-        raw = json.loads(p.read_text()) if p.suffix == ".json" else tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise HwsearchError(f"Config file {str(p)!r} cannot be parsed ({exc}); fix its syntax.") from None
+    if p.suffix == ".json":
+        raw = read_saved_config(p)
+    else:
+        try:
+            raw = tomllib.loads(p.read_bytes().decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise HwsearchError(f"Config file {str(p)!r} cannot be parsed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); fix its syntax.") from None
     return parse_config(apply_overrides(raw, overrides), p.stem, p.parent)
 
 
-__all__ = ["COMPRESS_KEYS", "OBJECTIVES", "SAMPLERS", "DeviceSpec", "ExperimentConfig", "SpaceSpec", "apply_overrides", "derive", "load_config", "parse_config", "parse_value"]
+def read_saved_config(path: str | Path) -> dict[str, Any]:
+    """A run directory's ``config.json`` as a dict, or a one-line error saying it is damaged."""
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raw = None
+    else:
+        why = f"a JSON {type(raw).__name__}, not an object"
+    if not isinstance(raw, dict):
+        raise HwsearchError(f"Run config {str(p)!r} is damaged ({why}); restore it from a copy, or move the run directory away and search again to start over.")
+    return raw
+
+
+__all__ = ["COMPRESS_KEYS", "OBJECTIVES", "RUN_NAME", "SAMPLERS", "DeviceSpec", "ExperimentConfig", "SpaceSpec", "apply_overrides", "derive", "load_config", "parse_config",
+           "parse_value", "read_saved_config"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsearch.config import read_saved_config
 from hwsearch.errors import HwsearchError
 from hwsearch.results import hypervolume, pareto_front
 
@@ -212,7 +213,7 @@ def load_dashboard_data(run_dir: str | Path) -> DashboardData:
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file() or not _has_trials(run_dir):
         raise HwsearchError(f"Run directory {str(run_dir)!r} has no config.json and trials table; pass a directory written by `hwsearch search`, e.g. runs/NAME.")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_saved_config(cfg_path)
     devices = tuple(cfg.get("devices") or {})
     budgets = {d: (cfg["devices"][d] or {}).get("budget_ms") for d in devices}
     sampler = str(cfg.get("sampler", "search"))
