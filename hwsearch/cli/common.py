@@ -24,11 +24,11 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
-    p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (default: digits)")
+    p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (code: imported and called; default: digits)")
     if several:
         p.add_argument("--model", action="append", default=None, help="model name; repeat to cover several models (default: the task's)")
     else:
-        p.add_argument("--model", default=None, help="resnet20, mobilenetv2, vgg, all-minilm-l6-v2 or package.module:function (default: the task's)")
+        p.add_argument("--model", default=None, help="resnet20, mobilenetv2, vgg, all-minilm-l6-v2 or package.module:function (code: imported and called; default: the task's)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
     p.add_argument("--data-dir", default=None, help="dataset directory (cifar10: the CIFAR-10 python batches)")
     p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default: the task's, 15 for digits)")

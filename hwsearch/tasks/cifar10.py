@@ -3,6 +3,11 @@
 Expected files: ``data_batch_1`` … ``data_batch_5`` and ``test_batch`` (pickled dicts with
 ``b"data"``: N×3072 uint8 rows, channel-major 32×32, and ``b"labels"``). The validation split is
 the last 10% of the training batches (fixed order, so it is deterministic).
+
+A batch is a pickle, and ``pickle.load`` runs whatever a pickle names: the batches are read with a
+restricted unpickler that builds only what CIFAR-10 batches contain (dicts, lists, bytes/str,
+numbers and numpy arrays, through numpy's own array-rebuilding helpers) and refuses any other
+name before it is imported or called, so a crafted batch file runs nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +26,27 @@ STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32).reshape(1, 3, 1, 1)
 EXPECTED = "data_batch_1..data_batch_5 and test_batch (CIFAR-10 python version)"
 
 
+# the only globals a CIFAR-10 batch (pickled by Python 2 or 3, numpy 1 or 2, protocols 2-5) needs
+ALLOWED_GLOBALS = frozenset({
+    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS`: data in, never code run."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never holds; only dicts, lists, bytes, numbers and numpy arrays are read, nothing is run")
+        return super().find_class(module, name)
+
+
 def _load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+            d = BatchUnpickler(fh, encoding="bytes").load()
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
         x = data.reshape(len(data), 3, 32, 32)
