@@ -1,11 +1,19 @@
-"""Seeded baseline training with a checkpoint cache keyed by task, model and hyper-parameters."""
+"""Seeded baseline training with a checkpoint cache keyed by task, model and hyper-parameters.
+
+The cache is shared by concurrent runs: a ``flock`` per checkpoint lets one process train it while
+the others wait and then load it; checkpoints are written to a unique temporary name and renamed
+into place, so a reader never sees half a file.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -98,10 +106,33 @@ def load_baseline(task: Task, model_spec: str, build: Callable[[], nn.Module], m
     key = _key(task, model, model_spec, options, cfg)
     path = cache_dir() / "baselines" / f"{task.name.replace(':', '_')}-{model_spec.replace(':', '_')}-{key}.pt"
     if path.is_file() and not retrain:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["state_dict"])
-        model.eval()
-        return Baseline(model, model_spec, options, path, ckpt["test_accuracy"], ckpt["val_accuracy"])
+        return _cached(path, model, model_spec, options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path.with_suffix(".lock")):  # two runs needing the same baseline: one trains, the other waits and loads it
+        if path.is_file() and not retrain:
+            return _cached(path, model, model_spec, options)
+        return _train(task, model, model_spec, options, cfg, path, verbose)
+
+
+def _cached(path: Path, model: nn.Module, model_spec: str, options: dict[str, Any]) -> Baseline:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return Baseline(model, model_spec, options, path, ckpt["test_accuracy"], ckpt["val_accuracy"])
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (released when the process dies, even by SIGKILL)."""
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train(task: Task, model: nn.Module, model_spec: str, options: dict[str, Any], cfg: TrainConfig, path: Path, verbose: bool) -> Baseline:
     start = time.time()
     steps = cfg.epochs * -(-len(task.split("train")) // cfg.batch_size)
     if verbose:
@@ -109,10 +140,13 @@ def load_baseline(task: Task, model_spec: str, build: Callable[[], nn.Module], m
     train_steps(model, task, cfg, steps, cfg.lr)
     test_acc = task.score(torch_logits(model, task.split("test")), task.split("test").y)
     val_acc = task.score(torch_logits(model, task.split("val")), task.split("val").y)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "test_accuracy": test_acc, "val_accuracy": val_acc, "train": asdict(cfg), "options": options}, tmp)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")  # unique, renamed into place whole
+    os.close(fd)
+    try:
+        torch.save({"state_dict": model.state_dict(), "test_accuracy": test_acc, "val_accuracy": val_acc, "train": asdict(cfg), "options": options}, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     if verbose:
         print(f"baseline {task.name}/{model_spec}: test accuracy {test_acc:.4f}, val {val_acc:.4f} ({time.time() - start:.0f}s)", file=sys.stderr)
     return Baseline(model, model_spec, options, path, test_acc, val_acc)
