@@ -146,7 +146,7 @@ def read_saved_config(path: str | Path) -> dict[str, Any]:
     try:
         raw = json.loads(p.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        why = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        why = f"{exc.msg}, line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
         raw = None
     else:
         why = f"a JSON {type(raw).__name__}, not an object"

@@ -140,7 +140,7 @@ def read_meta(table_dir: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        why = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        why = f"{exc.msg}, line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
         raise HwsearchError(f"Latency table metadata {str(path)!r} is not valid JSON ({why}); {REPROFILE}.") from None
     if not isinstance(meta, dict):
         raise HwsearchError(f"Latency table metadata {str(path)!r} holds a JSON {type(meta).__name__}, not an object; {REPROFILE}.")
