@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from hwsearch.config.records import OBJECTIVES, DeviceSpec, SpaceSpec
+from hwsearch.config.records import ADAPT_MODES, OBJECTIVES, DeviceSpec, SpaceSpec
 from hwsearch.errors import HwsearchError
 from hwsearch.options import IMPORTANCES, TrainConfig
 from hwsearch.policy import PRECISIONS, Policy, check_keep_ratio
@@ -64,11 +64,12 @@ def _devices(value: Any, base_dir: Path) -> tuple[DeviceSpec, ...]:
     out = []
     for name, spec in table.items():
         spec = _table(f"devices.{name}", spec)
-        _check_keys(f"devices.{name}", spec, ("table", "budget_ms"))
+        _check_keys(f"devices.{name}", spec, ("table", "budget_ms", "adapt"))
         if "table" not in spec:
             raise HwsearchError(f"Config table [devices.{name}] has no 'table' key; set it to a latency table directory such as \"latency_tables/cpu-1t\".")
         budget = spec.get("budget_ms")
-        out.append(DeviceSpec(name, _resolve_table(name, spec["table"], base_dir), None if budget is None else _num(f"devices.{name}.budget_ms", budget)))
+        adapt = None if spec.get("adapt") is None else _str(f"devices.{name}.adapt", spec["adapt"], ADAPT_MODES)
+        out.append(DeviceSpec(name, _resolve_table(name, spec["table"], base_dir), None if budget is None else _num(f"devices.{name}.budget_ms", budget), adapt))
     return tuple(out)
 
 

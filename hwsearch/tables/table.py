@@ -208,7 +208,8 @@ def check_provenance(meta: dict[str, Any], where: str, stacklevel: int = 3) -> N
     here = {"cpu_model": cpu, "runtime_version": runtime_version()}
     for key, value in here.items():
         if meta.get(key) != value:
-            warnings.warn(f"Latency table {where!r} was measured with {key}={meta.get(key)!r} but this machine has {key}={value!r}; predictions may not match this machine.", stacklevel=3)
+            warnings.warn(f"Latency table {where!r} was measured with {key}={meta.get(key)!r} but this machine has {key}={value!r}; predictions may not match this machine "
+                          f"(check it here: `hwsearch check-table {where} --adapt`).", stacklevel=stacklevel)
 
 
 def file_sha256(path: Path) -> str | None:
