@@ -167,3 +167,12 @@ def test_export_warns_beyond_three_times_the_tables_rmspe_or_5pct():
     assert latency_warnings({"d": 1.0}, {"d": 1.06}, {"d": 0.01}) and "beyond ±5%" in latency_warnings({"d": 1.0}, {"d": 1.06}, {"d": 0.01})[0]
     assert not latency_warnings({"d": 1.0}, {"d": 1.06}, {"d": 0.03})
     assert not latency_warnings({"d": 1.0}, {"d": 1.04}) and latency_warnings({"d": 1.0}, {"d": 0.94})
+
+
+def test_a_damaged_calibration_file_is_a_one_line_error(table):
+    from hwsearch.tables.calibration import load_calibration
+
+    (table / "calibration.json").write_text('{"schema": 1, "scale": ')
+    with pytest.raises(HwsearchError) as err:
+        load_calibration(table)
+    assert "is damaged" in str(err.value) and "calibrate-table" in str(err.value) and "\n" not in str(err.value)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hwsearch.errors import HwsearchError
 from hwsearch.tables.table import table_hash
 
 CALIBRATION_FILE = "calibration.json"
@@ -80,7 +81,12 @@ def load_calibration(table_dir: str | Path) -> Calibration | None:
     path = Path(table_dir) / CALIBRATION_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+        raise HwsearchError(f"Calibration file {str(path)!r} is damaged ({type(exc).__name__}: {exc}); restore it, or re-create it with `hwsearch calibrate-table {table_dir} --model ...`.") from None
     if data.get("schema") != SCHEMA or data.get("table_sha256") != table_hash(table_dir):
         warnings.warn(f"{str(path)!r} was fitted on a different table.csv (or an older schema); predicting uncalibrated. "
                       f"Re-run `hwsearch calibrate-table {table_dir}`.", stacklevel=3)
