@@ -1,7 +1,9 @@
 """The CNN family: conv/linear image models trained from scratch on the task (built-ins and user models).
 
 - analysis: Torch-Pruning's dependency graph gives the coupled channel groups (:mod:`.prune`);
-  every conv/linear layer is a precision layer named after its module;
+  grouped convs and coupled concatenations remove channels in sets, and groups that cannot be cut
+  safely are left out with a note (:mod:`.groups`, :class:`~.space.CNNSpace`); every conv/linear
+  layer is a precision layer named after its module;
 - mechanics: channels cut through the dependency graph, then a distilled fine-tune and BatchNorm
   statistics re-estimated on the final weights (:mod:`.recover`);
 - baseline: trained with the task's :class:`~hwsearch.options.TrainConfig` and cached (:mod:`.train`);
@@ -57,13 +59,16 @@ class CNNFamily(ModelFamily):
 
     def search_space(self, model: nn.Module, task: Any, keep_choices: Sequence[float] | None = None,
                      precisions: Sequence[str] | None = None, channel_multiple: int | None = None) -> SearchSpace:
-        from hwsearch.families.cnn.prune import dependency_groups
+        from hwsearch.families.cnn.prune import analyse
+        from hwsearch.families.cnn.space import CNNSpace
         from hwsearch.runtime.onnx_export import layer_order
 
         x = task.example_input()
-        return SearchSpace.build(dependency_groups(model, x), layer_order(model, x), keep_choices or DEFAULT_KEEP_CHOICES,
-                                 self.check_precisions(precisions or self.precisions),
-                                 self.default_channel_multiple if channel_multiple is None else channel_multiple)
+        found = analyse(model, x)
+        return CNNSpace.build(found.groups, layer_order(model, x), keep_choices or DEFAULT_KEEP_CHOICES,
+                              self.check_precisions(precisions or self.precisions),
+                              self.default_channel_multiple if channel_multiple is None else channel_multiple,
+                              divisors=tuple(found.divisors.items()), notes=found.notes)
 
     def prune(self, model: nn.Module, policy: Policy, space: SearchSpace, task: Any, options: CompressOptions) -> nn.Module:
         import copy

@@ -91,9 +91,13 @@ def parse_units(path: str | Path):
         hw = hw if len(hw) == 2 else (1, 1)
         if node.op_type == "Conv":
             w = inits[node.input[1]]
+            group = _attr(node, "group", 1)
+            if group > 1 and w[1] > 1:
+                raise HwsearchError(f"Conv {node.name!r} is a grouped convolution (group={group}, {w[1]} input channels per group); latency tables model only dense and depthwise convs, "
+                                    "so this model's latency cannot be predicted (compressing it works without a device table).")
             out, act = fuse_relu(node.output[0])
             channels[node.name] = w[0]
-            units.append(Unit("conv", node.name, (tid(x),), new_tensor(out, node.name), hw, w[2], _attr(node, "strides", [1])[0], _attr(node, "group", 1) > 1, act))
+            units.append(Unit("conv", node.name, (tid(x),), new_tensor(out, node.name), hw, w[2], _attr(node, "strides", [1])[0], group > 1, act))
         elif node.op_type == "Gemm":
             channels[node.name] = inits[node.input[1]][0]
             units.append(Unit("gemm", node.name, (tid(x),), new_tensor(node.output[0], node.name), (1, 1)))
