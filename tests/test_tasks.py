@@ -110,3 +110,10 @@ def test_user_code_errors_say_what_to_fix(user_module, digits):
         CNN.build_model(f"{user_module}:nope", digits, {})
     with pytest.raises(HwsearchError, match="cannot be imported"):
         get_task("no_such_module_xyz:make")
+
+
+def test_digits_size_option_sets_the_input_shape():
+    task = get_task("digits", size=16)
+    assert task.input_shape() == (1, 1, 16, 16) and task.split("val").x.shape[1:] == (1, 16, 16)
+    with pytest.raises(HwsearchError, match="size=4 is not allowed"):
+        get_task("digits", size=4)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwsearch.errors import HwsearchError
 from hwsearch.tasks.base import Split, Task
 
 SPLIT_SEED = 20240601
@@ -46,4 +47,7 @@ class DigitsTask(Task):
 
 
 def make_task(**options) -> DigitsTask:
-    return DigitsTask(name="digits", in_channels=1, num_classes=10, input_size=(32, 32), **options)
+    size = options.get("size", 32)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise HwsearchError(f"digits task option size={size!r} is not allowed; use an integer >= 8 (pixels per side; default 32).")
+    return DigitsTask(name="digits", in_channels=1, num_classes=10, input_size=(size, size), **options)
