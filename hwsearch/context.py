@@ -128,11 +128,17 @@ def reference_specs(table_dir: str) -> list[Any]:
     return out
 
 
-def ensure_adaptation(device: DeviceSpec, progress: bool = True) -> dict[str, Any]:
+def ensure_adaptation(device: DeviceSpec, progress: bool = True, ray_address: str = "") -> dict[str, Any]:
     """Before predicting for ``device`` on this machine: under ``auto``, check its table here and store
     an adaptation when none matches this machine (``hwsearch check-table --adapt``, about a minute);
-    under ``require``, fail unless one matches; under ``off``, do nothing. Returns what was used."""
+    under ``require``, fail unless one matches; under ``off``, do nothing. Returns what was used.
+    A device with ``ray_resources`` has its reference models timed on the node of the Ray cluster at
+    ``ray_address`` that has them (:mod:`hwsearch.runtime.remote`); they are realised here."""
+    from functools import partial
+
+    from hwsearch.latency.cases import measure_policies
     from hwsearch.latency.check import check_table
+    from hwsearch.runtime.remote import Router
     from hwsearch.tables import adaptation as adapt_files
     from hwsearch.tables.table import load_table
 
@@ -149,12 +155,17 @@ def ensure_adaptation(device: DeviceSpec, progress: bool = True) -> dict[str, An
                             f"run `hwsearch check-table {device.table} --adapt` here first, or set adapt = \"auto\".")
     if progress:
         print(f"[{device.name}] no adaptation of {device.table} for this machine: checking the table here (hwsearch check-table --adapt)", file=sys.stderr)
+    router = Router(device.name, device.ray_resources, ray_address) if device.ray_resources else None
     try:
-        report = check_table(device.table, reference_specs(device.table), adapt=True, progress=progress)
+        report = check_table(device.table, reference_specs(device.table), adapt=True, progress=progress,
+                             **({"measure": partial(measure_policies, timer=router)} if router else {}))
     except HwsearchError as exc:
         warnings.warn(f"Device {device.name!r}: the table could not be checked on this machine ({exc}); predicting with the table as built.", stacklevel=2)
         return {"mode": mode, "adaptation": None, "error": str(exc)}
+    finally:
+        if router:
+            router.close()
     if progress:
         print(f"[{device.name}] {report['verdict']}", file=sys.stderr)
     keep = ("offset", "by_family", "before", "after_leave_one_out", "repeatability", "verdict", "seconds", "machine")
-    return {"mode": mode, "adaptation": report["adaptation"]["key"], "check": {k: report[k] for k in keep}}
+    return {"mode": mode, "adaptation": report["adaptation"]["key"], "check": {k: report[k] for k in keep}} | ({"measured_on": router.where()} if router else {})

@@ -1,7 +1,7 @@
 """A two-node Ray cluster on 127.0.0.1 in its own process, for tests/test_ray_cluster.py.
 
-``python tests/ray_cluster_proc.py INFO_JSON``: starts a head (1 CPU, resource ``head``) and a second
-node (1 CPU, resource ``second``) with Ray's own ``ray.cluster_utils.Cluster``, writes the GCS
+``python tests/ray_cluster_proc.py INFO_JSON [RESOURCES_JSON]``: starts a head (1 CPU, resource ``head``) and a second
+node (1 CPU, resource ``second``, plus RESOURCES_JSON's, e.g. ``{"edge-board": 1}``) with Ray's own ``ray.cluster_utils.Cluster``, writes the GCS
 address and the raylet PIDs to INFO_JSON, then reads commands from stdin, one per line:
 ``lose-second`` kills the second node and adds a replacement (1 CPU, resource ``third``, like an
 autoscaler would), then rewrites INFO_JSON; ``quit`` (or EOF) shuts the cluster down.
@@ -28,11 +28,11 @@ def _raylet_pid(node) -> int:
     return node.all_processes["raylet"][0].process.pid
 
 
-def main(info_path: str) -> None:
+def main(info_path: str, extra: dict | None = None) -> None:
     temp_dir = TEMP_DIR
     head_args = {"node_ip_address": "127.0.0.1", "include_dashboard": False, "num_cpus": 1, "resources": {"head": 1}, "temp_dir": temp_dir}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
-    nodes = {"head": cluster.head_node, "second": cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources={"second": 1})}
+    nodes = {"head": cluster.head_node, "second": cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, resources={"second": 1, **(extra or {})})}
 
     def write() -> None:
         info = {"address": cluster.address, "pid": os.getpid(), "temp_dir": temp_dir, "raylets": {k: _raylet_pid(n) for k, n in nodes.items()}}
@@ -57,4 +57,4 @@ def main(info_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -28,6 +28,38 @@ def _specs(args: argparse.Namespace, calibrated: bool = True, adapt: str | None 
     return [Spec(name, ctx, ctx.predictor(args.table, calibrated=calibrated, adapt=adapt)) for name, ctx in _contexts(args)]
 
 
+def _ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", default="", help="with --ray-resources: time the models on the node of this Ray cluster that has those resources (they are built here)")
+    p.add_argument("--ray-resources", default=None, help='JSON of the Ray resources of the node that times the models (a board running a Ray worker), e.g. \'{"edge-board": 1}\'')
+
+
+def _timer(args: argparse.Namespace):
+    """The timing function of a measuring command: here, or a Router to the Ray node with --ray-resources."""
+    from hwsearch.config.checks import _ray_resources
+    from hwsearch.runtime.remote import timer_for
+
+    if args.ray_resources is None:
+        if args.ray_address:
+            raise HwsearchError(f"--ray-address {args.ray_address} needs --ray-resources naming the node that times the models, e.g. --ray-resources '{{\"edge-board\": 1}}'.")
+        return timer_for(str(args.table), None)
+    try:
+        raw = json.loads(args.ray_resources)
+    except json.JSONDecodeError as exc:
+        raise HwsearchError(f"--ray-resources {args.ray_resources!r} is not JSON ({exc}); use e.g. '{{\"edge-board\": 1}}'.") from None
+    if not args.ray_address:
+        raise HwsearchError("--ray-resources needs --ray-address, the Ray cluster whose node has them (e.g. --ray-address HEAD_IP:6379).")
+    return timer_for(str(args.table), _ray_resources("--ray-resources", raw), args.ray_address)
+
+
+def _where(timer) -> dict:
+    return {"measured_on": timer.where()} if hasattr(timer, "where") else {}
+
+
+def close_timer(timer) -> None:
+    if hasattr(timer, "close"):  # a Router leaves the cluster it joined
+        timer.close()
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     model_args(p, several=True)
     p.add_argument("--channel-multiple", type=int, default=None, help=CHANNEL_MULTIPLE_HELP)
@@ -79,10 +111,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
     timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = validate(args.table, _specs(args, adapt=args.adapt), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, drift=args.drift, combine=args.combine,
-                      batch=args.batch, lock_path=args.lock, progress=not args.quiet)
+    timer = _timer(args)
+    try:
+        report = validate(args.table, _specs(args, adapt=args.adapt), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, drift=args.drift, combine=args.combine,
+                          batch=args.batch, lock_path=args.lock, progress=not args.quiet, timer=timer)
+    finally:
+        close_timer(timer)
     keys = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "mean_coverage", "repeatability", "seconds", "adaptation")
-    print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("unadapted", "vs_median_of_rounds", "drift", "written_to")} | {"by_model": report["by_model"]}, indent=2))
+    print(json.dumps({k: report[k] for k in keys} | {k: report.get(k) for k in ("unadapted", "vs_median_of_rounds", "drift", "written_to")} | {"by_model": report["by_model"]}
+                     | _where(timer), indent=2))
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     return 0
@@ -96,17 +133,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise HwsearchError(f"--samples {args.samples} is too few to fit a calibration; use 60 or more (e.g. 120).")
     logging.getLogger().setLevel(logging.ERROR)
     timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = calibrate(args.table, _specs(args, calibrated=False, adapt="off"), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, refit=args.refit,
-                       combine=args.combine, batch=args.batch, lock_path=args.lock, progress=not args.quiet)
+    timer = _timer(args)
+    try:
+        report = calibrate(args.table, _specs(args, calibrated=False, adapt="off"), args.samples, seed=args.seed, rounds=args.rounds, timing=timing, refit=args.refit,
+                           combine=args.combine, batch=args.batch, lock_path=args.lock, progress=not args.quiet, timer=timer)
+    finally:
+        close_timer(timer)
     keys = ("n_models", "rmspe_uncalibrated", "rmspe_fitted", "rmspe_cross_validated", "rmspe_cross_validated_global_only", "seconds")
-    print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]}, indent=2))
+    print(json.dumps({k: report[k] for k in keys} | {"scale": report["scale"]} | _where(timer), indent=2))
     for w in report.get("warnings") or []:
         print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from hwsearch.context import reference_specs
+    from hwsearch.latency.cases import measure_policies
     from hwsearch.latency.check import CHECK_TIMING, check_table
     from hwsearch.runtime.timing import MeasureSettings
 
@@ -116,8 +160,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise HwsearchError(f"{args.table!r} is not a latency table folder (no table.csv); pass one such as latency_tables/cpu-1t.")
     logging.getLogger().setLevel(logging.ERROR)
     timing = MeasureSettings(warmup=CHECK_TIMING.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
-    report = check_table(args.table, reference_specs(args.table), adapt=args.adapt, rounds=args.rounds, timing=timing, batch=args.batch, lock_path=args.lock,
-                         progress=not args.quiet)
+    timer = _timer(args)
+    try:
+        report = check_table(args.table, reference_specs(args.table), adapt=args.adapt, rounds=args.rounds, timing=timing, batch=args.batch, lock_path=args.lock,
+                             progress=not args.quiet, measure=partial(measure_policies, timer=timer)) | _where(timer)
+    finally:
+        close_timer(timer)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -133,6 +181,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.get("repeatability"):
         print(f"repeatability (rounds vs rounds): rmspe {report['repeatability']['rmspe']:.1%}; cpu steal {report.get('cpu_steal') or 0:.1%}")
     print(f"verdict: {report['verdict']}")
+    if report.get("measured_on"):
+        on = report["measured_on"]
+        print(f"timed on Ray node(s) {', '.join(on['nodes'])} ({', '.join(on['hosts'])}) with resources {on['resources']}: {on['measurements']} measurements")
     if report.get("adaptation"):
         print(f"adaptation {report['adaptation']['key']} stored at {report['adaptation']['path']}; predictors on this machine apply it from now on")
     return 0
@@ -151,6 +202,7 @@ def _measure_options(p: argparse.ArgumentParser, samples: int, seed: int) -> Non
     p.add_argument("--batch", type=int, default=0, help="models realised on disk before each batch is timed (0: all; 16 suits the encoder's 60-90 MB files)")
     p.add_argument("--lock", default=None, help="flock this file while timing (other measuring processes wait)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _ray_options(p)
 
 
 def _adapt_option(p: argparse.ArgumentParser) -> None:
@@ -197,6 +249,7 @@ def register(sub) -> None:
     p.add_argument("--lock", default=None, help="flock this file while timing (other measuring processes wait)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _ray_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("calibrate-table", help="fit the table's per-kernel-class correction on measured whole models; writes calibration.json")

@@ -64,7 +64,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
     n_trials = _int("n_trials", raw.get("n_trials", 40), 1)
     output = _str("output_dir", raw.get("output_dir", "")) or str(Path("runs") / name)
     space = _dataclass_from(SpaceSpec, "space", raw.get("space", {}), SPACE_CHECKS)
-    return ExperimentConfig(
+    cfg = ExperimentConfig(
         name=name, devices=_devices(raw["devices"], base_dir),
         task=_str("task", raw.get("task", "digits")), model=_str("model", raw.get("model", "")),
         objectives=_objectives(raw.get("objectives", ["accuracy", "latency_ms"])),
@@ -80,6 +80,10 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
         warm_start_policies=_warm_start_policies(raw.get("warm_start_policies", []), base_dir),
         warm_start_layerwise=_warm_start_layerwise(raw.get("warm_start_layerwise", []), space),
     )
+    routed = [d.name for d in cfg.devices if d.ray_resources]
+    if routed and not cfg.ray_address:
+        raise HwsearchError(f"Device {routed[0]!r} names ray_resources, which only a Ray cluster has, but ray_address is \"\"; set ray_address to the cluster whose node has them, or remove devices.{routed[0]}.ray_resources.")
+    return cfg
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # a run's folder under runs/ and its study name

@@ -64,13 +64,25 @@ def _devices(value: Any, base_dir: Path) -> tuple[DeviceSpec, ...]:
     out = []
     for name, spec in table.items():
         spec = _table(f"devices.{name}", spec)
-        _check_keys(f"devices.{name}", spec, ("table", "budget_ms", "adapt"))
+        _check_keys(f"devices.{name}", spec, ("table", "budget_ms", "adapt", "ray_resources"))
         if "table" not in spec:
             raise HwsearchError(f"Config table [devices.{name}] has no 'table' key; set it to a latency table directory such as \"latency_tables/cpu-1t\".")
         budget = spec.get("budget_ms")
         adapt = None if spec.get("adapt") is None else _str(f"devices.{name}.adapt", spec["adapt"], ADAPT_MODES)
-        out.append(DeviceSpec(name, _resolve_table(name, spec["table"], base_dir), None if budget is None else _num(f"devices.{name}.budget_ms", budget), adapt))
+        resources = None if spec.get("ray_resources") is None else _ray_resources(f"devices.{name}.ray_resources", spec["ray_resources"])
+        out.append(DeviceSpec(name, _resolve_table(name, spec["table"], base_dir), None if budget is None else _num(f"devices.{name}.budget_ms", budget), adapt, resources))
     return tuple(out)
+
+
+def _ray_resources(key: str, value: Any) -> dict[str, float]:
+    """A non-empty table of Ray resource name -> positive amount (the node that measures the device)."""
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(key, value, 'a non-empty table of Ray resource names and amounts, e.g. { "edge-board" = 1 }')
+    for res, amount in value.items():
+        if not isinstance(res, str) or not res.strip():
+            raise _fail(key, value, 'resource names that are non-empty strings, e.g. { "edge-board" = 1 }')
+        _num(f"{key}.{res}", amount)
+    return {res: float(amount) for res, amount in value.items()}
 
 
 def _dataclass_from(cls: type, where: str, data: Any, checks: Mapping[str, Callable[[str, Any], Any]]) -> Any:

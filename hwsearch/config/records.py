@@ -22,12 +22,14 @@ TABLES = ("task_options", "model_options", "baseline", "devices", "compress", "s
 @dataclass(frozen=True)
 class DeviceSpec:
     """One target device: its latency table directory (absolute), optional budget, and how the table
-    is adapted to the machine (``auto`` / ``off`` / ``require``; None: ``$HWSEARCH_ADAPT`` or auto)."""
+    is adapted to the machine (``auto`` / ``off`` / ``require``; None: ``$HWSEARCH_ADAPT`` or auto), and
+    the Ray resources of the node that measures it (None: measured where the command runs)."""
 
     name: str
     table: str
     budget_ms: float | None = None
     adapt: str | None = None
+    ray_resources: Mapping[str, float] | None = field(default=None, hash=False)  # e.g. {"edge-board": 1.0}: hwsearch.runtime.remote
 
 
 COMPRESS_KEYS = ("importance", "finetune_steps", "finetune_lr", "distill", "bn_recalib_batches", "calib_samples")  # CompressOptions' config keys

@@ -6,26 +6,30 @@ For every chosen trial of ``runs/NAME`` this writes ``runs/NAME/export/<trial>/m
 check), parity against the torch model it was exported from on the validation split (the task
 judges it: for classification fp32 max abs logit difference <= 1e-4, int8/fp16 top-1 agreement
 >= 99%), and latency re-measured on
-this machine with each device table's session settings, compared with the table's prediction.
+this machine (or, for a device with ``ray_resources``, on its Ray node) with each device table's session settings, compared with the table's prediction.
 A winner that fails a check is written with ``ok: false`` and its reasons in ``flags``.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hwsearch.compress.realise import compressed_model, onnx_outputs, realise, score_onnx
 from hwsearch.context import ensure_adaptation
+from hwsearch.errors import HwsearchError
 from hwsearch.export.manifest import Manifest
 from hwsearch.export.winners import Device, RunContext, Winner, load_run, select_winners, versions
 from hwsearch.latency.cases import cpu_times, loadavg, steal_since
 from hwsearch.policy import Policy
+from hwsearch.runtime.remote import Router
 from hwsearch.runtime.session import SessionSettings, available_providers, check_model, count_quantized_kernels
 from hwsearch.runtime.timing import time_model
 from hwsearch.tables.table import file_sha256
@@ -62,13 +66,31 @@ def check_parity(ctx, path: str | Path, torch_model, quantized: bool, split: str
     return Parity(bool(agree.ok), agree.metric, agree.value, agree.threshold, split, agree.samples)
 
 
-def measure_devices(devices: Sequence[Device], path: Path, feed: dict[str, np.ndarray] | None = None) -> tuple[dict, dict, list[str]]:
-    """Latency per device with each table's settings and statistic (p10 or median), and p90; devices this machine cannot run are None."""
+def measure_devices(devices: Sequence[Device], path: Path, feed: dict[str, np.ndarray] | None = None, ray_address: str = "",
+                    measured_on: dict[str, Any] | None = None) -> tuple[dict, dict, list[str]]:
+    """Latency per device with each table's settings and statistic (p10 or median), and p90; devices this machine cannot run are None.
+    A device with ``ray_resources`` is timed on the node of the Ray cluster at ``ray_address`` that has them
+    (:mod:`hwsearch.runtime.remote`); ``measured_on`` (if given) receives where each device was timed."""
     value: dict[str, float | None] = {}
     p90: dict[str, float | None] = {}
     notes: list[str] = []
     for dev in devices:
         settings = dev.settings()
+        if dev.ray_resources:
+            router = Router(dev.name, dev.ray_resources, ray_address)
+            try:
+                t = router(path, settings, dev.measure_settings(), feed)
+                value[dev.name], p90[dev.name] = t.value(dev.statistic()) / 1e3, t.p90_us / 1e3
+            except HwsearchError as exc:  # failures are data: the winner is written, its latency not re-measured
+                value[dev.name] = p90[dev.name] = None
+                notes.append(f"device {dev.name!r}: latency not re-measured on its Ray node: {exc}")
+            finally:
+                router.close()
+            if measured_on is not None:
+                measured_on[dev.name] = router.where()
+            continue
+        if measured_on is not None:
+            measured_on[dev.name] = {"routed": False, "host": socket.gethostname()}
         if settings.provider not in available_providers():
             value[dev.name] = p90[dev.name] = None
             notes.append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
@@ -143,12 +165,13 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
     flags = _flags(checker_error, parity)
     runs = parity.value is not None  # the file loads and runs in ORT
     load_before, cpu_before = loadavg(), cpu_times()
+    measured_on: dict[str, Any] = {}
     if runs:
-        median, p90, notes = measure_devices(ctx.devices, path, task.latency_feed())
+        median, p90, notes = measure_devices(ctx.devices, path, task.latency_feed(), ctx.config.ray_address, measured_on)
     else:
         median, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
-    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(),
-                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied"}
+    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(), "measured_on": measured_on,
+                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied, where each device was re-measured (here, or its Ray node)"}
     predicted, pred_notes = ctx.predict(winner)
     accuracy = result.accuracy if runs else None  # realise scored the file on options.eval_split
     return Manifest(
@@ -208,5 +231,5 @@ def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: boo
         root.addFilter(_QuantizerHints())
     ctx = load_run(run_dir, study_name)
     for spec in ctx.config.devices:  # the tables checked (and adapted) on this machine before predicting
-        ensure_adaptation(spec, progress)
+        ensure_adaptation(spec, progress, ctx.config.ray_address)
     return [export_winner(ctx, w) for w in select_winners(ctx, trials, pareto)]

@@ -52,19 +52,20 @@ def versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Device:
-    """A target device: its name, latency table directory and latency budget."""
+    """A target device: its name, latency table directory and latency budget, and the Ray resources of the node that measures it."""
 
     name: str
     table_dir: Path
     budget_ms: float | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    ray_resources: Mapping[str, float] | None = field(default=None, hash=False)
 
     @classmethod
     def from_spec(cls, spec: Any) -> Device:
         """From the config's :class:`~hwsearch.config.DeviceSpec` (its table path is already resolved)."""
         path = Path(spec.table)
         meta = read_json(path / "meta.json", f"Latency table metadata for device {spec.name!r}", "run `hwsearch profile` for that device or fix the table path in the config")
-        return cls(spec.name, path, spec.budget_ms, meta)
+        return cls(spec.name, path, spec.budget_ms, meta, getattr(spec, "ray_resources", None))
 
     def settings(self) -> SessionSettings:
         """The table's ORT session settings (meta.json ``session``, else its ``threads`` / ``provider``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from hwsearch.latency.predict import Predictor
 from hwsearch.latency.validate import split_samples
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
-from hwsearch.runtime.timing import MeasureSettings
+from hwsearch.runtime.timing import MeasureSettings, time_model
 from hwsearch.tables.calibration import CALIBRATION_FILE, Calibration, apply, cross_validated_rmspe, fit_hierarchical, rmspe
 from hwsearch.tables.table import model_statistic, table_hash
 
@@ -51,11 +51,11 @@ def _stored_cases(table_dir: str | Path, names: Sequence[str]) -> tuple[list[dic
 
 
 def _measure(specs: Sequence[Spec], samples: int, seed: int, rounds: int, timing: MeasureSettings, combine: str, batch: int,
-             lock_path: str | None, progress: bool) -> tuple[list[dict], dict[str, Any]]:
+             lock_path: str | None, progress: bool, timer: Callable[..., Any] = time_model) -> tuple[list[dict], dict[str, Any]]:
     load_before, cpu_before = loadavg(), cpu_times()
     settings = SessionSettings(threads=int(specs[0].predictor.table.meta["threads"]))
     jobs = [(s, p) for j, (s, n) in enumerate(zip(specs, split_samples(samples, len(specs)))) for p in policies_for(s.ctx.space, n, seed + j)]
-    measured = measure_policies(jobs, settings, rounds, timing, combine, batch, lock_path, progress)
+    measured = measure_policies(jobs, settings, rounds, timing, combine, batch, lock_path, progress, timer)
     cases = [{"model": c.model, "measured_ms": c.measured_ms, "policy": c.policy} for c in measured]
     record = {"measurement": {"rounds": rounds, "combine": combine, "warmup": timing.warmup, "min_runs": timing.min_runs, "min_time_s": timing.min_time_s, "statistic": timing.statistic},
               "load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before),
@@ -65,8 +65,9 @@ def _measure(specs: Sequence[Spec], samples: int, seed: int, rounds: int, timing
 
 def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: int = 1000, rounds: int = 6, timing: MeasureSettings | None = None,
               write: bool = True, refit: bool = False, combine: str = "min", batch: int = 0, lock_path: str | None = None,
-              progress: bool = False) -> dict[str, Any]:
-    """Measure ``samples`` random policies over ``specs`` (each with its uncalibrated predictor), fit, write.
+              progress: bool = False, timer: Callable[..., Any] = time_model) -> dict[str, Any]:
+    """Measure ``samples`` random policies over ``specs`` (each with its uncalibrated predictor), fit, write;
+    ``timer`` times each file (here, or on a device's Ray node: :class:`hwsearch.runtime.remote.Router`).
 
     With ``refit`` the cases stored in the existing calibration.json are reused instead of measured
     (for the models given; their policies are lowered again with the current code)."""
@@ -77,7 +78,7 @@ def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: 
     if refit:
         cases, record = _stored_cases(table_dir, list(by_name))
     else:
-        cases, record = _measure(specs, samples, seed, rounds, timing, combine, batch, lock_path, progress)
+        cases, record = _measure(specs, samples, seed, rounds, timing, combine, batch, lock_path, progress, timer)
     fps = {name: pred.lowering.fingerprint() for name, pred in by_name.items()}
     rows = [(class_terms(by_name[c["model"]], Policy.from_dict(c["policy"])), c["measured_ms"] * 1e3) for c in cases]
     keys = [fps[c["model"]] for c in cases]

@@ -17,7 +17,7 @@ import os
 import random
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from hwsearch.errors import HwsearchError
 from hwsearch.options import LATENCY_ONLY
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
-from hwsearch.runtime.timing import MeasureSettings, measuring, time_model
+from hwsearch.runtime.timing import MeasureSettings, Timing, measuring, time_model
 from hwsearch.space import SearchSpace
 
 
@@ -92,8 +92,9 @@ def realise_case(spec: Spec, policy: Policy, path: Path) -> Built:
 
 
 def measure_policies(jobs: Sequence[tuple[Spec, Policy]], settings: SessionSettings, rounds: int, timing: MeasureSettings, combine: str = "min",
-                     batch: int = 0, lock_path: str | None = None, progress: bool = False) -> list[Case]:
-    """Realise and time every (spec, policy) in order, ``batch`` at a time (0: all, then time them all)."""
+                     batch: int = 0, lock_path: str | None = None, progress: bool = False, timer: Callable[..., Timing] = time_model) -> list[Case]:
+    """Realise and time every (spec, policy) in order, ``batch`` at a time (0: all, then time them all); ``timer``
+    (:func:`time_model`'s signature) times each file: here, or on a device's Ray node (:mod:`hwsearch.runtime.remote`)."""
     from tqdm import tqdm
 
     check_combine(combine)
@@ -109,7 +110,7 @@ def measure_policies(jobs: Sequence[tuple[Spec, Policy]], settings: SessionSetti
                 built.append(realise_case(spec, policy, Path(tmp) / f"{spec.name.replace(':', '_')}-{i}.onnx"))
             os.sync()  # the kernel writes the new files back now, not during the timing
             with measuring(lock_path):
-                cases += measure_cases(built, settings, rounds, timing, feed, combine)
+                cases += measure_cases(built, settings, rounds, timing, feed, combine, timer)
             for b in built:
                 b.path.unlink(missing_ok=True)
             bar.update(len(built))
@@ -130,7 +131,8 @@ def repeat_error(values: Sequence[float], combine: str = "median") -> float | No
     return COMBINE[combine](values[0::2]) / COMBINE[combine](values[1::2]) - 1.0 if len(values) > 1 else None
 
 
-def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int, timing: MeasureSettings, feed: dict | None = None, combine: str = "min") -> list[Case]:
+def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int, timing: MeasureSettings, feed: dict | None = None, combine: str = "min",
+                  timer: Callable[..., Timing] = time_model) -> list[Case]:
     """Time every built model ``rounds`` times, interleaved, so that background load spreads evenly;
     ``measured_ms`` combines the rounds' ``timing.statistic`` (the table's statistic) by ``combine``
     (``min``: the fastest round; ``median``). With two or more rounds, ``repeat_error`` compares the
@@ -140,7 +142,7 @@ def measure_cases(built: Sequence[Built], settings: SessionSettings, rounds: int
     per: list[list[tuple[float, float]]] = [[] for _ in built]
     for _ in range(rounds):
         for i, b in enumerate(built):
-            t = time_model(b.path, settings, timing, feed)
+            t = timer(b.path, settings, timing, feed)
             per[i].append((t.value(timing.statistic), t.p90_us))
     cases = []
     for b, runs in zip(built, per):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from hwsearch.latency.cases import Case, Spec, cpu_times, figures, loadavg, meas
 from hwsearch.latency.predict import Predictor
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
-from hwsearch.runtime.timing import MeasureSettings
+from hwsearch.runtime.timing import MeasureSettings, time_model
 from hwsearch.tables import adaptation as adapt_files
 from hwsearch.tables.calibration import CALIBRATION_FILE
 from hwsearch.tables.table import model_statistic, statistic
@@ -76,7 +76,7 @@ def drift_jobs(table_dir: str | Path, specs: Sequence[Spec], n: int) -> list[tup
 
 def validate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: int = 0, rounds: int = 6,
              timing: MeasureSettings = MeasureSettings(min_runs=100, min_time_s=0.1), write: bool = True, drift: int = 30,
-             combine: str = "min", batch: int = 0, lock_path: str | None = None, progress: bool = False) -> dict[str, Any]:
+             combine: str = "min", batch: int = 0, lock_path: str | None = None, progress: bool = False, timer: Callable[..., Any] = time_model) -> dict[str, Any]:
     """Validate a table over ``specs`` (one per model, each with its predictor); ``samples`` split across them.
 
     With ``drift`` > 0 and a calibrated table, that many of the calibration's whole models are timed
@@ -87,7 +87,7 @@ def validate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: i
     settings = SessionSettings(threads=int(predictor.table.meta["threads"]))
     jobs = [(s, p) for j, (s, n) in enumerate(zip(specs, split_samples(samples, len(specs)))) for p in policies_for(s.ctx.space, n, seed + j)]
     again = drift_jobs(table_dir, specs, drift if predictor.calibration is not None else 0)
-    measured = measure_policies(jobs + [(s, p) for s, p, _ in again], settings, rounds, timing, combine, batch, lock_path, progress)
+    measured = measure_policies(jobs + [(s, p) for s, p, _ in again], settings, rounds, timing, combine, batch, lock_path, progress, timer)
     cases, redone = measured[:len(jobs)], measured[len(jobs):]
     report = summarize(cases, predictor.table.meta, time.perf_counter() - start, combine=combine)
     if again:

@@ -214,7 +214,7 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
             prepare(study, space)
         loop = _Loop({t.number: record_from_trial(t, cfg.budgets) for t in study.get_trials(deepcopy=False)}, cfg.n_trials, completed_policies(study, space))
         if loop.completed < loop.target:  # tables checked (and adapted) on this machine before any worker predicts
-            adapted = {d.name: context.ensure_adaptation(d, progress) for d in cfg.devices}
+            adapted = {d.name: context.ensure_adaptation(d, progress, cfg.ray_address) for d in cfg.devices}
             (run_dir / "adaptation.json").write_text(json.dumps(adapted, indent=1, sort_keys=True) + "\n")
         executor = make_executor(cfg.to_dict(), cfg.workers, cfg.ray_address) if loop.completed < loop.target else None
         guard.started = True

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hwsearch.errors import HwsearchError, error_line
+from hwsearch.runtime.remote import is_loopback, join_cluster, keep_ray_on_loopback  # noqa: F401 - is_loopback: re-exported (tests, callers)
 from hwsearch.search import cleanup
 from hwsearch.search.evaluate import Evaluator, TrialResult
 
@@ -47,28 +48,6 @@ class LocalExecutor:
         self.evaluator.close()
 
 
-def is_loopback(address: str) -> bool:
-    """Whether a Ray address (``HOST:PORT``, ``ray://HOST:PORT``) names this machine's loopback interface."""
-    import ipaddress
-
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _keep_ray_on_loopback() -> None:
-    """Ray (2.x) resolves 127.0.0.1 to the host's external address unless it believes clustering is
-    off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); set it, also in an already imported ray."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-
 def start_local_ray(num_cpus: int) -> str:
     """Start a private loopback-only Ray instance; return its temp dir (removed by :func:`stop_ray`).
 
@@ -79,7 +58,7 @@ def start_local_ray(num_cpus: int) -> str:
     """
     import ray
 
-    _keep_ray_on_loopback()
+    keep_ray_on_loopback()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ.pop("RAY_ADDRESS", None)
     temp_dir = cleanup.make_private_dir("hwray-", "/tmp")  # short: Ray's unix sockets live here
@@ -114,14 +93,7 @@ class RayExecutor:
         self.ray = ray
         self.temp_dir = None
         if address:
-            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-            loopback = {"_node_ip_address": "127.0.0.1"} if is_loopback(address) else {}
-            if loopback:  # else Ray rewrites 127.0.0.1 to the host's address and the join times out
-                _keep_ray_on_loopback()
-            try:
-                ray.init(address=address, log_to_driver=False, logging_level="error", **loopback)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise HwsearchError(f"Cannot join the Ray cluster at ray_address={address!r} ({exc}); start it with `ray start --head` or set ray_address = \"\".") from None
+            join_cluster(address)  # hwsearch.runtime.remote: a loopback address stays on loopback
         else:
             self.temp_dir = start_local_ray(workers)
         actor_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(Evaluator)

@@ -130,13 +130,21 @@ def fail_stale_trials(study) -> list[int]:
     return [t.number for t in stale]
 
 
+def _identity(config: dict, key: str):
+    """What of ``config[key]`` defines the experiment: a device's ``ray_resources`` (where it is measured) does not."""
+    value = config.get(key)
+    if key == "devices" and isinstance(value, dict):
+        return {name: {k: v for k, v in spec.items() if k != "ray_resources"} if isinstance(spec, dict) else spec for name, spec in value.items()}
+    return value
+
+
 def check_resume(cfg: ExperimentConfig, run_dir: Path) -> None:
     """Save the resolved config; if the run directory holds another experiment, raise."""
     path = run_dir / "config.json"
     new = cfg.to_dict()
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+        changed = [k for k in IDENTITY_KEYS if _identity(old, k) != _identity(new, k)]
         if changed:
             key = changed[0]
             raise HwsearchError(f"Run directory {str(run_dir)!r} holds a search with {key}={old.get(key)!r}, but the config now says {key}={new.get(key)!r}; set output_dir to a new directory (or delete the old run) to start over.")
