@@ -4,10 +4,6 @@ process (tests/ray_cluster_proc.py), joined through ``ray_address`` with nothing
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +13,7 @@ import pytest
 from hwsearch.config import load_config
 from hwsearch.search import run_search
 from hwsearch.search.executors import is_loopback
+from tests.ray_cluster import loopback_cluster
 from tests.search_helpers import write_config
 from tests.test_ray_loopback import _is_loopback, _listening
 
@@ -66,20 +63,7 @@ def test_loopback_addresses_are_recognised() -> None:
 def test_search_on_a_two_node_loopback_cluster_survives_losing_a_node(tmp_path: Path) -> None:
     info_path = tmp_path / "cluster.json"
     before = _listening()
-    cluster = subprocess.Popen([sys.executable, str(HERE / "ray_cluster_proc.py"), str(info_path)], stdin=subprocess.PIPE, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not info_path.exists() and cluster.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert info_path.exists(), "the cluster did not start"
-        info = json.loads(info_path.read_text())
-        assert info["address"].startswith("127.0.0.1:")
-        # the user sets nothing: hwsearch must keep a loopback address on loopback by itself
-        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = True
+    with loopback_cluster(tmp_path) as (cluster, info):
         cfg = load_config(write_config(tmp_path, "clu", n_trials=5, workers=2, ray_address=info["address"], warm_start=[], sampler="random",
                                        compress={"finetune_steps": 30, "bn_recalib_batches": 1, "calib_samples": 32}))
         seen: dict[int, int] = {}
@@ -122,15 +106,6 @@ def test_search_on_a_two_node_loopback_cluster_survives_losing_a_node(tmp_path: 
         assert all(Path(f"/proc/{pid}").exists() for pid in info["raylets"].values()) and "second" not in info["raylets"]
         new = _listening() - before
         assert new and [a for a in new if not _is_loopback(a[0])] == []  # nothing of the cluster or the driver beyond loopback
-    finally:
-        try:
-            cluster.stdin.write("quit\n")
-            cluster.stdin.close()
-            cluster.wait(timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            if cluster.poll() is None:
-                os.killpg(cluster.pid, signal.SIGKILL)  # the cluster process's own group, started by this test
-                cluster.wait()
 
 
 def _completed(run_dir: Path) -> int:

@@ -7,10 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +21,7 @@ from hwsearch.latency import check
 from hwsearch.runtime.remote import Router, timer_for
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings, Timing, time_model
+from tests.ray_cluster import loopback_cluster
 from tests.test_ray_loopback import _is_loopback, _listening
 
 HERE = Path(__file__).resolve().parent
@@ -70,34 +67,11 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A two-node loopback cluster in its own process; the second node carries ``edge-board``. Stopped by PID (its own process group)."""
-    info_path = tmp_path_factory.mktemp("cluster") / "cluster.json"
     before = _listening()
-    proc = subprocess.Popen([sys.executable, str(HERE / "ray_cluster_proc.py"), str(info_path), json.dumps(EDGE)], stdin=subprocess.PIPE, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not info_path.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert info_path.exists(), "the cluster did not start"
-        info = json.loads(info_path.read_text())
-        assert info["address"].startswith("127.0.0.1:")
-        # the user sets nothing: hwsearch must keep a loopback address on loopback by itself
-        os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = True
+    with loopback_cluster(tmp_path_factory.mktemp("cluster"), EDGE) as (_, info):
         yield info
         new = _listening() - before
         assert [a for a in new if not _is_loopback(a[0])] == []  # nothing of the cluster or the routed measurements beyond loopback
-    finally:
-        try:
-            proc.stdin.write("quit\n")
-            proc.stdin.close()
-            proc.wait(timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)  # the cluster process's own group, started by this fixture
-                proc.wait()
 
 
 def _edge_node(address: str) -> str:
