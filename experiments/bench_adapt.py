@@ -59,7 +59,7 @@ def bench(name: str, samples: int) -> dict:
     check = json.loads(out)
     val_cmd = [str(BIN / "hwsearch"), "validate-table", str(table), *models_of(table), "--samples", str(samples), "--adapt", "require", "--quiet"]
     run(val_cmd)
-    val = json.loads((table / adaptation.ADAPT_DIR / f"{check['adaptation']['key']}-validation.json").read_text())
+    val = json.loads(adaptation.validation_path(table, check["adaptation"]["key"]).read_text())
     keep = ("n_models", "rmspe", "within_5pct", "within_10pct", "mean_error", "spearman", "repeatability", "unadapted", "drift", "seconds", "load_average", "cpu_steal")
     shown = [" ".join(["hwsearch", *c[1:]]) for c in (check_cmd, val_cmd)]
     return {"table": name, "threads": threads, "machine": machine_info(), "commands": shown, "check_seconds": round(check_s, 1),

@@ -138,21 +138,22 @@ def ensure_adaptation(device: DeviceSpec, progress: bool = True, ray_address: st
 
     from hwsearch.latency.cases import measure_policies
     from hwsearch.latency.check import check_table
+    from hwsearch.latency.predict import machine_adaptation
     from hwsearch.runtime.remote import Router
     from hwsearch.tables import adaptation as adapt_files
+    from hwsearch.tables.calibration import load_calibration
     from hwsearch.tables.table import load_table
 
     mode = adapt_files.default_mode(device.adapt)
     if mode == "off":
         return {"mode": mode, "adaptation": None}
     table = load_table(device.table, warn_provenance=False)
-    calibrated = (table.path / "calibration.json").is_file()
-    found = adapt_files.find(device.table, int(table.meta["threads"]), str(table.meta.get("provider", "CPUExecutionProvider")), calibrated)
-    if found.adaptation is not None:
-        return {"mode": mode, "adaptation": found.adaptation.key, "created": found.adaptation.info.get("created"), "fit": found.adaptation.info.get("fit")}
-    if mode == "require":
-        raise HwsearchError(f"Device {device.name!r}: table {device.table!r} has no adaptation for this machine ({adapt_files.describe(found.fingerprint)}) and adapt = \"require\"; "
-                            f"run `hwsearch check-table {device.table} --adapt` here first, or set adapt = \"auto\".")
+    try:  # the predictors' own rule: the same calibration notion, the same match, the same refusal under "require"
+        found = machine_adaptation(table, load_calibration(table.path) is not None, mode)
+    except HwsearchError as exc:
+        raise HwsearchError(f"Device {device.name!r}: {exc}") from None
+    if found is not None:
+        return {"mode": mode, "adaptation": found.key, "created": found.info.get("created"), "fit": found.info.get("fit")}
     if progress:
         print(f"[{device.name}] no adaptation of {device.table} for this machine: checking the table here (hwsearch check-table --adapt)", file=sys.stderr)
     router = Router(device.name, device.ray_resources, ray_address) if device.ray_resources else None

@@ -23,7 +23,7 @@ from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings
-from hwsearch.tables.adaptation import path_of as adaptation_path
+from hwsearch.tables.adaptation import validation_path
 from hwsearch.tables.table import file_sha256, model_statistic
 
 PREDICTION_TOLERANCE = 0.01  # a fresh table prediction this far from the search's stored one is reported
@@ -134,8 +134,8 @@ class RunContext:
         out: dict[str, float | None] = {}
         for dev, key in self.adaptations().items():
             table = next(d.table_dir for d in self.devices if d.name == dev)
-            candidates = ([p.with_name(f"{key}-validation.json") for p in [adaptation_path(table, key)] if p] if key else []) + [table / "validation.json"]
-            found = next((c for c in candidates if c.is_file()), None)
+            candidates = [validation_path(table, key) if key else None, table / "validation.json"]
+            found = next((c for c in candidates if c is not None and c.is_file()), None)
             try:
                 out[dev] = float(json.loads(found.read_text())["rmspe"]) if found else None
             except (OSError, ValueError, KeyError, TypeError):

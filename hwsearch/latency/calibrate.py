@@ -19,7 +19,6 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 from hwsearch.latency.cases import Spec, cpu_times, loadavg, measure_policies, noise_warnings, policies_for, repeatability_summary, steal_since
 from hwsearch.latency.check import derive_reference
-from hwsearch.latency.predict import Predictor
 from hwsearch.latency.validate import split_samples
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
@@ -95,6 +94,6 @@ def calibrate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: 
     result = Calibration(scale, per_kernel, intercept, info, by_model)
     if write:
         (Path(table_dir) / CALIBRATION_FILE).write_text(json.dumps({**result.to_dict(), "cases": cases}, indent=1) + "\n")
-        calibrated = [replace(s, predictor=Predictor(s.predictor.table, s.predictor.lowering, s.predictor.space, False, result.for_model(fps[s.name]))) for s in specs]
+        calibrated = [replace(s, predictor=s.predictor.corrected(result.for_model(fps[s.name]))) for s in specs]
         derive_reference(table_dir, calibrated)  # reference.json: the models `hwsearch check-table` re-times on another machine
     return result.to_dict()

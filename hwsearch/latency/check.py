@@ -44,8 +44,8 @@ def derive_reference(table_dir: str | Path, specs: Sequence[Spec], n: int = refe
     table = specs[0].predictor.table
     tasks = {s.name: s.ctx.task.name for s in specs}
     path = Path(table_dir) / CALIBRATION_FILE
-    stored = json.loads(path.read_text()).get("cases", []) if path.is_file() else []
-    cases = [c for c in stored if c["model"] in tasks]
+    calibration = json.loads(path.read_text()) if path.is_file() else {}
+    cases = [c for c in calibration.get("cases", []) if c["model"] in tasks]
     source = "the calibration's cases, measured on the machine that built the table"
     if not cases:
         n = min(n, DERIVED_PER_MODEL * len(specs))
@@ -62,7 +62,7 @@ def derive_reference(table_dir: str | Path, specs: Sequence[Spec], n: int = refe
                "predicted_ms": round((preds[i].fixed_us + sum(terms[i].values())) / 1e3, 5)} for i in picked]
     meta = table.meta
     record = {"source": source, "builder": {k: meta.get(k) for k in ("cpu_model", "runtime_version", "threads", "date")},
-              "measurement": json.loads(path.read_text()).get("measurement") if path.is_file() else None, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "measurement": calibration.get("measurement"), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     reference.write(table_dir, models, record)
     return reference.load(table_dir)
 
@@ -101,7 +101,7 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
     before, loo = figures(adapt_files.errors(plain, meas)), figures(adapt_files.leave_one_out(rows))
     current = adapt_files.find(table_dir, threads, provider, specs[0].predictor.calibration is not None)
     here = current.fingerprint
-    repeat = repeatability_summary(measured, "min")
+    repeat = repeatability_summary(measured, "min") if retried else rep
     if repeat is not None:
         repeat["timed_twice"] = retried  # the second time's summary: each model's first fastest vs its second
     then = [(c.measured_ms, m["measured_ms"]) for c, m in zip(measured, ref["models"]) if m.get("measured_ms")]

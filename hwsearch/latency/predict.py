@@ -129,10 +129,17 @@ class Predictor:
         n = len(ktuples) - n_fixed
         return Prediction(total / 1e3, (n - len(missing)) / n if n else 1.0, tuple(missing), self.adaptation.key if self.adaptation is not None else None)
 
+    def corrected(self, calibration: Calibration | None, adaptation: Adaptation | None = None) -> Predictor:
+        """The same table, lowering and space with other corrections (e.g. the table as built: no adaptation)."""
+        return Predictor(self.table, self.lowering, self.space, self.strict, calibration, adaptation)
+
+    def _calibrated(self, cls: str) -> tuple[float, float]:
+        return self.calibration.coefficients(cls) if self.calibration is not None else (1.0, 0.0)
+
     def _coefficients(self, t: tuple) -> tuple[float, float]:
         """(scale, per-kernel µs) of a kernel: its class's calibration, times its class family's adaptation."""
         cls = self.lowering.kernel_class(t)
-        a, b = self.calibration.coefficients(cls) if self.calibration is not None else (1.0, 0.0)
+        a, b = self._calibrated(cls)
         s = self.adaptation.family_scale(cls) if self.adaptation is not None else 1.0
         return a * s, b * s
 
@@ -141,7 +148,7 @@ class Predictor:
         out: dict[str, float] = {}
         for t in self.kernel_tuples(policy):
             cls = self.lowering.kernel_class(t)
-            a, b = self.calibration.coefficients(cls) if self.calibration is not None else (1.0, 0.0)
+            a, b = self._calibrated(cls)
             fam = adapt_files.class_family(cls)
             out[fam] = out.get(fam, 0.0) + a * self.kernel_us(t) + b
         return out

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.latency.cases import Case, Spec, cpu_times, figures, loadavg, measure_policies, noise_warnings, policies_for, repeatability_summary, steal_since
-from hwsearch.latency.predict import Predictor
 from hwsearch.policy import Policy
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings, time_model
@@ -102,15 +101,14 @@ def validate(table_dir: str | Path, specs: Sequence[Spec], samples: int, seed: i
     cal, adaptation = predictor.calibration, predictor.adaptation
     report["adaptation"] = adaptation.key if adaptation is not None else None
     if adaptation is not None:  # the same measurements against the table as built: the adaptation's gain, measured once
-        plain = {s.name: Predictor(s.predictor.table, s.predictor.lowering, s.predictor.space, False, s.predictor.calibration) for s in specs}
+        plain = {s.name: s.predictor.corrected(s.predictor.calibration) for s in specs}
         report["unadapted"] = figures([plain[c.model].predict(Policy.from_dict(c.policy)).latency_ms / c.measured_ms - 1.0 for c in cases]) | {
             "what": "the same models predicted without this machine's adaptation"}
     report["calibrated"] = cal is not None
     if cal is not None:
         report["calibration"] = {"n_models": cal.info.get("n_models"), "seed": cal.info.get("seed"), "date": cal.info.get("date")}
     if write:  # an adapted predictor's validation describes this machine, not the table as built: it goes beside the adaptation
-        where = adapt_files.path_of(table_dir, adaptation.key) if adaptation is not None else None
-        path = where.with_name(f"{adaptation.key}-validation.json") if where else Path(table_dir) / "validation.json"
+        path = (adapt_files.validation_path(table_dir, adaptation.key) if adaptation is not None else None) or Path(table_dir) / "validation.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
         report["written_to"] = str(path)
     return report

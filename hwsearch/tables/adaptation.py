@@ -43,6 +43,7 @@ from hwsearch.tables.table import cpu_info, file_sha256, table_hash
 
 SCHEMA = 1
 ADAPT_DIR = "adaptations"
+VALIDATION_SUFFIX = "-validation.json"  # adaptations/<key>-validation.json: validate-table with that adaptation applied
 FAMILIES = ("fp32", "fp16", "int8")  # precision tokens of kernel class names; anything else is "other"
 RIDGE_FAMILY = 0.02  # pull of each family's scale toward the machine's overall scale (relative-error units)
 RIDGE_INTERCEPT = 0.1  # pull of the intercept toward 0, per median reference model's time
@@ -184,7 +185,7 @@ def load_all(table_dir: str | Path) -> list[Adaptation]:
     out = []
     for folder in folders(table_dir):
         if folder.is_dir():
-            out += [_read(p) for p in sorted(folder.glob("*.json")) if not p.name.endswith("-validation.json")]
+            out += [_read(p) for p in sorted(folder.glob("*.json")) if not p.name.endswith(VALIDATION_SUFFIX)]
     return out
 
 
@@ -208,6 +209,12 @@ def save(table_dir: str | Path, adaptation: Adaptation) -> Path:
 
 def path_of(table_dir: str | Path, key: str) -> Path | None:
     return next((f / f"{key}.json" for f in folders(table_dir) if (f / f"{key}.json").is_file()), None)
+
+
+def validation_path(table_dir: str | Path, key: str) -> Path | None:
+    """Where the validation of adaptation ``key`` on this machine goes (beside the adaptation; None if it is not stored)."""
+    stored = path_of(table_dir, key)
+    return stored.with_name(f"{key}{VALIDATION_SUFFIX}") if stored else None
 
 
 @dataclass(frozen=True)
