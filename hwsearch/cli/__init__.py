@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from hwsearch import __version__
-from hwsearch.cli import export, latency, models, search
+from hwsearch.cli import export, latency, models, search, tables
+from hwsearch.config.builtin import suggest
 from hwsearch.errors import HwsearchError
 
 
@@ -17,14 +18,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwsearch", description="Hardware-aware compression search: structured pruning + int8/fp16, scored on real ONNX Runtime latency.")
     parser.add_argument("--version", action="version", version=f"hwsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (models, latency, search, export):
+    for module in (models, latency, search, export, tables):
         module.register(sub)
+    parser.set_defaults(commands=tuple(sub.choices))  # for the "did you mean" of a typo'd command
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = parser.get_default("commands")
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:
+        print(f"hwsearch: error: {argv[0]!r} is not a command{suggest(argv[0], list(commands))}; the commands are {', '.join(commands)} (hwsearch --help).", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except HwsearchError as exc:

@@ -24,7 +24,9 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     [model_options]                 # keyword arguments of the model factory, e.g. widths = [16, 32, 64]
     [baseline]                      # TrainConfig overrides (epochs, batch_size, lr, ...); trained if not cached
     [devices.cpu-1t]
-    table = "latency_tables/cpu-1t" # directory with table.csv + meta.json
+    table = "builtin:cpu-1t"        # a built-in table, or a folder with table.csv + meta.json; a relative
+                                    # path resolves against the config's folder, the working directory,
+                                    # then the built-ins (hwsearch.config.builtin)
     budget_ms = 1.5                 # optional latency constraint on this device
     [compress]                      # importance, finetune_steps, finetune_lr, distill, bn_recalib_batches, calib_samples
                                     # (defaults: hwsearch.options.CompressOptions)
@@ -38,15 +40,12 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from hwsearch.config.builtin import PREFIX, builtin_config
 from hwsearch.config.checks import COMPRESS_CHECKS, DEFAULT_WARM_START, SPACE_CHECKS, _baseline, _check_keys, _dataclass_from, _devices, _int, _objectives, _str, _table, _warm_start, _warm_start_layerwise, _warm_start_policies
 from hwsearch.config.records import COMPRESS_KEYS, OBJECTIVES, SAMPLERS, TABLES, DeviceSpec, ExperimentConfig, SpaceSpec
 from hwsearch.errors import HwsearchError
@@ -59,7 +58,7 @@ def parse_config(raw: Mapping[str, Any], name: str, base_dir: Path) -> Experimen
                "population_size", "max_failures", "warm_start", "warm_start_policies", "warm_start_layerwise", "output_dir") + TABLES
     _check_keys("", raw, allowed)
     if "devices" not in raw:
-        raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"latency_tables/cpu-1t\".")
+        raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"builtin:cpu-1t\".")
     name = _name(raw.get("name", name))
     n_trials = _int("n_trials", raw.get("n_trials", 40), 1)
     output = _str("output_dir", raw.get("output_dir", "")) or str(Path("runs") / name)
@@ -130,10 +129,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read, override and validate an experiment TOML (or a run's saved config.json)."""
-    p = Path(path)
+    """Read, override and validate an experiment TOML (or a run's saved config.json, or ``builtin:NAME``)."""
+    p = builtin_config(str(path)[len(PREFIX):]) if str(path).startswith(PREFIX) else Path(path)
     if not p.is_file():
-        raise HwsearchError(f"Config file {str(p)!r} does not exist; pass an experiment TOML such as experiments/quickstart.toml.")
+        raise HwsearchError(f"Config file {str(p)!r} does not exist; pass an experiment TOML such as experiments/quickstart.toml, builtin:quickstart, or write one with `hwsearch init NAME`.")
     if p.suffix == ".json":
         raw = read_saved_config(p)
     else:

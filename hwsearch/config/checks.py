@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from hwsearch.config.builtin import resolve_table, suggest
 from hwsearch.config.records import ADAPT_MODES, OBJECTIVES, DeviceSpec, SpaceSpec
 from hwsearch.errors import HwsearchError
 from hwsearch.options import IMPORTANCES, TrainConfig
@@ -45,28 +46,24 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> 
     for key in data:
         if key not in allowed:
             prefix = f"{where}." if where else ""
-            raise HwsearchError(f"Config key {prefix}{key!r} is unknown; allowed keys{' in [' + where + ']' if where else ''} are {', '.join(allowed)}.")
+            raise HwsearchError(f"Config key {prefix}{key!r} is unknown{suggest(str(key), list(allowed))}; allowed keys{' in [' + where + ']' if where else ''} are {', '.join(allowed)}.")
 
 
 def _resolve_table(name: str, value: Any, base_dir: Path) -> str:
-    raw = _str(f"devices.{name}.table", value)
-    candidates = [Path(raw)] if Path(raw).is_absolute() else [Path.cwd() / raw, base_dir / raw]
-    for path in candidates:
-        if (path / "table.csv").is_file():
-            return str(path.resolve())
-    raise HwsearchError(f"Config key 'devices.{name}.table' names {raw!r}, which is not a latency table directory (no table.csv found in {', '.join(str(c) for c in candidates)}); run `hwsearch profile` to measure one or fix the path.")
+    """The absolute table folder: ``builtin:NAME``, or a path against the config's folder, the working directory, then the built-ins."""
+    return str(resolve_table(_str(f"devices.{name}.table", value), base_dir, key=f"Config key 'devices.{name}.table'"))
 
 
 def _devices(value: Any, base_dir: Path) -> tuple[DeviceSpec, ...]:
     table = _table("devices", value)
     if not table:
-        raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"latency_tables/cpu-1t\".")
+        raise HwsearchError("Config has no [devices.<name>] table; add one, e.g. [devices.cpu-1t] with table = \"builtin:cpu-1t\".")
     out = []
     for name, spec in table.items():
         spec = _table(f"devices.{name}", spec)
         _check_keys(f"devices.{name}", spec, ("table", "budget_ms", "adapt", "ray_resources"))
         if "table" not in spec:
-            raise HwsearchError(f"Config table [devices.{name}] has no 'table' key; set it to a latency table directory such as \"latency_tables/cpu-1t\".")
+            raise HwsearchError(f"Config table [devices.{name}] has no 'table' key; set it to a latency table directory such as \"builtin:cpu-1t\" or \"latency_tables/my-device\".")
         budget = spec.get("budget_ms")
         adapt = None if spec.get("adapt") is None else _str(f"devices.{name}.adapt", spec["adapt"], ADAPT_MODES)
         resources = None if spec.get("ray_resources") is None else _ray_resources(f"devices.{name}.ray_resources", spec["ray_resources"])
@@ -158,7 +155,7 @@ def _warm_start_layerwise(value: Any, space: SpaceSpec) -> tuple[str | float, ..
 
 
 def _warm_start_policies(value: Any, base_dir: Path) -> tuple[dict[str, Any], ...]:
-    """Policy files (relative to the working directory or the config's folder) or inline policy tables, as policy dicts."""
+    """Policy files (relative to the config's folder, then the working directory) or inline policy tables, as policy dicts."""
 
     if not isinstance(value, (list, tuple)):
         raise HwsearchError(f"warm_start_policies={value!r} is not a list; use policy JSON paths, e.g. [\"experiments/policies/half_int8.json\"], or [] for none.")
@@ -171,7 +168,7 @@ def _warm_start_policies(value: Any, base_dir: Path) -> tuple[dict[str, Any], ..
                 raise HwsearchError(f"warm_start_policies[{i}]: {exc}") from None
             continue
         raw = _str(f"warm_start_policies[{i}]", item)
-        candidates = [Path(raw)] if Path(raw).is_absolute() else [Path.cwd() / raw, base_dir / raw]
+        candidates = [Path(raw)] if Path(raw).is_absolute() else list(dict.fromkeys([base_dir / raw, Path.cwd() / raw]))
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             raise HwsearchError(f"warm_start_policies[{i}] names {raw!r}, which is not a file (looked in {', '.join(str(c) for c in candidates)}); fix the path or write the policy JSON there.")

@@ -39,7 +39,7 @@ def write_meta(out: Path, device: str, settings: SessionSettings, timing: Measur
     cpu, flags = tbl.cpu_info()
     meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "measurement": {**asdict(timing), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "measurement": {**asdict(timing), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
     return tbl.write_meta(out, meta)  # + table.csv's row count and hash, checked on load
 
 

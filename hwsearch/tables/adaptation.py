@@ -19,8 +19,8 @@ version, provider and threads (what decides which kernels ORT runs and how fast)
 applies the one whose fingerprint equals this machine's; one made elsewhere is not applied (a
 warning names both). The file also records the reference models' times measured here (the
 machine's speed signature), the table and calibration it was fitted on, and its fit figures.
-Adaptations are written beside the table, or under ``$HWSEARCH_CACHE/adaptations/`` when the table
-folder is read-only. Pure functions and file I/O: nothing here measures.
+Adaptations are written beside the table, or under ``$HWSEARCH_CACHE/adaptations/`` (default
+``~/.cache/hwsearch``) when the table folder is read-only or is an installed built-in table. Pure functions and file I/O: nothing here measures.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hwsearch.config.builtin import is_packaged
 from hwsearch.config.records import ADAPT_MODES as MODES
 from hwsearch.errors import HwsearchError
 from hwsearch.runtime.session import runtime_version
@@ -167,8 +168,10 @@ def cache_root() -> Path:
 
 
 def folders(table_dir: str | Path) -> list[Path]:
-    """Where a table's adaptations live: beside the table, then the user cache (read-only tables)."""
-    return [Path(table_dir) / ADAPT_DIR, cache_root() / ADAPT_DIR / (table_hash(table_dir) or "none")[:16]]
+    """Where a table's adaptations live: beside the table, then the user cache (read-only tables).
+    An installed built-in table (inside the package) is never written: only the user cache."""
+    cache = cache_root() / ADAPT_DIR / (table_hash(table_dir) or "none")[:16]
+    return [cache] if is_packaged(table_dir) else [Path(table_dir) / ADAPT_DIR, cache]
 
 
 def _read(path: Path) -> Adaptation:
