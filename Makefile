@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test install bench clean
+.PHONY: quickstart test install wheel bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check hwsearch tests experiments
 	$(BIN)/python -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+# dist/hwsearch-VERSION-py3-none-any.whl with the built-in tables and configs (offline: no build isolation);
+# install it with `pip install -c constraints.txt dist/hwsearch-*.whl`
+wheel: $(STAMP)
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # `make bench`: every figure of BENCHMARKS.md from raw CSV/JSON (experiments/results/) and the front plots
 # (docs/bench_front_<model>.png). About 45 min on a 2-core machine with the defaults; quick look:
@@ -48,4 +53,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python experiments/write_benchmarks.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build dist

@@ -74,9 +74,13 @@ def test_bad_keys_and_values_name_key_value_and_allowed(cfg_path: Path, override
         assert word in str(err.value), (word, str(err.value))
 
 
-def test_missing_table_is_an_error_naming_it(cfg_path: Path) -> None:
-    with pytest.raises(HwsearchError, match="latency_tables/gpu-x"):
+def test_missing_table_is_an_error_naming_it_and_where_it_looked(cfg_path: Path) -> None:
+    with pytest.raises(HwsearchError, match="latency_tables/gpu-x") as err:
         load_config(cfg_path, ["devices.cpu-1t.table=latency_tables/gpu-x"])
+    assert str(cfg_path.parent / "latency_tables" / "gpu-x") in str(err.value) and str(Path.cwd() / "latency_tables" / "gpu-x") in str(err.value)
+    with pytest.raises(HwsearchError, match=r"builtin:gpu-x is not a built-in latency table"):
+        load_config(cfg_path, ["devices.cpu-1t.table=builtin:gpu-x"])
+    assert load_config(cfg_path, ["devices.cpu-1t.table=builtin:cpu-2t"]).devices[0].table.endswith("cpu-2t")
 
 
 def test_missing_devices_and_missing_file(tmp_path: Path) -> None:
