@@ -63,13 +63,14 @@ def main() -> int:
     exported = {}
     for m in sorted(Path(args.run).glob("export/*/manifest.json")):
         man = json.loads(m.read_text())
-        exported[Policy.from_dict(man["policy"]).to_json()] = (m.parent / "model.onnx", man)
+        if man.get("schema_version") == 2:  # an older export's manifest: its file is rebuilt below instead
+            exported[Policy.from_dict(man["policy"]).to_json()] = (m.parent / man["model"]["file"], man)
     built = []
     for kind, trial, pol, search_cos in points:
         policy = Policy.from_dict(pol)
         if policy.to_json() in exported:  # the verified file `hwsearch export` wrote for this policy
             path, man = exported[policy.to_json()]
-            info = {"params": man["params"], "size_bytes": man["size_bytes"], "int8": man["precision_counts"]["int8"], "source": str(path.relative_to(ROOT))}
+            info = {"params": man["model"]["params"], "size_bytes": man["model"]["size_bytes"], "int8": man["model"]["precision_counts"]["int8"], "source": str(path.relative_to(ROOT))}
         else:
             path = work / f"{kind}-{trial}.onnx"
             if not path.is_file():

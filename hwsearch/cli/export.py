@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 
 DASHBOARD_EXTRA = "pip install 'hwsearch[dashboard]'"
+TOLERANCE = 0.01  # = hwsearch.export.index.TOLERANCE (not imported here: the CLI imports export lazily)
 
 
 def _ms(value: float | None) -> str:
@@ -18,30 +20,39 @@ def _ms(value: float | None) -> str:
 
 def format_manifest(m: Any, run_dir: Path) -> list[str]:
     """Human-readable lines for one exported winner: figures, then FAILED / warning lines."""
-    acc = "n/a" if m.accuracy is None else f"{m.accuracy:.4f}"
+    scores = "  ".join(f"{k} {'n/a' if v is None else f'{v:.4f}'}" for k, v in (("test", m.test_score), ("validation", m.validation_score)))
     lat = ", ".join(f"{d}: predicted {_ms(m.predicted_latency_ms.get(d))} measured {_ms(v)}" for d, v in m.measured_latency_ms.items())
     parity = "n/a" if m.parity.get("value") is None else f"{m.parity['value']:.3g}"
     status = "ok" if m.ok else "FAILED"
-    lines = [f"trial {m.trial}: {status}  accuracy {acc} ({m.accuracy_split})  {lat}  parity {m.parity['metric']} {parity}  "
-             f"params {m.params}  size {m.size_bytes} B  -> {run_dir / 'export' / str(m.trial) / m.onnx_path}"]
+    lines = [f"trial {m.trial}: {status}  {m.metric}: {scores}  {lat}  parity {m.parity['metric']} {parity}  "
+             f"params {m.model['params']}  size {m.model['size_bytes']} B  -> {run_dir / 'export' / str(m.trial) / m.model['file']}"]
     lines += [f"  FAILED: {flag}" for flag in m.flags]
     lines += [f"  warning: {w}" for w in m.warnings]
     return lines
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hwsearch.export import export_run
+    from hwsearch.export import export_run, format_index, load_index
 
+    if not args.tolerance >= 0:
+        raise HwsearchError(f"--tolerance {args.tolerance} is not allowed; give a score difference >= 0, e.g. 0.01 (one point of accuracy).")
     run_dir = Path(args.run_dir)
-    manifests = export_run(run_dir, trials=args.trial or None, pareto=args.pareto or not args.trial, study_name=args.study_name)
-    for m in manifests:
-        print("\n".join(format_manifest(m, run_dir)))
+    manifests = export_run(run_dir, trials=args.trial or None, pareto=args.pareto or not args.trial, study_name=args.study_name, tolerance=args.tolerance)
+    index = load_index(run_dir)
+    if args.json:
+        print(json.dumps(index, indent=2))
+    else:
+        for m in manifests:
+            print("\n".join(format_manifest(m, run_dir)))
+        print("\n".join(format_index(index)))
     bad = [m.trial for m in manifests if not m.ok]
     if bad:
         print(f"{len(bad)} of {len(manifests)} exported winners failed their checks (trials {', '.join(map(str, bad))}); "
               "see 'flags' in their manifest.json. They are flagged, not shipped.", file=sys.stderr)
         return 1
-    print(f"exported {len(manifests)} winners to {run_dir / 'export'}; all passed onnx.checker and parity")
+    if not args.json:
+        print(f"exported {len(manifests)} winners to {run_dir / 'export'}; all passed onnx.checker and parity; index: {run_dir / 'export' / 'index.json'} "
+              "(README: Deploying an exported model)")
     return 0
 
 
@@ -76,6 +87,9 @@ def register(subparsers) -> None:
     p.add_argument("--pareto", action="store_true", help="export every trial on the Pareto front (default when no --trial is given)")
     p.add_argument("--trial", type=int, action="append", default=[], metavar="N", help="export trial N (repeatable)")
     p.add_argument("--study-name", default=None, help="Optuna study name for --trial (default: the run's name)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="D",
+                   help=f"recommend the fastest winner whose validation score is within D of the best (default {TOLERANCE}; a device with budget_ms: the best within budget)")
+    p.add_argument("--json", action="store_true", help="print export/index.json (the machine-readable record) instead of the tables")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("dashboard", help="write RUN/dashboard.html (self-contained), or --serve optuna-dashboard")

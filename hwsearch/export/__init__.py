@@ -1,6 +1,10 @@
-"""Ship winners: rebuild from stored policies (:mod:`.winners`), verify and re-measure (:mod:`.verify`), describe (:mod:`.manifest`)."""
+"""Ship winners: rebuild from stored policies (:mod:`.winners`, :mod:`.ship`), verify and re-measure (:mod:`.verify`),
+describe (:mod:`.manifest`, :mod:`.describe`), rank and recommend (:mod:`.index`)."""
 
-from hwsearch.export.manifest import Manifest
-from hwsearch.export.verify import Parity, build_winner, export_run, export_winner, verify_winner
+from hwsearch.export.index import build_index, format_index, load_index, write_index
+from hwsearch.export.manifest import DenseReference, Manifest
+from hwsearch.export.ship import build_winner, export_run, export_winner, measure_dense
+from hwsearch.export.verify import Parity, verify_winner
 
-__all__ = ["Manifest", "Parity", "build_winner", "export_run", "export_winner", "verify_winner"]
+__all__ = ["DenseReference", "Manifest", "Parity", "build_index", "build_winner", "export_run", "export_winner", "format_index", "load_index",
+           "measure_dense", "verify_winner", "write_index"]

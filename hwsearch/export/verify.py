@@ -1,42 +1,38 @@
-"""Ship winners: rebuild each from the base model and its stored policy, export, verify, measure.
+"""Check and measure an exported winner, and describe it in its manifest.
 
-For every chosen trial of ``runs/NAME`` this writes ``runs/NAME/export/<trial>/model.onnx`` and
-``manifest.json``. The ONNX file is built by the same pipeline the search scored it with
-(:func:`hwsearch.compress.realise`), then checked three ways: ``onnx.checker`` (full
-check), parity against the torch model it was exported from on the validation split (the task
-judges it: for classification fp32 max abs logit difference <= 1e-4, int8/fp16 top-1 agreement
->= 99%), and latency re-measured on
-this machine (or, for a device with ``ray_resources``, on its Ray node) with each device table's session settings, compared with the table's prediction.
-A winner that fails a check is written with ``ok: false`` and its reasons in ``flags``.
+The ONNX file (built by :mod:`hwsearch.export.ship` with the same pipeline the search scored it
+with, :func:`hwsearch.compress.realise`) is checked three ways: ``onnx.checker`` (full check),
+parity against the torch model it was exported from on the validation split (the task judges it:
+for classification fp32 max abs logit difference <= 1e-4, int8/fp16 top-1 agreement >= 99%), and
+latency re-measured on this machine (or, for a device with ``ray_resources``, on its Ray node)
+with each device table's session settings, compared with the table's prediction. It is scored on
+the validation and test splits. A winner that fails a check is written with ``ok: false`` and its
+reasons in ``flags``.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hwsearch.compress.realise import compressed_model, onnx_outputs, realise, score_onnx
-from hwsearch.context import ensure_adaptation
+from hwsearch.compress.realise import onnx_outputs, score_onnx
 from hwsearch.errors import HwsearchError
-from hwsearch.export.manifest import Manifest
-from hwsearch.export.winners import Device, RunContext, Winner, load_run, select_winners, versions
+from hwsearch.export.describe import latency_group, model_group, provenance_group, runtime_group, scores_group
+from hwsearch.export.manifest import DenseReference, Manifest
+from hwsearch.export.winners import Device, RunContext, Winner, versions
 from hwsearch.latency.cases import cpu_times, loadavg, steal_since
 from hwsearch.policy import Policy
 from hwsearch.runtime.remote import Router
-from hwsearch.runtime.session import SessionSettings, available_providers, check_model, count_quantized_kernels
+from hwsearch.runtime.session import available_providers, check_model, count_quantized_kernels
 from hwsearch.runtime.timing import time_model
-from hwsearch.tables.table import file_sha256
 from hwsearch.tasks.base import torch_outputs
 
 LATENCY_WARN_FLOOR = 0.05  # |measured / predicted - 1| above max(3 x the table's validation rmspe, this) is reported as a warning
-REBUILD_THREADS = 1  # torch threads of the search's workers (hwsearch.search.evaluate.Evaluator)
 ACCURACY_TOLERANCE = 1e-9
 
 
@@ -133,62 +129,53 @@ def _flags(checker_error: str | None, parity: Parity) -> list[str]:
     return flags
 
 
-def build_winner(ctx: RunContext, winner: Winner, out_dir: Path):
-    """Rebuild the winner's torch model and its ONNX file; returns (torch model, Candidate)."""
-    import torch
-
-    policy = Policy.from_dict(winner.policy)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(REBUILD_THREADS)  # as the search's workers: the fine-tune then repeats the search's arithmetic
-    try:
-        model = compressed_model(ctx.ctx, policy)
-        result = realise(ctx.ctx, policy, out_dir / "model.onnx", model=model)
-    finally:
-        torch.set_num_threads(threads)
-    return model, result
-
-
 def accuracy_warnings(accuracy: float | None, search_accuracy: float | None) -> list[str]:
     if accuracy is None or search_accuracy is None or abs(accuracy - search_accuracy) <= ACCURACY_TOLERANCE:
         return []
     return [f"the exported file scores {accuracy:.4f}, the search recorded {search_accuracy:.4f} for this policy (rebuild not bit-identical; the manifest's figure is the exported file's)"]
 
 
-def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float) -> Manifest:
-    """Check and measure an exported file against ``model``, and return its manifest (not yet saved)."""
+def _measure(ctx: RunContext, path: Path, runs: bool) -> tuple[dict, dict, list[str], dict[str, Any], dict[str, Any]]:
+    """Re-measured latency per device (None where the file does not run), with the conditions while measuring and where each device was timed."""
+    load_before, cpu_before = loadavg(), cpu_times()
+    measured_on: dict[str, Any] = {}
+    if runs:
+        value, p90, notes = measure_devices(ctx.devices, path, ctx.ctx.task.latency_feed(), ctx.config.ray_address, measured_on)
+    else:
+        value, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
+    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(), "measured_on": measured_on,
+                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied, where each device was re-measured (here, or its Ray node)"}
+    return value, p90, notes, conditions, measured_on
+
+
+def split_scores(ctx: RunContext, path: Path, eval_score: float | None = None) -> dict[str, float | None]:
+    """The task's score of the file on the validation and test splits (``eval_score``: realise's score on ``options.eval_split``, if it ran)."""
+    eval_split = ctx.ctx.options.eval_split
+    return {split: eval_score if split == eval_split and eval_score is not None else _score(ctx.ctx, path, split) for split in ("val", "test")}
+
+
+def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float, dense: DenseReference | None = None) -> Manifest:
+    """Check and measure an exported file against ``model``, and return its manifest (not yet saved); ``dense``: the dense
+    reference of the same export, for the dense scores and speedups."""
     path = Path(result.onnx_path)
-    task, options = ctx.ctx.task, ctx.ctx.options
-    shape = task.input_shape()
     checker_error = check_model(path)
     quantized = result.precision_counts.get("int8", 0) + result.precision_counts.get("fp16", 0) > 0
     parity = check_parity(ctx.ctx, path, model, quantized)
     flags = _flags(checker_error, parity)
     runs = parity.value is not None  # the file loads and runs in ORT
-    load_before, cpu_before = loadavg(), cpu_times()
-    measured_on: dict[str, Any] = {}
-    if runs:
-        median, p90, notes = measure_devices(ctx.devices, path, task.latency_feed(), ctx.config.ray_address, measured_on)
-    else:
-        median, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
-    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(), "measured_on": measured_on,
-                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied, where each device was re-measured (here, or its Ray node)"}
+    measured, p90, notes, conditions, measured_on = _measure(ctx, path, runs)
     predicted, pred_notes = ctx.predict(winner)
     accuracy = result.accuracy if runs else None  # realise scored the file on options.eval_split
+    scores = split_scores(ctx, path, accuracy) if runs else {"val": None, "test": None}
+    warnings = notes + pred_notes + latency_warnings(predicted, measured, ctx.validation_rmspe()) + accuracy_warnings(accuracy, winner.search_accuracy)
     return Manifest(
-        run=ctx.name, trial=winner.trial, policy=Policy.from_dict(winner.policy).to_dict(), onnx_path=path.name, onnx_sha256=file_sha256(path) or "",
-        accuracy=accuracy, accuracy_split=options.eval_split,
-        test_accuracy=_score(ctx.ctx, path, "test") if runs else None, search_accuracy=winner.search_accuracy,
-        predicted_latency_ms=predicted, measured_latency_ms=median, measured_latency_p90_ms=p90,
-        params=result.params, macs=result.macs, size_bytes=path.stat().st_size if path.is_file() else 0,
-        precision_counts=dict(result.precision_counts), quantized_kernels=_quantized_kernels(path) if runs else None,
-        checker_ok=checker_error is None, checker_error=checker_error, parity_ok=parity.ok, parity=dict(parity.__dict__),
-        ok=not flags, flags=flags, warnings=notes + pred_notes + latency_warnings(predicted, median, ctx.validation_rmspe()) + accuracy_warnings(accuracy, winner.search_accuracy),
-        tables={d.name: d.provenance() for d in ctx.devices}, measurement_conditions=conditions,
-        session_options={d.name: d.session_record(shape) for d in ctx.devices},
-        accuracy_session_options=SessionSettings().to_dict() | {"inter_op_num_threads": 1},
-        task=ctx.config.task, model=ctx.ctx.baseline.model_spec, model_options=dict(ctx.ctx.baseline.model_options),
-        compress_options=options.to_dict(), versions=versions(),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), export_seconds=round(time.perf_counter() - started, 3),
+        run=ctx.name, trial=winner.trial, ok=not flags, flags=flags, warnings=warnings,
+        model=model_group(ctx, path, result, _quantized_kernels(path) if runs else None),
+        scores=scores_group(ctx, scores, winner.search_accuracy, dense),
+        latency=latency_group(ctx, predicted, measured, p90, measured_on, dense),
+        runtime=runtime_group(ctx), policy=Policy.from_dict(winner.policy).to_dict(),
+        checks={"onnx_checker": {"ok": checker_error is None, "error": checker_error}, "parity": dict(parity.__dict__)},
+        provenance=provenance_group(ctx, winner.trial, versions(), conditions, started),
     )
 
 
@@ -197,39 +184,3 @@ def _quantized_kernels(path: Path) -> int | None:
         return count_quantized_kernels(path)
     except Exception:  # noqa: BLE001
         return None
-
-
-def export_winner(ctx: RunContext, winner: Winner) -> Manifest:
-    """Rebuild, export, verify and measure one winner; writes ``export/<trial>/{model.onnx,manifest.json}``."""
-    started = time.perf_counter()
-    out_dir = ctx.run_dir / "export" / str(winner.trial)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, result = build_winner(ctx, winner, out_dir)
-    manifest = verify_winner(ctx, winner, model, result, started)
-    manifest = replace(manifest, export_seconds=round(time.perf_counter() - started, 3))
-    manifest.save(out_dir / "manifest.json")
-    return manifest
-
-
-class _QuantizerHints(logging.Filter):
-    """ORT's quantizer logs a pre-processing hint on the root logger for every int8 export."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
-
-
-def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: bool = True, study_name: str | None = None, progress: bool = False) -> list[Manifest]:
-    """Export the Pareto front (``pareto=True``, from pareto.json) and/or the listed trial numbers of ``run_dir``.
-
-    Each winner is written to ``run_dir/export/<trial>/`` (model.onnx, manifest.json). Returns one
-    manifest per winner, flagged ones included (``manifest.ok`` is False, reasons in ``flags``);
-    raises :class:`HwsearchError` only for problems a user must fix (no such run, no pareto.json,
-    unknown trial). ``study_name`` (for ``trials``) defaults to the run's name.
-    """
-    root = logging.getLogger()
-    if not any(isinstance(f, _QuantizerHints) for f in root.filters):
-        root.addFilter(_QuantizerHints())
-    ctx = load_run(run_dir, study_name)
-    for spec in ctx.config.devices:  # the tables checked (and adapted) on this machine before predicting
-        ensure_adaptation(spec, progress, ctx.config.ray_address)
-    return [export_winner(ctx, w) for w in select_winners(ctx, trials, pareto)]

@@ -73,6 +73,19 @@ class Task:
         """What identifies this task's data for the baseline cache key."""
         return {"task": self.name, "in_channels": self.in_channels, "num_classes": self.num_classes}
 
+    # --- what a deployed model needs to know (export manifests record it) ----------------------
+    def metric_name(self) -> str:
+        """The score's name (manifests call their scores ``test_<name>`` / ``validation_<name>``)."""
+        return "accuracy"
+
+    def class_names(self) -> list[str] | None:
+        """The label of each output class in output order (None: the task has no class names)."""
+        return None
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How raw data becomes the model's input and how the splits are drawn (plain JSON data)."""
+        return {"description": f"the model's input is task {self.name!r}'s split(name).x as given; this task records no preprocessing of raw data"}
+
     @property
     def input_names(self) -> tuple[str, ...]:
         return (INPUT_NAME,)

@@ -24,6 +24,7 @@ from hwsearch.tasks.base import Split, Task
 MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32).reshape(1, 3, 1, 1)
 STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32).reshape(1, 3, 1, 1)
 EXPECTED = "data_batch_1..data_batch_5 and test_batch (CIFAR-10 python version)"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # batches.meta label_names
 
 
 # the only globals a CIFAR-10 batch (pickled by Python 2 or 3, numpy 1 or 2, protocols 2-5) needs
@@ -91,6 +92,16 @@ class Cifar10Task(Task):
     def fingerprint(self) -> dict:
         sizes = {k: len(v) for k, v in self._splits.items()}
         return {**super().fingerprint(), "data_dir": str(Path(self.data_dir).resolve()), "sizes": sizes}
+
+    def class_names(self) -> list[str]:
+        return list(CLASSES)
+
+    def preprocessing(self) -> dict:
+        return {"source": f"CIFAR-10 python version batches ({EXPECTED}): uint8 rows of 3072 values, channel-major 32x32 RGB",
+                "order": ["scale", "normalize", "layout"], "scale": 1 / 255,
+                "mean": MEAN.ravel().tolist(), "std": STD.ravel().tolist(), "layout": "NCHW float32, shape (N, 3, 32, 32), RGB",
+                "split": {"rule": "train: data_batch_1..5 minus the last 10% of their rows; validation: that last 10%; test: test_batch, in file order",
+                          "sizes": {k: len(v) for k, v in self._splits.items()}}}
 
 
 def make_task(data_dir: str = "", **options) -> Cifar10Task:

