@@ -93,3 +93,11 @@ def test_cli_default_tolerance_is_the_index_default():
     from hwsearch.cli import export as cli_export
 
     assert cli_export.TOLERANCE == TOLERANCE
+
+
+def test_table_paths_are_builtin_or_relative_to_the_run(tmp_path):
+    from hwsearch.config.builtin import builtin_table
+    from hwsearch.export.describe import table_ref
+
+    assert table_ref(builtin_table("cpu-1t"), tmp_path / "runs" / "x") == "builtin:cpu-1t"
+    assert table_ref(tmp_path / "tables" / "edge", tmp_path / "runs" / "x") == "../../tables/edge"

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hwsearch
+from hwsearch.config.builtin import PREFIX as BUILTIN
+from hwsearch.config.builtin import display_name
 from hwsearch.export.manifest import DenseReference, score_key
 from hwsearch.export.winners import Device, RunContext
 from hwsearch.runtime.contract import io_signature, ort_session_options
@@ -21,15 +22,13 @@ from hwsearch.runtime.session import SessionSettings
 from hwsearch.tables.adaptation import machine_fingerprint
 from hwsearch.tables.table import file_sha256
 
-PACKAGE_DIR = Path(hwsearch.__file__).resolve().parent
-
 
 def table_ref(table_dir: Path, run_dir: Path) -> str:
-    """``builtin:NAME`` for a table inside the installed package, else its path relative to the run directory."""
-    table = Path(table_dir).resolve()
-    if table.is_relative_to(PACKAGE_DIR):
-        return f"builtin:{table.name}"
-    return os.path.relpath(table, Path(run_dir).resolve())
+    """``builtin:NAME`` for a built-in table (shipped with hwsearch), else its path relative to the run directory."""
+    name = display_name(table_dir)
+    if name.startswith(BUILTIN):
+        return name
+    return os.path.relpath(Path(table_dir).resolve(), Path(run_dir).resolve())
 
 
 def model_group(ctx: RunContext, path: Path, result: Any, quantized_kernels: int | None) -> dict[str, Any]:
