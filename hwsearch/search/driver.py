@@ -23,6 +23,7 @@ from hwsearch.errors import HwsearchError
 from hwsearch.results import TrialRecord, pareto_records, record_from_trial, write_results
 from hwsearch.search.evaluate import TrialResult
 from hwsearch.search.executors import make_executor
+from hwsearch.search.labels import label_study, trial_attrs
 from hwsearch.search.rundir import StartGuard, check_tables, private_dir, run_files
 from hwsearch.search.study import RunLock, check_resume, completed_policies, constraint_values, fail_stale_trials, make_sampler, open_study, policy_key, requeue_interrupted
 
@@ -94,7 +95,7 @@ def tell(study, cfg: ExperimentConfig, trial, policy: dict, result: TrialResult)
         attrs["error"] = result.error
     if result.interrupted:
         attrs["interrupted"] = True
-    for key, value in attrs.items():
+    for key, value in trial_attrs(attrs, cfg.budgets, cfg.space.precisions).items():  # + flat sortable ones (search/labels.py)
         trial.set_user_attr(key, value)
     if result.error is None:
         for key, value in constraint_values(result.latency_ms, cfg.budgets).items():
@@ -206,7 +207,8 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
         check_resume(cfg, run_dir)
         # reseeded per session: a resumed session does not replay the first session's proposals
         study.sampler = make_sampler(cfg, sampler, len(study.trials)) if sampler is None or isinstance(sampler, str) else sampler
-        stale = fail_stale_trials(study)
+        label_study(study, cfg)  # metric names, config and devices for optuna-dashboard
+        stale = fail_stale_trials(study, run_dir)
         requeue_interrupted(study)  # warm starts a dead driver or worker interrupted
         space = context.from_config(cfg, verbose=True).space  # trains the baseline once, before any worker
         space = space_override(space) if space_override else space

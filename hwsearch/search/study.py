@@ -5,7 +5,8 @@ Storage is SQLite: ``runs/NAME/study.db`` opened as ``sqlite:///runs/NAME/study.
 writer; a lock file (``runs/NAME/.lock``, ``flock``) stops a second driver on the same run directory.
 Each trial's user attributes: ``policy``, ``latency_ms``, ``coverage``, ``params``, ``macs``,
 ``size_bytes``, ``eval_seconds``, ``worker``, and ``error`` on failure (with ``interrupted`` when
-the trial did not fail by itself: the driver or its worker died, or the search stopped).
+the trial did not fail by itself: the driver or its worker died, or the search stopped), plus
+the flat sortable ones and the study's metric names and attributes of :mod:`hwsearch.search.labels`.
 
 A run never evaluates a policy twice: a policy the sampler proposes again (same
 :func:`policy_key`) is told PRUNED with ``duplicate_of`` (the trial that evaluated it) and is
@@ -106,26 +107,43 @@ def storage_url(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
+def open_storage(run_dir: Path):
+    """The Optuna storage of ``run_dir/study.db`` (SQLite, 60 s busy timeout)."""
+    import optuna
+
+    return optuna.storages.RDBStorage(storage_url(run_dir), engine_kwargs={"connect_args": {"timeout": 60}})
+
+
 def open_study(cfg: ExperimentConfig, run_dir: Path, study_name: str, sampler):
     """Create or load the study in ``run_dir/study.db``."""
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
-    storage = optuna.storages.RDBStorage(storage_url(run_dir), engine_kwargs={"connect_args": {"timeout": 60}})
+    storage = open_storage(run_dir)
     others = [s.study_name for s in storage.get_all_studies() if s.study_name != study_name]
     if others:
         raise HwsearchError(f"Run directory {str(run_dir)!r} holds the study {others[0]!r}, but this search is named {study_name!r}; use a new output_dir for {study_name!r} (or name it {others[0]!r} to resume that run).")
     return optuna.create_study(storage=storage, sampler=sampler, study_name=study_name, directions=list(cfg.directions), load_if_exists=True)
 
 
-def fail_stale_trials(study) -> list[int]:
-    """Mark trials left RUNNING by a driver that died as FAIL; return their numbers."""
+def fail_stale_trials(study, run_dir: Path) -> list[int]:
+    """Mark trials left RUNNING by a driver that died as FAIL (``error`` and ``interrupted`` set);
+    return their numbers. Public Optuna APIs only: the storage's trial ids and ``study.tell``.
+
+    (Optuna's heartbeat-based ``optuna.storages.fail_stale_trials`` does not fit: ask-and-tell
+    trials record no heartbeat, and under the run lock every RUNNING trial is stale at once.)
+    """
     from optuna.trial import TrialState
 
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not stale:
+        return []
+    storage = open_storage(run_dir)
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "error", "The driver stopped while this trial was running; its budget was re-asked on resume.")
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "error", "The driver stopped while this trial was running; its budget was re-asked on resume.")
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
     return [t.number for t in stale]
 
