@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 import warnings
@@ -28,6 +29,7 @@ from hwsearch.tasks import Task, get_task
 
 # ``module:function`` replacing the table predictor (signature of hwsearch.latency.predict.load_predictor)
 PREDICTOR_ENV = "HWSEARCH_PREDICTOR"
+log = logging.getLogger("hwsearch.context")
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,12 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def from_config(cfg: ExperimentConfig, verbose: bool = False) -> Context:
-    """The Context of an experiment: the baseline is trained and cached if absent."""
+def from_config(cfg: ExperimentConfig, verbose: bool = False, random_init: bool = False) -> Context:
+    """The Context of an experiment: the baseline is trained and cached if absent (``random_init``:
+    untrained weights instead, for what needs only the model's shapes)."""
     return build(cfg.task, cfg.model, task_options=cfg.task_options, model_options=cfg.model_options, train=cfg.baseline,
                  keep_choices=cfg.space.keep_choices, precisions=cfg.space.precisions, channel_multiple=cfg.space.channel_multiple,
-                 options=dataclasses.replace(cfg.compress, eval_split="val"), devices=cfg.devices, verbose=verbose)
+                 options=dataclasses.replace(cfg.compress, eval_split="val"), devices=cfg.devices, random_init=random_init, verbose=verbose)
 
 
 def reference_specs(table_dir: str) -> list[Any]:
@@ -154,8 +157,7 @@ def ensure_adaptation(device: DeviceSpec, progress: bool = True, ray_address: st
         raise HwsearchError(f"Device {device.name!r}: {exc}") from None
     if found is not None:
         return {"mode": mode, "adaptation": found.key, "created": found.info.get("created"), "fit": found.info.get("fit")}
-    if progress:
-        print(f"[{device.name}] no adaptation of {device.table} for this machine: checking the table here (hwsearch check-table --adapt)", file=sys.stderr)
+    _say(f"[{device.name}] no adaptation of {device.table} for this machine: checking the table here (hwsearch check-table --adapt)", progress)
     router = Router(device.name, device.ray_resources, ray_address) if device.ray_resources else None
     try:
         report = check_table(device.table, reference_specs(device.table), adapt=True, progress=progress,
@@ -166,7 +168,13 @@ def ensure_adaptation(device: DeviceSpec, progress: bool = True, ray_address: st
     finally:
         if router:
             router.close()
-    if progress:
-        print(f"[{device.name}] {report['verdict']}", file=sys.stderr)
+    _say(f"[{device.name}] {report['verdict']}", progress)
     keep = ("offset", "by_family", "before", "after_leave_one_out", "repeatability", "verdict", "seconds", "machine")
     return {"mode": mode, "adaptation": report["adaptation"]["key"], "check": {k: report[k] for k in keep}} | ({"measured_on": router.where()} if router else {})
+
+
+def _say(message: str, progress: bool) -> None:
+    """A progress line: on stderr when ``progress``, and to the ``hwsearch`` loggers (a run's search.log) always."""
+    if progress:
+        print(message, file=sys.stderr)
+    log.info(message)

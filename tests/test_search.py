@@ -44,6 +44,8 @@ def test_failing_trial_becomes_fail_and_search_goes_on(tmp_path: Path, monkeypat
     assert list(failed.number) == [1] and "boom: injected failure" in failed.error.iloc[0]
     assert (table.state == "COMPLETE").sum() == 3
     _check_front(Path(cfg.output_dir), table, cfg.budgets)
+    log = (Path(cfg.output_dir) / "search.log").read_text()  # what the session said, the failed trial's error and traceback included
+    assert "trial 1 failed" in log and "RuntimeError: boom: injected failure" in log and 'File "' in log and "trial 3 complete" in log
 
 
 def _check_front(run_dir: Path, table: pd.DataFrame, budgets: dict) -> None:
@@ -121,3 +123,37 @@ def test_warm_start_policies_are_the_first_trials_and_must_fit_the_space(tmp_pat
     bad = load_config(write_config(tmp_path, "ws2", n_trials=1, warm_start_policies=[str(tmp_path / "bad.json")]))
     with pytest.raises(HwsearchError, match=r"warm_start_policies\[0\]: keep 0.625 .* not one of space.keep_choices"):
         run_search(bad, prepare=warm_start(bad), progress=False)
+
+
+def test_search_ends_on_its_summary_and_a_finished_run_says_so(tmp_path: Path, tiny_resnet, capsys) -> None:
+    from hwsearch.cli import main
+
+    path = write_config(tmp_path, "sum", n_trials=3, space={"keep_choices": [0.5, 1.0], "precisions": ["fp32"]})
+    assert main(["search", str(path), "--quiet", "--baseline", "uniform"]) == 0
+    assert capsys.readouterr().out.startswith("Search sum: 4 of 4 trials complete")
+    assert main(["search", str(path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "sum"
+    front, dense = load_pareto(run), json.loads((run / "dense.json").read_text())
+    assert out.startswith("Search sum: 3 of 3 trials complete (3 this session, 0 failed in all); ") and "eval_wait_s" not in out
+    assert dense["score"] == tiny_resnet.val_accuracy and dense["split"] == "val" and dense["params"] == sum(p.numel() for p in tiny_resnet.model.parameters())
+    rows = [line.split() for line in out.splitlines() if line.startswith(("  front ", "  dense fp32 ", "  uniform "))]
+    assert rows[0][:2] == ["dense", "fp32"] and rows[0][-3:] == [f"{dense['latency_ms']['cpu-1t']:.3f}", "1.00x", f"{dense['params']:,}"]
+    searched = [r for r in rows if r[0] == "front"]
+    assert [int(r[1]) for r in searched] == [e["trial"] for e in front] and any(r[0] == "uniform" for r in rows)
+    for row, e in zip(searched, front):
+        assert row[3:5] == [f"{e['latency_ms']['cpu-1t']:.3f}", f"{dense['latency_ms']['cpu-1t'] / e['latency_ms']['cpu-1t']:.2f}x"]
+    assert any(r[-2:] == ["warm", "start"] for r in searched)  # the dense warm start (keep 1.0) is on the front
+    assert f"hwsearch export {run} --pareto" in out and f"hwsearch dashboard {run}" in out and str(run / "study.db") in out and str(run / "search.log") in out
+    # a finished run: nothing is run again, the summary is printed again (here as JSON)
+    assert main(["search", str(path), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["already_complete"] and record["completed"] == 3 and record["session"]["session_completed"] == 0
+    assert [p["trial"] for p in record["front"]] == [e["trial"] for e in front] and record["dense"]["latency_ms"] == dense["latency_ms"]
+    assert [p["warm_start"] for p in record["front"]] == [p["trial"] in (0, 1) for p in record["front"]]  # warm starts 1.0 and 0.5 are trials 0, 1
+    assert list(record["baselines"]) == ["uniform"] and record["files"]["pareto"] == str(run / "pareto.json")
+    assert main(["search", str(path), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("Search sum: already complete (3 trials); nothing was run.")
+    log = (run / "search.log").read_text()
+    assert "trial 0 complete: score" in log and log.count(" summary:") == 3 and "already complete (3 trials)" in log
+    assert len((run / "sessions.jsonl").read_text().splitlines()) == 3

@@ -1,15 +1,19 @@
-"""What several commands share: model/task arguments and the Context they describe."""
+"""What several commands share: model/task arguments, the Context they describe, and the checks of
+arguments that every command makes before any work (training, loading a baseline, timing)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import HwsearchError
 from hwsearch.options import CompressOptions
 
 CHANNEL_MULTIPLE_HELP = "channel rounding (default: the model family's, 8 for CNNs, 64 FFN neurons for the encoder)"
+DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -23,7 +27,8 @@ def parse_option(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
-def model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
+def model_args(p: argparse.ArgumentParser, several: bool = False, trains: bool = True) -> None:
+    """``--task``, ``--model``, ``--model-option``, ``--data-dir``; ``--epochs`` unless the command never trains."""
     p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (code: imported and called; default: digits)")
     if several:
         p.add_argument("--model", action="append", default=None, help="model name; repeat to cover several models (default: the task's)")
@@ -31,7 +36,8 @@ def model_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         p.add_argument("--model", default=None, help="resnet20, mobilenetv2, vgg, all-minilm-l6-v2 or package.module:function (code: imported and called; default: the task's)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
     p.add_argument("--data-dir", default=None, help="dataset directory (cifar10: the CIFAR-10 python batches)")
-    p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default: the task's, 15 for digits)")
+    if trains:
+        p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default: the task's, 15 for digits)")
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,9 +51,52 @@ def context_from_args(args: argparse.Namespace, model: str | None = None, *, ran
 
     train: dict[str, Any] = {}
     if getattr(args, "epochs", None) is not None:
-        if args.epochs < 1:
-            raise HwsearchError(f"--epochs {args.epochs} must be at least 1.")
+        at_least("--epochs", args.epochs, 1)
         train["epochs"] = args.epochs
     return context.build(args.task, model or (args.model if isinstance(args.model, str) else None), task_options={"data_dir": args.data_dir} if args.data_dir else {},
                          model_options=model_options(args), train=train, channel_multiple=getattr(args, "channel_multiple", None), options=options,
                          random_init=random_init, retrain=retrain, verbose=True)
+
+
+def at_least(option: str, value: float, low: float, example: str = "") -> None:
+    """``value`` of ``option`` must be ``low`` or more (a one-line error otherwise)."""
+    if value < low:
+        raise HwsearchError(f"{option} {value} must be {low} or more{f', e.g. {example}' if example else ''}.")
+
+
+def table_arg(value: str, option: str = "table") -> str:
+    """The latency table a command names, loaded and checked whole (milliseconds) before any work;
+    returns the folder to use. A path that is not a table is a one-line error naming it."""
+    from hwsearch.config.builtin import PREFIX, resolve_table
+    from hwsearch.tables.table import load_table
+
+    path = resolve_table(value, key=option) if value.startswith(PREFIX) else Path(value).expanduser()
+    if not (path / "table.csv").is_file():
+        where = "does not exist" if not path.exists() else "is not a folder" if not path.is_dir() else "has no table.csv"
+        raise HwsearchError(f"{option} {value!r} is not a latency table folder ({where}); pass one such as builtin:cpu-1t (see `hwsearch tables`), or make one with `hwsearch profile`.")
+    load_table(path, warn_provenance=False)
+    return str(path)
+
+
+def policy_arg(value: str):
+    """The policy file a command names, read and checked (the space check follows with the model)."""
+    from hwsearch.policy import Policy
+
+    return Policy.load(value)
+
+
+def out_dir_arg(value: str, option: str = "--out") -> Path:
+    """An output folder: an existing folder, or one that can be created (its nearest existing parent is a folder)."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise HwsearchError(f"{option} {value!r} is a file, not a folder; pass a folder to write into (it is created if missing).")
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise HwsearchError(f"{option} {value!r} cannot be created: {str(parent)!r} is a file; pass a folder path.")
+    return path
+
+
+def device_arg(value: str) -> str:
+    if not DEVICE_NAME.fullmatch(value):
+        raise HwsearchError(f"--device {value!r} is not a table name; use letters, digits and ._- (not starting with a dot or dash), e.g. cpu-1t.")
+    return value

@@ -1,4 +1,9 @@
-"""CLI: ``hwsearch profile``, ``hwsearch predict``, ``hwsearch validate-table``, ``hwsearch calibrate-table``."""
+"""CLI: ``hwsearch profile``, ``hwsearch predict``, ``hwsearch validate-table``, ``hwsearch calibrate-table``, ``hwsearch check-table``.
+
+Latency does not depend on weights, so these commands never train or load a baseline: they build
+each model with untrained weights (``context.build(random_init=True)``), and check their arguments
+(table, policy, output folder, device name, numbers) before building anything.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from hwsearch.cli.common import CHANNEL_MULTIPLE_HELP, context_from_args, model_args
+from hwsearch.cli.common import CHANNEL_MULTIPLE_HELP, at_least, context_from_args, device_arg, model_args, out_dir_arg, policy_arg, table_arg
 from hwsearch.errors import HwsearchError
 
 
 def _contexts(args: argparse.Namespace):
-    """(name, Context) for every --model given (default: the task's model)."""
+    """(name, Context) for every --model given (default: the task's model), with untrained weights."""
     out = []
     for name in args.model or [None]:
-        ctx = context_from_args(args, name, random_init=args.random_init)
+        ctx = context_from_args(args, name, random_init=True)
         out.append((ctx.baseline.model_spec, ctx))
     return out
 
@@ -61,9 +66,21 @@ def close_timer(timer) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    model_args(p, several=True)
+    model_args(p, several=True, trains=False)
     p.add_argument("--channel-multiple", type=int, default=None, help=CHANNEL_MULTIPLE_HELP)
-    p.add_argument("--random-init", action="store_true", help="use an untrained model (latency does not depend on weights)")
+    p.add_argument("--random-init", action="store_true", help="accepted for older scripts: latency commands always use untrained models (latency does not depend on weights)")
+
+
+def _check_timing(args: argparse.Namespace) -> None:
+    """The timing options every measuring command shares, checked before any model is built."""
+    at_least("--warmup", getattr(args, "warmup", 0), 0)
+    at_least("--min-runs", args.min_runs, 1, "100")
+    at_least("--min-time", args.min_time, 0)
+    for name in ("rounds", "batch", "drift"):
+        if getattr(args, name, None) is not None:
+            at_least(f"--{name}", getattr(args, name), 1 if name == "rounds" else 0)
+    if getattr(args, "lock", None) and not Path(args.lock).expanduser().parent.is_dir():
+        raise HwsearchError(f"--lock {args.lock!r} is in a folder that does not exist; pass a file in an existing folder, e.g. /tmp/hwsearch-measure.lock.")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -71,8 +88,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hwsearch.runtime.session import SessionSettings, detect_block
     from hwsearch.runtime.timing import MeasureSettings
 
-    if args.threads < 1:
-        raise HwsearchError(f"--threads {args.threads} must be 1 or more.")
+    at_least("--threads", args.threads, 1)
+    device_arg(args.device)
+    _check_timing(args)
+    out = out_dir_arg(args.out or str(Path("latency_tables") / args.device))
+    timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic, passes=args.passes)
     settings = SessionSettings(threads=args.threads)
     block = detect_block(settings)
     if block <= 0:
@@ -82,9 +102,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for _, ctx in contexts:
         found, measure, extra = ctx.family.profile_plan(ctx.baseline.model, ctx.task, ctx.space, block)
         kernels.update(found)
-    out = Path(args.out or Path("latency_tables") / args.device)
     start = time.perf_counter()
-    timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, statistic=args.statistic, passes=args.passes)
     run_profile(out, args.device, sorted(kernels), settings, block, [f"{ctx.task.name}/{n}" for n, ctx in contexts], measure, timing,
                 progress=not args.quiet, extra_meta=extra)
     agreement = json.loads((out / "meta.json").read_text()).get("pass_agreement")
@@ -93,11 +111,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hwsearch.policy import Policy
-
-    policy = Policy.load(args.policy)
+    table = table_arg(args.table, "--table")
+    policy = policy_arg(args.policy)
     (name, ctx), = _contexts(args)[:1]
-    predictor = ctx.predictor(args.table, strict=args.strict, adapt=args.adapt)
+    predictor = ctx.predictor(table, strict=args.strict, adapt=args.adapt)
     pred = predictor.predict(policy)
     print(json.dumps({"device": predictor.device, "model": name, **pred.to_dict(), "kernels": len(predictor.kernels(policy))}, indent=2))
     return 0
@@ -107,8 +124,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hwsearch.latency.validate import validate
     from hwsearch.runtime.timing import MeasureSettings
 
-    if args.samples < 1:
-        raise HwsearchError(f"--samples {args.samples} must be 1 or more, e.g. 200.")
+    at_least("--samples", args.samples, 1, "200")
+    args.table = table_arg(args.table)
+    _check_timing(args)
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantizer's pre-processing hints
     timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
     timer = _timer(args)
@@ -131,6 +149,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.samples < 10:
         raise HwsearchError(f"--samples {args.samples} is too few to fit a calibration; use 60 or more (e.g. 120).")
+    args.table = table_arg(args.table)
+    _check_timing(args)
     logging.getLogger().setLevel(logging.ERROR)
     timing = MeasureSettings(warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
     timer = _timer(args)
@@ -156,8 +176,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if args.rounds < 2:
         raise HwsearchError(f"--rounds {args.rounds} must be 2 or more (the rounds' agreement is the check's noise floor).")
-    if not (Path(args.table) / "table.csv").is_file():
-        raise HwsearchError(f"{args.table!r} is not a latency table folder (no table.csv); pass one such as latency_tables/cpu-1t.")
+    args.table = table_arg(args.table)
+    _check_timing(args)
     logging.getLogger().setLevel(logging.ERROR)
     timing = MeasureSettings(warmup=CHECK_TIMING.warmup, min_runs=args.min_runs, min_time_s=args.min_time)
     timer = _timer(args)

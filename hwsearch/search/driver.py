@@ -10,6 +10,7 @@ is answered by the trial that evaluated it (``duplicate_of``), never evaluated t
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -24,11 +25,13 @@ from hwsearch.results import TrialRecord, pareto_records, record_from_trial, wri
 from hwsearch.search.evaluate import TrialResult
 from hwsearch.search.executors import make_executor
 from hwsearch.search.labels import label_study, trial_attrs
-from hwsearch.search.rundir import StartGuard, check_tables, private_dir, run_files
+from hwsearch.search.rundir import StartGuard, check_tables, private_dir, run_files, run_log
 from hwsearch.search.study import RunLock, check_resume, completed_policies, constraint_values, fail_stale_trials, make_sampler, open_study, policy_key, requeue_interrupted
+from hwsearch.search.summary import read_dense, write_dense
 
 WRITE_EVERY_S = 10.0
 MAX_DUPLICATES_IN_A_ROW = 200  # proposals of already-evaluated policies before the space counts as used up
+log = logging.getLogger("hwsearch.search")  # also written to runs/NAME/search.log while a session runs (rundir.run_log)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class SearchStats:
     shutdown_s: float
     workers: int
     session_duplicates: int = 0
+    study: str = ""
+    already_complete: bool = False  # the run held n_trials completed trials when the session started: nothing was done
 
     @property
     def driver_share(self) -> float:
@@ -165,6 +170,7 @@ def run_loop(study, cfg: ExperimentConfig, space, executor, loop: _Loop, run_dir
             record = tell(study, cfg, trial, policy, result)
             loop.records[record.number] = record
             loop.done += 1
+            _log_trial(record, loop)
             if record.state == "COMPLETE":
                 loop.seen.setdefault(policy_key(space, policy), record.number)
             else:
@@ -188,6 +194,14 @@ def run_loop(study, cfg: ExperimentConfig, space, executor, loop: _Loop, run_dir
         _abandon(study, loop, "The search stopped while this trial was running; its budget is re-asked on resume.")
 
 
+def _log_trial(record: TrialRecord, loop: _Loop) -> None:
+    if record.state == "COMPLETE":
+        latency = ", ".join(f"{d} {ms:.4g} ms" for d, ms in record.latency_ms.items())
+        log.info("trial %d complete: score %.4f, %s, %s params (%d of %d complete)", record.number, record.accuracy, latency, record.params, loop.completed, loop.target)
+    else:
+        log.error("trial %d failed (%d of %d complete): %s", record.number, loop.completed, loop.target, record.error)
+
+
 def _progress(cfg: ExperimentConfig, loop: _Loop, label: str, enabled: bool):
     from tqdm import tqdm
 
@@ -197,45 +211,82 @@ def _progress(cfg: ExperimentConfig, loop: _Loop, label: str, enabled: bool):
 def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, study_name: str | None = None, sampler: Any = None,
                space_override: Callable[[Any], Any] | None = None, prepare: Callable[[Any, Any], None] | None = None,
                on_failed: Callable[[Any, Any], None] | None = None, progress: bool = True) -> SearchStats:
-    """Run (or resume) the search described by ``cfg`` in ``run_dir`` (default ``cfg.output_dir``)."""
+    """Run (or resume) the search described by ``cfg`` in ``run_dir`` (default ``cfg.output_dir``).
+
+    A run that already holds ``cfg.n_trials`` completed trials is not touched beyond its result files:
+    nothing is trained, loaded or evaluated, and the stats say ``already_complete``."""
     start = time.perf_counter()
     cfg = context.resolve(cfg)
     run_dir = Path(run_dir or cfg.output_dir)
     check_tables(cfg)  # a damaged table is a one-line error before the run directory is touched
-    with run_files(run_dir), RunLock(private_dir(run_dir)), StartGuard(run_dir) as guard:  # 0700/0600; a failed start pins nothing
+    with run_files(run_dir), RunLock(private_dir(run_dir)), StartGuard(run_dir) as guard, run_log(run_dir):  # 0700/0600; a failed start pins nothing
         study = open_study(cfg, run_dir, study_name or cfg.name, None)  # first: a storage holding another run's study is an error
         check_resume(cfg, run_dir)
         # reseeded per session: a resumed session does not replay the first session's proposals
         study.sampler = make_sampler(cfg, sampler, len(study.trials)) if sampler is None or isinstance(sampler, str) else sampler
         label_study(study, cfg)  # metric names, config and devices for optuna-dashboard
         stale = fail_stale_trials(study, run_dir)
+        if _complete(study) >= cfg.n_trials:
+            guard.started = True
+            return _already_complete(cfg, run_dir, study, stale, start)
         requeue_interrupted(study)  # warm starts a dead driver or worker interrupted
-        space = context.from_config(cfg, verbose=True).space  # trains the baseline once, before any worker
-        space = space_override(space) if space_override else space
-        if prepare:
-            prepare(study, space)
+        if prepare:  # warm starts checked against the model's space (untrained weights) before the baseline is trained
+            prepare(study, _space(context.from_config(cfg, random_init=True), space_override))
+        ctx = context.from_config(cfg, verbose=True)  # trains the baseline once, before any worker
+        space = _space(ctx, space_override)
         loop = _Loop({t.number: record_from_trial(t, cfg.budgets) for t in study.get_trials(deepcopy=False)}, cfg.n_trials, completed_policies(study, space))
-        if loop.completed < loop.target:  # tables checked (and adapted) on this machine before any worker predicts
-            adapted = {d.name: context.ensure_adaptation(d, progress, cfg.ray_address) for d in cfg.devices}
-            (run_dir / "adaptation.json").write_text(json.dumps(adapted, indent=1, sort_keys=True) + "\n")
-        executor = make_executor(cfg.to_dict(), cfg.workers, cfg.ray_address) if loop.completed < loop.target else None
+        # tables checked (and adapted) on this machine before any worker predicts; then the dense model's reference
+        adapted = {d.name: context.ensure_adaptation(d, progress, cfg.ray_address) for d in cfg.devices}
+        (run_dir / "adaptation.json").write_text(json.dumps(adapted, indent=1, sort_keys=True) + "\n")
+        write_dense(run_dir, ctx)
+        executor = make_executor(cfg.to_dict(), cfg.workers, cfg.ray_address)
         guard.started = True
         startup = time.perf_counter() - start
         bar = _progress(cfg, loop, cfg.name, progress)
         try:
-            if executor is not None:
-                run_loop(study, cfg, space, executor, loop, run_dir, bar, (lambda t: on_failed(study, t)) if on_failed else None)
+            run_loop(study, cfg, space, executor, loop, run_dir, bar, (lambda t: on_failed(study, t)) if on_failed else None)
         finally:
             bar.close()
             t_close = time.perf_counter()
-            if executor is not None:
-                executor.close()
+            executor.close()
             shutdown = time.perf_counter() - t_close
             records = sorted(loop.records.values(), key=lambda r: r.number)
             front = write_results(run_dir, records, cfg.objective_names)
         wall = time.perf_counter() - start
         stats = SearchStats(str(run_dir), loop.completed, sum(r.state == "FAIL" for r in records), len(front), loop.done - loop.failed,
-                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - shutdown - loop.eval_wait, shutdown, cfg.workers, loop.duplicates)
-        with open(run_dir / "sessions.jsonl", "a") as fh:
-            fh.write(json.dumps(asdict(stats) | {"driver_share": stats.driver_share, "finished_at": time.time()}) + "\n")
-        return stats
+                            loop.failed, len(stale), wall, startup, loop.eval_wait, wall - startup - shutdown - loop.eval_wait, shutdown, cfg.workers,
+                            loop.duplicates, study.study_name)
+        return _record_session(run_dir, stats)
+
+
+def _space(ctx, override: Callable[[Any], Any] | None):
+    return override(ctx.space) if override else ctx.space
+
+
+def _complete(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _already_complete(cfg: ExperimentConfig, run_dir: Path, study, stale: list[int], start: float) -> SearchStats:
+    """A finished run: its result files rewritten from the study; nothing trained or evaluated (a run
+    from before ``dense.json`` existed gets it from the cached baseline)."""
+    records = [record_from_trial(t, cfg.budgets) for t in study.get_trials(deepcopy=False)]
+    front = write_results(run_dir, records, cfg.objective_names)
+    if read_dense(run_dir) is None:
+        write_dense(run_dir, context.from_config(cfg))
+    wall = time.perf_counter() - start
+    log.info("already complete (%d trials); nothing to do", _complete(study))
+    stats = SearchStats(str(run_dir), _complete(study), sum(r.state == "FAIL" for r in records), len(front), 0, 0, len(stale), wall, wall, 0.0, 0.0, 0.0,
+                        cfg.workers, 0, study.study_name, already_complete=True)
+    return _record_session(run_dir, stats)
+
+
+def _record_session(run_dir: Path, stats: SearchStats) -> SearchStats:
+    """The session's timings appended to ``run_dir/sessions.jsonl`` (and the log)."""
+    record = asdict(stats) | {"driver_share": stats.driver_share, "finished_at": time.time()}
+    with open(run_dir / "sessions.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    log.info("session finished: %s", json.dumps(record))
+    return stats

@@ -12,15 +12,22 @@
   fixed config proceeds.
 - :func:`check_tables`: the configured latency tables are loaded (and so checked whole) before the
   run directory is touched.
+- :func:`run_log`: while a session runs, ``search.log`` in the run directory receives what the
+  ``hwsearch`` loggers say (one line per finished trial, a failed trial's error with its traceback,
+  the table check), every Python warning, and an error that stops the session with its traceback;
+  :func:`log_text` appends text (the end-of-search summary). Appended to by every session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sqlite3
 import tempfile
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,8 @@ from hwsearch.errors import HwsearchError
 from hwsearch.tables.table import load_table
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+LOG_FILE = "search.log"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STUDY_FILES = ("study.db", "study.db-journal", "study.db-wal", "study.db-shm")
 
 
@@ -132,3 +141,48 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+class _LogFile(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - a log line lost (full disk) is not worth a traceback on screen
+        pass
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path) -> Iterator[logging.Logger]:
+    """While a session runs: the ``hwsearch`` loggers (INFO and up) and Python's warnings also go to
+    ``run_dir/search.log``; an exception that ends the session is logged with its traceback."""
+    handler = _LogFile(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger("hwsearch")
+    old_level, old_show = root.level, warnings.showwarning
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    log = logging.getLogger("hwsearch.search")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        old_show(message, category, filename, lineno, file, line)
+        log.warning("%s: %s", category.__name__, message)
+
+    warnings.showwarning = show
+    log.info("session started in %s (pid %d)", run_dir, os.getpid())
+    try:
+        yield log
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            log.error("session interrupted (%s)", type(exc).__name__)
+        else:
+            log.error("session stopped: %s", exc, exc_info=not isinstance(exc, HwsearchError))
+        raise
+    finally:
+        warnings.showwarning = old_show
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def log_text(run_dir: Path, text: str) -> None:
+    """Append ``text`` (e.g. the printed summary) to ``run_dir/search.log`` with a time stamp."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(Path(run_dir) / LOG_FILE, "a", encoding="utf-8") as fh:
+        fh.write(f"{stamp} summary:\n{text.rstrip()}\n")
