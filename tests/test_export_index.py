@@ -101,3 +101,29 @@ def test_table_paths_are_builtin_or_relative_to_the_run(tmp_path):
 
     assert table_ref(builtin_table("cpu-1t"), tmp_path / "runs" / "x") == "builtin:cpu-1t"
     assert table_ref(tmp_path / "tables" / "edge", tmp_path / "runs" / "x") == "../../tables/edge"
+
+
+def test_tasks_describe_metric_labels_and_preprocessing():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from hwsearch.tasks import get_task
+    from hwsearch.tasks.base import Task
+    from hwsearch.tasks.cifar10 import CLASSES
+    from hwsearch.tasks.minilm import MiniLMTask
+
+    digits = get_task("digits")
+    pre = digits.preprocessing()
+    raw, test = load_digits(), pre["split"]["test_indices"]
+    size = pre["resize"]["size"][0]
+    src = np.clip((np.arange(size) + 0.5) * 8 / size - 0.5, 0, 7)
+    lo, w = src.astype(int), src % 1
+    r = np.zeros((size, 8))
+    r[range(size), lo] = 1 - w
+    r[range(size), np.minimum(lo + 1, 7)] += w
+    x = ((r @ (raw.images[test] * pre["scale"]) @ r.T - pre["mean"][0]) / pre["std"][0]).astype(np.float32)[:, None]
+    assert np.array_equal(x, digits.split("test").x) and np.array_equal(raw.target[test], digits.split("test").y)  # the recipe is exact
+    assert digits.class_names() == [str(d) for d in range(10)] and digits.metric_name() == "accuracy"
+    assert MiniLMTask(objective="spearman").metric_name() == "fidelity_spearman" and MiniLMTask().class_names() is None
+    assert MiniLMTask(seq_len=64).preprocessing()["tokenizer"]["truncation"] == 64
+    assert len(CLASSES) == 10 and Task.class_names(digits) is None and "records no preprocessing" in Task.preprocessing(digits)["description"]
