@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +28,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     out_dir_arg(cfg.output_dir, "output_dir")
     progress = not (args.quiet or args.json)
     stats = run_baseline(cfg, args.baseline, progress=progress) if args.baseline else run_search(cfg, prepare=warm_start(cfg), progress=progress)
-    summary = build_summary(stats.run_dir, asdict(stats) | {"driver_share": round(stats.driver_share, 4)}, config_path=args.config)
+    again = " ".join([shlex.quote(args.config)] + [f"--set {shlex.quote(item)}" for item in args.set])  # the same experiment, for the next commands
+    summary = build_summary(stats.run_dir, asdict(stats) | {"driver_share": round(stats.driver_share, 4)}, config_path=again)
     text = render_summary(summary)
     log_text(Path(stats.run_dir), text)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else text)
@@ -74,7 +77,9 @@ def _points_table(s) -> list[str]:
 def render_summary(s) -> str:
     """The summary as the text ``hwsearch search`` prints (and appends to ``search.log``)."""
     lines = [_headline(s), ""]
-    what = "the search's Pareto front" + (f" and the fronts of {', '.join(s.baselines)}" if s.baselines else "")
+    here = Path(s.run_dir)
+    what = (f"the {here.name} baseline's Pareto front" if here.parent.name == "baselines" else "the search's Pareto front")
+    what += f" (front) and the fronts of {', '.join(s.baselines)}" if s.baselines else " (front)"
     lines.append(f"Dense model vs {what}; latency predicted from each device's table, speedup vs the dense fp32 model:")
     lines += _points_table(s)
     if s.budgets:
@@ -86,7 +91,13 @@ def render_summary(s) -> str:
     lines += ["", "Files:", f"  run directory  {f['run_dir']}", f"  study          {f['study']} (Optuna SQLite)", f"  pareto front   {f['pareto']}",
               f"  trials         {f['trials']}", f"  log            {f['log']}", f"  dashboard      {dashboard}"]
     lines += ["", "Next:"] + [f"  {c}" for c in s.next_commands]
-    return "\n".join(lines)
+    return "\n".join(lines).replace(s.run_dir, _shown(s.run_dir))
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (``runs/NAME``), else as it is."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def register(subparsers) -> None:
