@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from hwsearch.errors import HwsearchError
-from hwsearch.policy import PRECISIONS, Policy
+from hwsearch.policy import LINEAR_ONLY, PRECISIONS, Policy, QuantRecipe, check_precision
 
 DEFAULT_KEEP_CHOICES = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 
@@ -31,16 +32,46 @@ class SearchSpace:
     keep_choices: tuple[float, ...] = DEFAULT_KEEP_CHOICES
     precisions: tuple[str, ...] = PRECISIONS
     channel_multiple: int = 8
+    # layer -> the precisions its layer type can take (a layer not listed can take any): a conv cannot take int8d
+    layer_precisions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # model-level quantization settings the search chooses (QuantRecipe field -> choices); () = the policy default
+    quant_choices: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @classmethod
     def build(cls, groups: Sequence[GroupInfo], layers: Sequence[str], keep_choices: Sequence[float] = DEFAULT_KEEP_CHOICES,
-              precisions: Sequence[str] = PRECISIONS, channel_multiple: int = 8, **extra: Any) -> SearchSpace:
-        """A space with its choices checked (keep ratios in (0, 1], known precisions, a positive channel multiple)."""
+              precisions: Sequence[str] = PRECISIONS, channel_multiple: int = 8, layer_precisions: Mapping[str, Sequence[str]] | None = None,
+              **extra: Any) -> SearchSpace:
+        """A space with its choices checked (keep ratios in (0, 1], known precisions, a positive channel
+        multiple, every layer left at least one precision it can take)."""
         if channel_multiple < 1:
             raise HwsearchError(f"channel_multiple={channel_multiple} must be a positive integer such as 8.")
         policy = Policy.from_dict({"keep": {f"choice{i}": k for i, k in enumerate(keep_choices)}, "precision": {p: p for p in precisions}})
-        return cls(tuple(groups), tuple(dict.fromkeys(layers)), tuple(sorted(set(policy.keep.values()))), tuple(policy.precision.values()),
-                   channel_multiple, **extra)
+        can = tuple((layer, tuple(check_precision(p, f"layer_precisions[{layer!r}]") for p in ps)) for layer, ps in (layer_precisions or {}).items())
+        space = cls(tuple(groups), tuple(dict.fromkeys(layers)), tuple(sorted(set(policy.keep.values()))), tuple(policy.precision.values()),
+                    channel_multiple, can, **extra)
+        for layer in space.layers:
+            if not space.choices(layer):
+                raise HwsearchError(f"space.precisions {list(space.precisions)} leaves layer {layer!r} nothing to run in (it can take {', '.join(space.can_take(layer))}); add one of those to space.precisions.")
+        return space
+
+    def with_quant_choices(self, choices: Mapping[str, Sequence[Any]]) -> SearchSpace:
+        """This space with model-level quantization settings as search dimensions, e.g.
+        ``{"activation_type": ["uint8", "int8"], "calibration": ["minmax", "percentile"]}`` (each value checked)."""
+        checked = []
+        for key, values in choices.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise HwsearchError(f"Quantization choices for {key!r} must be a non-empty list, e.g. [\"minmax\", \"percentile\"]; got {values!r}.")
+            checked.append((str(key), tuple(dict.fromkeys(getattr(QuantRecipe.from_dict({key: v}), key) for v in values))))
+        return dataclasses.replace(self, quant_choices=tuple(checked))
+
+    def can_take(self, layer: str) -> tuple[str, ...]:
+        """The precisions ``layer``'s type can run in (whether or not the space offers them)."""
+        return dict(self.layer_precisions).get(layer, PRECISIONS)
+
+    def choices(self, layer: str) -> tuple[str, ...]:
+        """The precisions the search offers ``layer``: those of ``precisions`` its type can take."""
+        can = self.can_take(layer)
+        return tuple(p for p in self.precisions if p in can)
 
     @property
     def group_names(self) -> tuple[str, ...]:
@@ -65,13 +96,19 @@ class SearchSpace:
         for name in policy.precision:
             if name not in self.layers:
                 raise HwsearchError(f"Policy precision layer {name!r} does not exist in this model; run `hwsearch space` to list layers (e.g. {self.layers[0]!r}).")
+        for layer in self.layers:
+            prec, can = policy.precision_for(layer), self.can_take(layer)
+            if prec not in can:
+                why = f" ({prec} runs only linear/MatMul/Gemm layers)" if prec in LINEAR_ONLY else ""
+                raise HwsearchError(f"Policy precision {prec!r} is not available for layer {layer!r}{why}; that layer can take {', '.join(can)}.")
         return policy
 
     def suggest(self, trial: Any) -> Policy:
         """Ask an Optuna trial (or ``optuna.trial.FixedTrial``) for one choice per group and layer."""
         keep = {g.name: float(trial.suggest_categorical(f"keep:{g.name}", list(self.keep_choices))) for g in self.groups}
-        precision = {name: str(trial.suggest_categorical(f"precision:{name}", list(self.precisions))) for name in self.layers}
-        return Policy(keep=keep, precision=precision)
+        precision = {name: str(trial.suggest_categorical(f"precision:{name}", list(self.choices(name)))) for name in self.layers}
+        quant = {key: trial.suggest_categorical(f"quant:{key}", list(values)) for key, values in self.quant_choices}
+        return Policy(keep=keep, precision=precision, quant=QuantRecipe.from_dict(quant))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +116,8 @@ class SearchSpace:
             "layers": list(self.layers),
             "keep_choices": list(self.keep_choices),
             "precisions": list(self.precisions),
+            "layer_precisions": {layer: list(self.choices(layer)) for layer in self.layers},
+            "quant_choices": {key: list(values) for key, values in self.quant_choices},
             "channel_multiple": self.channel_multiple,
         }
 

@@ -128,7 +128,7 @@ def test_fp32_layer_between_int8_layers_stays_fp32(tiny_vgg, digits, tmp_path):
     space = ctx.space
     first, middle, last = space.layers[:3]
     res = realise(ctx, Policy(precision={first: "int8", last: "int8"}), tmp_path / "s.onnx")
-    assert res.precision_counts == {"int8": 2, "fp16": 0, "fp32": len(space.layers) - 2}
+    assert res.precision_counts == {"int8": 2, "int8d": 0, "fp16": 0, "fp32": len(space.layers) - 2}
     assert count_quantized_kernels(res.onnx_path) == 2
 
 

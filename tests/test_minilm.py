@@ -104,7 +104,7 @@ def test_int8_blocks_run_quantized_matmul_kernels_and_fp32_blocks_do_not(task, c
     policy = Policy(precision={"layer0.attn": "int8", "layer3.ffn": "int8"})
     small = ctx.with_options(calib_samples=16)
     counts = realise(small, policy, tmp_path / "q.onnx", score=False).precision_counts
-    assert counts == {"int8": 2, "fp16": 0, "fp32": 10}
+    assert counts == {"int8": 2, "int8d": 0, "fp16": 0, "fp32": 10}
     ops = optimized_op_types(tmp_path / "q.onnx")
     assert ops.count("QLinearMatMul") == 4 + 2  # q, k, v, output of layer 0; up and down projections of layer 3
     assert realise(small, Policy(), tmp_path / "f.onnx", score=False).precision_counts["int8"] == 0
@@ -146,7 +146,7 @@ def test_candidate_scores_the_onnx_file_and_bad_inputs_are_clear_errors(task, fa
     baseline, space = ctx.baseline, ctx.space
     result = realise(ctx.with_options(calib_samples=8), Policy(), tmp_path / "c.onnx")
     assert result.accuracy == pytest.approx(1.0, abs=1e-6) and result.params == 22_565_376
-    with pytest.raises(HwsearchError, match="fp32 or int8"):
+    with pytest.raises(HwsearchError, match="can take fp32, int8, int8d"):
         realise(ctx, Policy(default_precision="fp16"), tmp_path / "x.onnx")
     with pytest.raises(HwsearchError, match="layer9.attn"):
         prune(baseline.model, Policy(keep={"layer9.attn": 0.5}), space)

@@ -3,7 +3,7 @@
 ``prune`` (the family cuts the channels the policy drops) → ``recover`` (the family's BN
 recalibration / distilled fine-tune, only when something was pruned) → ``export`` (fp32 ONNX,
 nodes named after modules) → ``quantize`` (each precision layer's nodes in its precision: ORT
-static int8 QDQ, fp16) → ``score`` (the task's metric, computed by running the final file in ONNX
+static int8 QDQ, dynamic int8d, fp16) → ``score`` (the task's metric, computed by running the final file in ONNX
 Runtime). The search's workers, ``hwsearch compress``, ``hwsearch export`` and the latency
 calibration / validation all call :func:`realise`.
 """
@@ -66,10 +66,11 @@ def export_precisions(ctx: Subject, model: nn.Module, policy: Policy, out_path: 
     fp32_path = out_path.with_name(out_path.stem + ".fp32.onnx")
     ctx.family.export(model, ctx.task, fp32_path)
     try:
-        apply_precisions(fp32_path, out_path, ctx.family.precision_nodes(policy, ctx.space), ctx.task.calibration_feeds(ctx.options.calib_samples))
+        samples = policy.quant.calib_samples or ctx.options.calib_samples  # the policy's recipe, else the run's
+        apply_precisions(fp32_path, out_path, ctx.family.precision_nodes(policy, ctx.space), ctx.task.calibration_feeds(samples), recipe=policy.quant)
     finally:
         fp32_path.unlink(missing_ok=True)
-    counts = {p: 0 for p in ("int8", "fp16", "fp32")}
+    counts = {p: 0 for p in ("int8", "int8d", "fp16", "fp32")}
     for layer in ctx.space.layers:
         counts[policy.precision_for(layer)] += 1
     return counts

@@ -47,14 +47,18 @@ class Case:
 
 
 def random_policy(space: SearchSpace, rng: random.Random) -> Policy:
-    """A random policy: each group pruned with probability p_prune, each layer int8/fp16 with random odds."""
+    """A random policy: each group pruned with probability p_prune, each layer int8/fp16 with random odds
+    (an int8 layer that can also take int8d, where the space offers it, is int8d half the time;
+    spaces without int8d draw exactly as before)."""
     p_prune, p_int8, p_fp16 = rng.random(), rng.choice([0.0, 0.2, 0.5, 0.8, 1.0]), rng.choice([0.0, 0.1, 0.3])
     keep = {g.name: rng.choice(space.keep_choices) if rng.random() < p_prune else 1.0 for g in space.groups}
     prec = {}
     for layer in space.layers:
-        r = rng.random()
-        prec[layer] = "int8" if r < p_int8 else "fp16" if r < p_int8 + p_fp16 else "fp32"
-        prec[layer] = prec[layer] if prec[layer] in space.precisions else "fp32"
+        r, choices = rng.random(), space.choices(layer)
+        p = "int8" if r < p_int8 else "fp16" if r < p_int8 + p_fp16 else "fp32"
+        if p == "int8" and "int8d" in choices and rng.random() < 0.5:
+            p = "int8d"
+        prec[layer] = p if p in choices else "fp32"
     return Policy(keep=keep, precision=prec)
 
 

@@ -1,10 +1,18 @@
-"""Per-layer precision on an exported fp32 ONNX model: int8 (ORT static QDQ) and fp16.
+"""Per-layer precision on an exported fp32 ONNX model: int8 (ORT static QDQ), int8d (ORT dynamic) and fp16.
 
-int8: ONNX Runtime static quantization in QDQ format, uint8 activations and int8 per-channel
-weights, calibrated on training samples, applied to exactly the conv/linear nodes the policy marks
+int8: ONNX Runtime static quantization in QDQ format, uint8 activations (int8 with the policy's
+``quant.activation_type``) and int8 per-channel weights, calibrated on training samples (MinMax, or
+the policy's ``quant.calibration``; ORT's ``quant_pre_process`` first with ``quant.preprocess``), applied to exactly the conv/linear nodes the policy marks
 int8 (plus a ReLU that directly follows one, so the fused kernel stays quantized). An empty
 selection quantizes nothing: ORT would read an empty ``nodes_to_quantize`` as "everything", so
 we never call it then.
+
+int8d: ONNX Runtime dynamic quantization (``quantize_dynamic``) of exactly the MatMul nodes the
+policy marks int8d: int8 per-channel weights, uint8 activations quantized at run time by a
+``DynamicQuantizeLinear``; ORT's optimiser fuses each into ``DynamicQuantizeMatMul`` /
+``MatMulIntegerToFloat``. A Gemm (a CNN's ``nn.Linear``) is first rewritten as MatMul + Add, since
+ORT dynamically quantizes only MatMul. Applied before int8 (so calibration sees the final int8d
+layers); an empty selection again quantizes nothing.
 
 fp16: the layer's weights are stored as float16 and the layer's input is cast to float16 (its
 output back to float32). A GPU runtime computes such a layer in fp16; ONNX Runtime's CPU provider
@@ -17,10 +25,26 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from hwsearch.errors import HwsearchError
+from hwsearch.policy import QuantRecipe
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantizers log a pre-processing hint on the root logger on every call: silenced while they run."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _consumers(graph, tensor: str) -> list:
@@ -54,13 +78,35 @@ class _Reader:
         return next(self._batches, None)
 
 
-def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]], per_channel: bool = True) -> int:
+def _preprocessed(src: Path, tmp: Path) -> Path:
+    """ORT's ``quant_pre_process`` of ``src`` (graph optimisation + shape inference; symbolic shape
+    inference where it completes). Node names survive it, so layers are still selected by name."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = tmp / "pre.onnx"
+    try:
+        quant_pre_process(str(src), str(out))
+    except Exception:  # noqa: BLE001 - symbolic inference gives up on some graphs (the encoder's): ONNX shape inference only
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def _calibrate_method(recipe: QuantRecipe):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[recipe.calibration]
+
+
+def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]], per_channel: bool = True,
+                  recipe: QuantRecipe = QuantRecipe()) -> int:
     """Write ``dst``: ``src`` with ``layers`` quantized to int8. Returns the number of layers quantized.
 
-    ``calibration``: input samples (one input) or a list of feed dicts (several inputs).
+    ``calibration``: input samples (one input) or a list of feed dicts (several inputs);
+    ``recipe``: activation type, calibration method and ORT pre-processing (its ``calib_samples``
+    is the caller's business: it chose ``calibration``).
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     proto = onnx.load(str(src))
     nodes = int8_node_names(proto.graph, layers)
@@ -70,22 +116,66 @@ def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.n
             shutil.copyfile(src, dst)
         return 0
     input_name = proto.graph.input[0].name
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # ORT logs a pre-processing hint on the root logger on every call
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "q.onnx"
-            quantize_static(
-                str(src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )
-            shutil.move(str(out), dst)
-    finally:
-        root.setLevel(level)
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True} | ({"CalibPercentile": recipe.percentile} if recipe.calibration == "percentile" else {})
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        out = Path(tmp) / "q.onnx"
+        quantize_static(
+            str(_preprocessed(src, Path(tmp)) if recipe.preprocess else src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if recipe.activation_type == "int8" else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=per_channel, nodes_to_quantize=nodes, calibrate_method=_calibrate_method(recipe), extra_options=extra,
+        )
+        shutil.move(str(out), dst)
     return n_layers
+
+
+def _gemm_as_matmul(graph, node) -> None:
+    """Rewrite Gemm ``node`` (``Y = X @ W^T + b``, as torch exports ``nn.Linear``) as MatMul + Add in place.
+
+    The MatMul keeps the node's name, so the layer is still selected by it."""
+    from onnx import helper, numpy_helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    inits = {i.name: i for i in graph.initializer}
+    if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0) or node.input[1] not in inits:
+        raise HwsearchError(f"Gemm node {node.name!r} is not a plain linear layer (alpha = beta = 1, constant weight); keep it in fp32 or int8.")
+    w = numpy_helper.to_array(inits[node.input[1]])
+    w = w.T if attrs.get("transB", 0) else w
+    weight = numpy_helper.from_array(np.ascontiguousarray(w), f"{node.name}/weight_t")
+    graph.initializer.append(weight)
+    x, bias, y = node.input[0], node.input[2] if len(node.input) > 2 else "", node.output[0]
+    matmul = helper.make_node("MatMul", [x, weight.name], [f"{node.name}/matmul" if bias else y], name=node.name)
+    nodes = [matmul] + ([helper.make_node("Add", [matmul.output[0], bias], [y], name=f"{node.name}/bias")] if bias else [])
+    index = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, n in enumerate(nodes):
+        graph.node.insert(index + offset, n)
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, layers: Iterable[str]) -> int:
+    """Write ``dst``: ``src`` with the MatMul/Gemm nodes named ``layers`` dynamically quantized (int8d).
+
+    Returns the number of layers quantized; a layer that is not a MatMul/Gemm node is a one-line error."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = onnx.load(str(src))
+    chosen = [n for n in proto.graph.node if n.name in set(layers)]
+    if not chosen:
+        if src != dst:
+            shutil.copyfile(src, dst)
+        return 0
+    for node in chosen:
+        if node.op_type not in ("MatMul", "Gemm"):
+            raise HwsearchError(f"Layer {node.name!r} is a {node.op_type}, which int8d cannot quantize (only MatMul/Gemm); use int8 or fp32 for it.")
+        if node.op_type == "Gemm":
+            _gemm_as_matmul(proto.graph, node)
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        src_mm, out = Path(tmp) / "mm.onnx", Path(tmp) / "q.onnx"
+        onnx.save(proto, str(src_mm))
+        quantize_dynamic(str(src_mm), str(out), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_quantize=[n.name for n in chosen], extra_options={"MatMulConstBOnly": True})
+        shutil.move(str(out), dst)
+    return len(chosen)
 
 
 def apply_fp16(path: Path, layers: Iterable[str]) -> int:
@@ -132,10 +222,43 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
 
 
 def apply_precisions(src: Path, dst: Path, precision: Mapping[str, str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]],
-                     per_channel: bool = True) -> dict[str, int]:
-    """Write ``dst`` = ``src`` with each layer in its precision; returns counts per precision."""
-    int8 = [name for name, p in precision.items() if p == "int8"]
-    fp16 = [name for name, p in precision.items() if p == "fp16"]
-    n_int8 = quantize_int8(src, dst, int8, calibration, per_channel)
-    n_fp16 = apply_fp16(dst, fp16) if fp16 else 0
-    return {"int8": n_int8, "fp16": n_fp16, "fp32": len(precision) - n_int8 - n_fp16}
+                     per_channel: bool = True, recipe: QuantRecipe = QuantRecipe()) -> dict[str, int]:
+    """Write ``dst`` = ``src`` with each node in its precision (int8d, then int8, then fp16); returns nodes per precision."""
+    def named(prec: str) -> list[str]:
+        return [name for name, p in precision.items() if p == prec]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dynamic = Path(tmp) / "int8d.onnx"
+        n_int8d = quantize_dynamic_int8(src, dynamic, named("int8d"))
+        n_int8 = quantize_int8(dynamic, dst, named("int8"), calibration, per_channel, recipe)
+    n_fp16 = apply_fp16(dst, named("fp16")) if named("fp16") else 0
+    return {"int8": n_int8, "int8d": n_int8d, "fp16": n_fp16, "fp32": len(precision) - n_int8 - n_int8d - n_fp16}
+
+
+# The one-line ONNX Runtime defaults a user would reach for (the ``ort-default`` baselines): each
+# quantizes the whole model with ORT's own defaults plus the one setting its name says.
+ORT_RECIPES = {
+    "ort-dynamic-per-channel": "quantize_dynamic(per_channel=True, weight_type=QInt8)",
+    "ort-dynamic": "quantize_dynamic(weight_type=QInt8)",
+    "ort-static-s8s8": "quantize_static(QDQ, activation_type=QInt8, weight_type=QInt8, MinMax)",
+    "ort-static-u8s8": "quantize_static(QDQ, activation_type=QUInt8, weight_type=QInt8, MinMax)",
+}
+
+
+def ort_recipe(src: Path, dst: Path, recipe: str, calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]]) -> str:
+    """Write ``dst``: the whole of ``src`` quantized by ORT recipe ``recipe`` (see ``ORT_RECIPES``); returns its call."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if recipe not in ORT_RECIPES:
+        raise HwsearchError(f"ORT recipe {recipe!r} is unknown; use one of {', '.join(ORT_RECIPES)}.")
+    with _quiet():
+        if recipe.startswith("ort-dynamic"):
+            quantize_dynamic(str(src), str(dst), per_channel=recipe.endswith("per-channel"), weight_type=QuantType.QInt8)
+        else:
+            import onnx
+
+            act = QuantType.QUInt8 if recipe.endswith("u8s8") else QuantType.QInt8
+            reader = _Reader(onnx.load(str(src)).graph.input[0].name, calibration)
+            quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8)
+    return ORT_RECIPES[recipe]
+

@@ -3,6 +3,8 @@
 - ``uniform``: one keep ratio everywhere, each with fp32 and with int8 everywhere; one trial per
   (ratio, precision), enqueued in order, so ``n_trials = len(keep_choices) * 2``.
 - ``random``: Optuna's RandomSampler over the same space with the same ``n_trials`` and seed.
+- ``ort-default``: ONNX Runtime's one-line whole-model quantization defaults, scored and measured
+  beside the dense model (:mod:`hwsearch.search.ort_default`; no search).
 
 Each is stored in ``runs/NAME/baselines/KIND/`` (study ``NAME-KIND``) with the same files as a main run.
 """
@@ -19,7 +21,7 @@ from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
 from hwsearch.search.driver import SearchStats, run_search
 
-BASELINES = ("uniform", "random")
+BASELINES = ("uniform", "random", "ort-default")
 UNIFORM_PRECISIONS = ("fp32", "int8")
 
 
@@ -30,7 +32,8 @@ def uniform_points(keep_choices: tuple[float, ...]) -> list[tuple[float, str]]:
 
 def uniform_params(space, ratio: float, precision: str) -> dict[str, Any]:
     """Optuna parameters that make ``space.suggest`` return the uniform policy."""
-    return {f"keep:{g}": ratio for g in space.group_names} | {f"precision:{layer}": precision for layer in space.layers}
+    quant = {f"quant:{key}": getattr(Policy().quant, key) if getattr(Policy().quant, key) in values else values[0] for key, values in space.quant_choices}
+    return {f"keep:{g}": ratio for g in space.group_names} | {f"precision:{layer}": precision for layer in space.layers} | quant
 
 
 def _with_uniform_precisions(space):
@@ -68,17 +71,22 @@ def policy_params(space, policy: Policy, where: str) -> dict[str, Any]:
         if prec not in space.precisions:
             raise HwsearchError(f"{where}: precision {prec!r} for layer {layer!r} is not one of space.precisions {list(space.precisions)}; add it to space.precisions or change the policy.")
         params[f"precision:{layer}"] = prec
+    for key, values in space.quant_choices:
+        value = getattr(policy.quant, key)
+        if value not in values:
+            raise HwsearchError(f"{where}: quantization setting {key}={value!r} is not one of the space's choices {list(values)}; change the policy or the choices.")
+        params[f"quant:{key}"] = value
     return params
 
 
 def layerwise_policies(space, entries) -> list[tuple[str, Policy]]:
     """One change at a time from the dense fp32 model: a precision entry puts each precision layer
-    alone in it, a keep-ratio entry prunes each group alone to it (entries in order, layers in the
+    that can take it alone in it, a keep-ratio entry prunes each group alone to it (entries in order, layers in the
     space's order); each with a label such as ``"int8 layer1.ffn"``."""
     out = []
     for entry in entries:
         if isinstance(entry, str):
-            out += [(f"{entry} {layer}", Policy(precision={layer: entry})) for layer in space.layers]
+            out += [(f"{entry} {layer}", Policy(precision={layer: entry})) for layer in space.layers if entry in space.choices(layer)]
         else:
             out += [(f"keep {entry} {g}", Policy(keep={g: float(entry)})) for g in space.group_names]
     return out
@@ -103,9 +111,14 @@ def baseline_dir(cfg: ExperimentConfig, kind: str) -> Path:
 
 
 def run_baseline(cfg: ExperimentConfig, kind: str, progress: bool = True) -> SearchStats:
-    """Run (or resume) the ``uniform`` or ``random`` baseline beside the main run."""
+    """Run (or resume) the ``uniform`` or ``random`` baseline beside the main run, or measure the
+    ``ort-default`` one (:mod:`hwsearch.search.ort_default`)."""
     if kind not in BASELINES:
         raise HwsearchError(f"Baseline {kind!r} is unknown; use one of {', '.join(BASELINES)}.")
+    if kind == "ort-default":
+        from hwsearch.search.ort_default import run_ort_default
+
+        return run_ort_default(cfg, progress=progress)
     if kind == "random":
         bcfg = derive(cfg, sampler="random")
         return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler="random", progress=progress)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_KEY = re.compile(r"^(\w+);(fp32|int8);(\w+|-);(\d+)x(\d+)x(\d+);co=(\d+);k=(\d+);s=(\d+);g=(\d+);(relu|-);(sum|-)$")
+_KEY = re.compile(r"^(\w+);(fp32|int8d|int8);(\w+|-);(\d+)x(\d+)x(\d+);co=(\d+);k=(\d+);s=(\d+);g=(\d+);(relu|-);(sum|-)$")
 
 
 @dataclass(frozen=True, order=True)
@@ -20,7 +20,7 @@ class Kernel:
     """One executed kernel: operator, executed precision, layout, input shape (C, H, W) and attributes."""
 
     op: str
-    precision: str  # what really executes: fp32 or int8 (fp16 layers run as fp32 on ORT's CPU provider)
+    precision: str  # what really executes: fp32, int8 (static) or int8d (dynamic); fp16 layers run as fp32 on ORT's CPU provider
     layout: str  # nchwc, nchw, nhwc or - (not spatial)
     c: int
     h: int

@@ -31,6 +31,8 @@ from hwsearch.space import DEFAULT_KEEP_CHOICES, SearchSpace
 class CNNFamily(ModelFamily):
     name = "cnn"
     default_channel_multiple = 8
+    precisions = ("fp32", "fp16", "int8", "int8d")  # int8d: linear layers only
+    default_precisions = ("fp32", "fp16", "int8")
 
     def models(self) -> tuple[str, ...]:
         from hwsearch.families.cnn.models import BUILTIN_MODELS
@@ -65,10 +67,12 @@ class CNNFamily(ModelFamily):
 
         x = task.example_input()
         found = analyse(model, x)
-        return CNNSpace.build(found.groups, layer_order(model, x), keep_choices or DEFAULT_KEEP_CHOICES,
-                              self.check_precisions(precisions or self.precisions),
+        layers = layer_order(model, x)
+        can_take = {n: self.precisions if isinstance(model.get_submodule(n), nn.Linear) else ("fp32", "fp16", "int8") for n in layers}
+        return CNNSpace.build(found.groups, layers, keep_choices or DEFAULT_KEEP_CHOICES,
+                              self.check_precisions(precisions or self.default_precisions),
                               self.default_channel_multiple if channel_multiple is None else channel_multiple,
-                              divisors=tuple(found.divisors.items()), notes=found.notes)
+                              layer_precisions=can_take, divisors=tuple(found.divisors.items()), notes=found.notes)
 
     def prune(self, model: nn.Module, policy: Policy, space: SearchSpace, task: Any, options: CompressOptions) -> nn.Module:
         import copy

@@ -32,11 +32,12 @@ def _channel_choices(graph: UnitGraph, space: SearchSpace) -> list[tuple[int, ..
 def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
     """Every kernel any policy of ``space`` lowers to: all keep choices × precisions per unit and tensor."""
     choices = _channel_choices(graph, space)
+    gemm_precs = ("fp32", "int8") + (("int8d",) if "int8d" in space.precisions else ())  # int8d only when the space offers it
     found: set[tuple] = set()
     for u in graph.units:
         x, y = u.inputs[0], u.output
         for c, co in itertools.product(choices[x], choices[y]):
-            found.update(_unit_kernels(u, c, co, graph.block))
+            found.update(_unit_kernels(u, c, co, graph.block, gemm_precs))
     for t, cs in enumerate(choices):
         hw = _tensor_hw(graph, t)
         for c in cs:
@@ -54,7 +55,7 @@ def _tensor_hw(graph: UnitGraph, tensor: int) -> tuple[int, int]:
     return (1, 1)
 
 
-def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
+def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = ("fp32", "int8")) -> Iterable[tuple]:
     h, w = u.hw
     if u.kind == "conv":
         g = c if u.depthwise else 1
@@ -64,7 +65,7 @@ def _unit_kernels(u, c: int, co: int, block: int) -> Iterable[tuple]:
         out += [("conv", "fp32", "nchwc", c, h, w, co, u.k, u.s, g, act, sm) for act in (False, True) for sm in (False, True)]
         return out
     if u.kind == "gemm":
-        return [("gemm", p, "-", c, 1, 1, co, 0, 1, 1, False, False) for p in ("fp32", "int8")]
+        return [("gemm", p, "-", c, 1, 1, co, 0, 1, 1, False, False) for p in gemm_precs]
     if u.kind == "add":
         return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", "nchw", c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}]
     if u.kind in ("maxpool", "gap"):

@@ -91,6 +91,11 @@ def _gemm(kn: Kernel, block: int):
     if kn.precision == "fp32":
         node = helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)
         return _model([node], [_vi("x", "f", [1, kn.c])], [_vi("y", "f", [1, kn.co])], [_init("W", _rand([kn.co, kn.c])), _init("B", _rand([kn.co]))])
+    if kn.precision == "int8d":  # dynamic int8: what ORT fuses a dynamically quantized MatMul + bias Add into
+        node = helper.make_node("DynamicQuantizeMatMul", ["x", "W", "w_s", "w_z", "B"], ["y"], domain=MS)
+        inits = [_init("W", _rand([kn.c, kn.co], np.int8)), _init("w_s", np.full([kn.co], 0.01, np.float32)),
+                 _init("w_z", np.zeros([kn.co], np.int8)), _init("B", _rand([kn.co]))]
+        return _model([node], [_vi("x", "f", [1, kn.c])], [_vi("y", "f", [1, kn.co])], inits)
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
         helper.make_node("QGemm", ["xq", "x_s", "x_z", "W", "w_s", "w_z", "B", "y_s", "y_z"], ["yq"], domain=MS, transB=1),

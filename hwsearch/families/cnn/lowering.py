@@ -6,7 +6,8 @@ and which layer decides each tensor's channel count. :meth:`UnitGraph.lower` tur
 the list of kernels ORT executes, following ORT's CPU graph rewrites:
 
 * fp32 and fp16 convs run as NCHWc convs (fp16 weights are cast back to fp32 on the CPU provider);
-  int8 convs run as ``QLinearConv`` on uint8 NHWC tensors;
+  int8 convs run as ``QLinearConv`` on uint8 NHWC tensors; an int8 gemm runs as ``QGemm`` between a
+  Quantize/DequantizeLinear pair, an int8d (dynamic) gemm as one ``DynamicQuantizeMatMul``;
 * a residual Add (+ReLU) fuses into the fp32 conv feeding it when the skip tensor is NCHWc; between
   int8 convs it becomes ``QLinearAdd``; otherwise it runs as a plain NCHW Add (+ReLU);
 * every tensor is converted once per representation its consumers need
@@ -245,7 +246,7 @@ class _Lowering:
         x = u.inputs[0]
         self.require(x, "nchw", (1, 1))
         self.rep[u.output] = "nchw"
-        prec = "int8" if self.prec.get(u.name) == "int8" else "fp32"
+        prec = self.prec.get(u.name) if self.prec.get(u.name) in ("int8", "int8d") else "fp32"  # int8d: one DynamicQuantizeMatMul
         self.kernels.append(("gemm", prec, "-", self.ch[x], 1, 1, self.ch[u.output], 0, 1, 1, False, False))
 
 

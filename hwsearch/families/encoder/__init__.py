@@ -2,7 +2,8 @@
 
 - baseline: the packaged pretrained weights (nothing is trained; :mod:`.model`);
 - analysis and mechanics: heads and FFN neurons per layer, cut by L1 magnitude, optionally
-  distilled toward the dense embeddings (:mod:`.prune`); each block is one precision layer;
+  distilled toward the dense embeddings (:mod:`.prune`); each block is one precision layer (fp32,
+  static int8 or dynamic int8d for all of the block's linear layers);
 - lowering: one kernel per whole block plus a zero-time transition kernel where the precision
   changes; profiling exports each block as a real ORT subgraph (:mod:`.lowering`).
 It needs a text task with ``sentences`` and a ``tokenizer`` (the built-in ``minilm`` task).
@@ -27,7 +28,7 @@ MODEL_NAMES = ("all-minilm-l6-v2", "minilm-l6")
 class EncoderFamily(ModelFamily):
     name = "encoder"
     default_channel_multiple = 64
-    precisions = ("fp32", "int8")  # ORT's CPU provider has no fp16 MatMul
+    precisions = ("fp32", "int8", "int8d")  # ORT's CPU provider has no fp16 MatMul
     default_precisions = ("fp32", "int8")
 
     def models(self) -> tuple[str, ...]:
@@ -54,7 +55,7 @@ class EncoderFamily(ModelFamily):
         from hwsearch.families.encoder.prune import transformer_space
 
         multiple = self.default_channel_multiple if channel_multiple is None else channel_multiple
-        return transformer_space(model, keep_choices, self.check_precisions(precisions or self.default_precisions), multiple)
+        return transformer_space(model, keep_choices, self.check_precisions(precisions or self.default_precisions), multiple, self.precisions)
 
     def prune(self, model: nn.Module, policy: Policy, space: SearchSpace, task: Any, options: CompressOptions) -> nn.Module:
         from hwsearch.families.encoder.prune import prune

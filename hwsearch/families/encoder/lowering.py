@@ -14,8 +14,9 @@ hidden x seq x 1):
   precision (never measured: its cost is what the calibration's ``per_kernel_us`` gives it)
 
 Each block is exported from the same torch modules as the whole model (dynamic batch and sequence
-axes), int8 blocks are quantized by the same ORT QDQ call, and the session settings are the
-table's. Calibration classes are ``<op>-<precision>`` plus ``transition``. Interpolation rule for a
+axes), int8 blocks are quantized by the same ORT QDQ call and int8d blocks by the same ORT dynamic
+quantization (``DynamicQuantizeLinear`` + ``MatMulIntegerToFloat`` for q/k/v, ``DynamicQuantizeMatMul``
+for the other projections after ORT's fusion), and the session settings are the table's. Calibration classes are ``<op>-<precision>`` plus ``transition``. Interpolation rule for a
 block the table lacks: linear in ``co`` (heads or neurons) between the nearest measured blocks of
 the same op, precision, hidden size and sequence length; outside the measured range the nearest is
 scaled by the ``co`` ratio.
@@ -65,7 +66,7 @@ def model_kernels(model: Any, space: Any, policy: Policy, seq: int) -> list[Kern
 
 
 def enumerate_kernels(model: Any, space: Any, seq: int) -> list[Kernel]:
-    """Every block any policy of ``space`` can produce: all head counts 1..H, all neuron multiples, both precisions."""
+    """Every block any policy of ``space`` can produce: all head counts 1..H, all neuron multiples, every precision of the space."""
     hidden = model.embeddings.LayerNorm.normalized_shape[0]
     found = {Kernel("embed", "fp32", "-", hidden, seq, 1), Kernel("pool", "fp32", "-", hidden, seq, 1)}
     for g in space.groups:
@@ -107,9 +108,9 @@ def kernel_feed(k: Kernel) -> dict[str, np.ndarray]:
 
 
 def write_kernel_model(k: Kernel, path: Path, seed: int = 0) -> Path:
-    """Export block ``k`` as an ONNX file (int8 blocks quantized as in whole models)."""
+    """Export block ``k`` as an ONNX file (int8 / int8d blocks quantized by the same calls as whole models)."""
     from hwsearch.runtime.onnx_export import export
-    from hwsearch.runtime.quantize import quantize_int8
+    from hwsearch.runtime.quantize import quantize_dynamic_int8, quantize_int8
 
     if k.op not in OPS:
         raise HwsearchError(f"Kernel {k.key!r} is not a transformer block; its op must be one of {', '.join(OPS)}.")
@@ -119,8 +120,11 @@ def write_kernel_model(k: Kernel, path: Path, seed: int = 0) -> Path:
     axes = {n: {1: "seq"} if n != "bias" else {3: "seq"} for n in names}
     fp32 = path.with_name(path.stem + ".fp32.onnx")
     export(module, tensors, fp32, input_names=names, dynamic_axes=axes)
-    layers = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)] if k.precision == "int8" else []
-    quantize_int8(fp32, path, layers, [kernel_feed(k)] * 4)
+    linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if k.precision == "int8d":
+        quantize_dynamic_int8(fp32, path, linears)
+    else:
+        quantize_int8(fp32, path, linears if k.precision == "int8" else [], [kernel_feed(k)] * 4)
     fp32.unlink()
     return path
 

@@ -3,7 +3,7 @@
 A policy keeps, per layer, a number of attention heads (group ``layer<i>.attn``, counted in heads)
 and FFN neurons (group ``layer<i>.ffn``, in multiples of the space's ``channel_multiple``, 64 by
 default), and sets each block's linear layers to one precision (precision layers
-``layer<i>.attn`` / ``layer<i>.ffn``). Heads and neurons are ranked by L1 magnitude and cut with
+``layer<i>.attn`` / ``layer<i>.ffn``: fp32, int8 or int8d). Heads and neurons are ranked by L1 magnitude and cut with
 Torch-Pruning's linear-layer pruners; the hidden size is untouched.
 """
 
@@ -37,7 +37,9 @@ def layer_nodes(layer: str) -> tuple[str, ...]:
     return block_layers(int(index), block)
 
 
-def transformer_space(model: SentenceEncoder, keep_choices: Sequence[float] | None, precisions: Sequence[str], channel_multiple: int) -> TransformerSpace:
+def transformer_space(model: SentenceEncoder, keep_choices: Sequence[float] | None, precisions: Sequence[str], channel_multiple: int,
+                      can_take: Sequence[str] = ("fp32", "int8", "int8d")) -> TransformerSpace:
+    """Heads and neurons per layer; every block a precision layer that can take ``can_take``."""
     if not isinstance(model, SentenceEncoder):
         raise HwsearchError(f"The encoder family compresses its SentenceEncoder, not {type(model).__name__}; use model \"all-minilm-l6-v2\".")
     groups, heads = [], []
@@ -46,14 +48,13 @@ def transformer_space(model: SentenceEncoder, keep_choices: Sequence[float] | No
         groups.append(GroupInfo(f"layer{i}.ffn", layer.ffn.intermediate.dense.out_features, block_layers(i, "ffn")[:1]))
         heads.append(f"layer{i}.attn")
     layers = tuple(f"layer{i}.{b}" for i in range(len(model.layers)) for b in BLOCKS)
-    return TransformerSpace.build(groups, layers, keep_choices or DEFAULT_KEEP_CHOICES, precisions, channel_multiple, head_groups=frozenset(heads))
+    return TransformerSpace.build(groups, layers, keep_choices or DEFAULT_KEEP_CHOICES, precisions, channel_multiple,
+                                  layer_precisions={layer: tuple(can_take) for layer in layers}, head_groups=frozenset(heads))
 
 
 def check_policy(space: TransformerSpace, policy: Policy) -> Policy:
-    for layer in space.layers:
-        if policy.precision_for(layer) not in ("fp32", "int8"):
-            raise HwsearchError(f"Policy precision {layer}={policy.precision_for(layer)!r} is not supported for the encoder; use fp32 or int8.")
-    return policy
+    """The policy, checked against the space (layer names, precisions each block can take: no fp16 MatMul on ORT's CPU)."""
+    return space.validate(policy)
 
 
 def _linear_score(layers_out: list[nn.Linear], layers_in: list[nn.Linear], unit: int) -> torch.Tensor:
