@@ -5,7 +5,7 @@ the files are, and what to run next (the command line renders it; ``--json`` pri
   score (the baseline's, on the split trials are scored on) and its predicted latency per device
   (the same predictors and machine adaptation the trials used), written once per session.
 - Every point carries its **speedup** per device: dense latency / its latency.
-- **Warm starts** are the study's enqueued trials (:func:`hwsearch.search.labels.warm_start_numbers`).
+- **Warm starts** (of the main run) are the study's enqueued trials (:func:`hwsearch.search.labels.warm_start_numbers`).
 - **Baselines**: the fronts of ``runs/NAME/baselines/*/pareto.json`` (for a baseline run: the main
   run's front and the other baselines).
 """
@@ -143,10 +143,12 @@ def build_summary(run_dir: str | Path, session: Mapping[str, Any], config_path: 
     budgets = {d: float(v["budget_ms"]) for d, v in devices.items() if isinstance(v, dict) and v.get("budget_ms") is not None}
     dense = read_dense(run_dir) or {}
     dense_ms = dense.get("latency_ms") or {}
-    warm = warm_starts(run_dir, str(session.get("study") or raw.get("name")))
+    baseline_run = run_dir.parent.name == "baselines"  # a baseline's sweep is enqueued whole: no warm starts to mark
+    warm = set() if baseline_run else warm_starts(run_dir, str(session.get("study") or raw.get("name")))
     front = _points(load_pareto(run_dir), "search", dense_ms, warm)
     dense_point = Point("dense", None, dense.get("score"), dense_ms, {d: 1.0 for d in dense_ms}, dense.get("params")) if dense else None
-    baselines = {kind: _points(load_pareto(d), kind, dense_ms, set()) for kind, d in compared_runs(run_dir).items()}
+    baselines = {kind: _points(load_pareto(d), kind, dense_ms, warm_starts(d, str(raw.get("name"))) if kind == "search" else set())
+                 for kind, d in compared_runs(run_dir).items()}
     return Summary(str(raw.get("name")), str(run_dir), tuple(devices), budgets, str(dense.get("split", "val")), int(raw.get("n_trials", 0)),
                    int(session.get("completed", 0)), int(session.get("failed", 0)), bool(session.get("already_complete", False)),
                    front, dense_point, baselines, _files(run_dir), next_commands(run_dir, config_path), dict(session))
