@@ -4,7 +4,8 @@ Builds the wheel from a copy of the working tree (``pip wheel --no-deps``: offli
 package needed), checks it holds every module, the built-in tables and configs and the LICENSE,
 installs it NON-editable into a fresh venv and, from an empty directory, runs ``hwsearch --version``,
 ``hwsearch tables``, ``hwsearch init quick --table builtin:cpu-1t``, ``hwsearch search quick.toml``
-(3 trials, in-process, a 2-epoch baseline) and ``hwsearch export runs/quick --pareto``.
+(3 trials, in-process, the tests' tiny resnet20 via ``--set``; the table checked and adapted on this
+machine as a user's first search does) and ``hwsearch export runs/quick --pareto``.
 
 Why the fresh venv borrows its dependencies: installing torch, Ray, ONNX Runtime and the rest into a
 new venv copies about 2 GB and takes minutes on 2 cores (and needs a package index), which would
@@ -106,7 +107,8 @@ def test_a_non_editable_wheel_install_runs_end_to_end_from_an_empty_directory(tm
     venv, purelib = _venv_with_wheel(tmp_path, wheel)
     work = tmp_path / "empty"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # as a user runs it: a fresh cache, and the table checked (and adapted) on this machine before the first trial
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "HWSEARCH_ADAPT")}
     env |= {"HWSEARCH_CACHE": str(tmp_path / "cache"), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import hwsearch; print(hwsearch.__file__)"], cwd=work, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).is_relative_to(purelib), f"hwsearch was imported from {where}, not from the wheel installed in {purelib}"
@@ -119,7 +121,8 @@ def test_a_non_editable_wheel_install_runs_end_to_end_from_an_empty_directory(tm
     out = _run(venv, work, env, "init", "quick", "--table", "builtin:cpu-1t")
     assert out.returncode == 0 and (work / "quick.toml").is_file(), out.stderr
 
-    out = _run(venv, work, env, "search", "quick.toml", "--quiet", "--set", "n_trials=3", "--set", "workers=0", "--set", "baseline.epochs=2")
+    small = ["n_trials=3", "workers=0", "model_options.widths=[16, 32, 64]", "baseline.epochs=4", "baseline.batch_size=64", "baseline.lr=0.05", "compress.finetune_steps=2"]
+    out = _run(venv, work, env, "search", "quick.toml", "--quiet", *(a for kv in small for a in ("--set", kv)))  # the tests' tiny resnet20: trained in seconds
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     run = work / "runs" / "quick"
     assert (run / "config.json").is_file() and (run / "study.db").is_file()
@@ -127,17 +130,24 @@ def test_a_non_editable_wheel_install_runs_end_to_end_from_an_empty_directory(tm
         states = [s for (s,) in db.execute("SELECT state FROM trials")]
     assert len(states) >= 3 and states.count("COMPLETE") >= 1, states
     assert json.loads((run / "config.json").read_text())["devices"]["cpu-1t"]["table"].startswith(str(purelib))  # the packaged table
-    # TODO(coordinator, issue 19 parts 4 and 5): once H4's end-of-search summary and H2's export index land, also assert
+    adapted = json.loads((run / "adaptation.json").read_text())["cpu-1t"]
+    assert adapted["mode"] == "auto", adapted
+    if adapted["adaptation"]:  # stored for this machine: in $HWSEARCH_CACHE, never beside the installed table
+        assert list((tmp_path / "cache" / "adaptations").rglob(f"{adapted['adaptation']}.json")), adapted
+    # TODO(coordinator, issue 19 part 4 and part 8's log file): once H4's end-of-search summary and run log land, also assert
     #   - the search's stdout holds the summary: a front table (score, latency per device, speedup vs dense fp32, warm starts),
     #     the dense model's row, where the files are, and the next commands `hwsearch export runs/quick` / `hwsearch dashboard runs/quick`;
     #   - `runs/quick/search.log` exists and holds the run's log;
-    #   - `runs/quick/export/index.json` ranks the winners with a recommended pick for cpu-1t whose manifest and ONNX file exist,
-    #     and the README's loading snippet reproduces that manifest's test score in plain ONNX Runtime.
+    #   - the README's loading snippet, run in this venv, reproduces the recommended model's manifest test score in plain ONNX Runtime.
 
     out = _run(venv, work, env, "export", "runs/quick", "--pareto")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     onnx = sorted((run / "export").rglob("*.onnx"))
     assert onnx, sorted(_files(run))
+    index = json.loads((run / "export" / "index.json").read_text())  # the ranked winners, paths relative to export/
+    assert index["winners"] and all((run / "export" / w["model"]).is_file() and (run / "export" / w["manifest"]).is_file() for w in index["winners"])
+    pick = index["recommended"]["cpu-1t"]
+    assert pick is None or (run / "export" / pick["model"]).is_file(), pick
     assert _files(purelib / "hwsearch") == installed, "the search wrote into the installed package (adaptations belong in $HWSEARCH_CACHE)"
 
 
