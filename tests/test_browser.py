@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium: no JavaScript errors, every plot drawn, a screenshot saved.
+"""The dashboard of a real small run in headless Chromium: no JavaScript errors, every plot drawn
+(SVG inside each plot div), the winners table filled, a screenshot saved.
 
 Needs Debian's ``chromium`` package (``apt-get install -y chromium``); skipped when it is absent.
 Chromium runs offline (background networking, sync, component updates and QUIC off) with a
@@ -8,6 +9,7 @@ throw-away profile; the page reports errors and drawn plots as attributes of ``<
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from hwsearch.dashboard.render import ERROR_HOOK, PAGE_SCRIPT, write_dashboard
-from tests.synthetic_run import random_records, write_run
+from tests.test_dashboard import real_run
 
-pytestmark = pytest.mark.browser
-BUDGETS = {"cpu-1t": 1.2, "cpu-2t": 1.6}
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--virtual-time-budget=5000"]
 
@@ -43,13 +44,10 @@ def html_attrs(dom: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory) -> Path:
-    recs = random_records(50, list(BUDGETS), BUDGETS, seed=0, quality=0.05)
-    run = write_run(tmp_path_factory.mktemp("browser"), "demo", BUDGETS, recs,
-                    baselines={"uniform": random_records(14, list(BUDGETS), BUDGETS, 1), "random": random_records(50, list(BUDGETS), BUDGETS, 2)})
-    (run / "export" / "3").mkdir(parents=True)
-    (run / "export" / "3" / "manifest.json").write_text(json.dumps({"trial": 3, "ok": True, "predicted_latency_ms": {"cpu-1t": 0.5}, "measured_latency_ms": {"cpu-1t": 0.55}}))
-    return write_dashboard(run)
+def dashboard() -> Path:
+    """The page of a real small search (tests.test_dashboard.real_run: warm starts, a dense trial, an exported winner)."""
+    chromium()  # skip before the search when there is no browser
+    return write_dashboard(real_run())
 
 
 def test_dashboard_renders_without_js_errors(dashboard, tmp_path):
@@ -58,12 +56,22 @@ def test_dashboard_renders_without_js_errors(dashboard, tmp_path):
     attrs = html_attrs(out.stdout)
     assert attrs.get("data-js-errors") == "0", attrs.get("data-js-error-messages")
     assert attrs.get("data-plots") == "4" and attrs.get("data-plots-rendered") == "4"
-    assert out.stdout.count('class="main-svg"') >= 4 and "<table" in out.stdout
+    dom = out.stdout
+    for name in ("fronts", "winner", "hypervolume", "latency"):  # each plot div holds its drawn SVG (plotly adds it in the browser)
+        div = dom.split(f'id="plot-{name}"', 1)[1].split('id="plot-', 1)[0]
+        assert 'class="main-svg"' in div and "<path" in div, name
+    fronts = dom.split('id="plot-fronts"', 1)[1].split("</section>", 1)[0]
+    assert "dense fp32" in fronts and "warm start" in fronts and "×" in fronts  # dense point, warm-start legend, speedup labels drawn
+    winners = dom.split('id="winners"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr class=\"(\w+)", winners)
+    pareto = json.loads((dashboard.parent / "pareto.json").read_text())
+    assert len(rows) == 1 + len(pareto) and rows.count("export") == 1  # the dense row, then each winner (one exported)
+    assert "export/1/model.onnx" in winners and "first trial" in dom and "sha256" in dom
 
 
 def test_dashboard_screenshot(dashboard, tmp_path):
-    shot = tmp_path / "dashboard.png"
-    out = run_chromium(dashboard, tmp_path / "profile", "--window-size=1400,2700", f"--screenshot={shot}")
+    shot = Path(os.environ.get("HWSEARCH_SHOT_DIR") or tmp_path) / "dashboard.png"  # HWSEARCH_SHOT_DIR: keep it to look at
+    out = run_chromium(dashboard, tmp_path / "profile", "--window-size=1400,1800", f"--screenshot={shot}")
     assert out.returncode == 0 and shot.is_file(), out.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a blank page compresses to a few KiB

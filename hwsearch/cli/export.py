@@ -76,6 +76,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return serve(run_dir, "127.0.0.1", args.port)
     from hwsearch.dashboard import write_dashboard
 
+    if args.json:
+        import json
+
+        from hwsearch.dashboard.data import data_record, load_dashboard_data
+
+        print(json.dumps(data_record(load_dashboard_data(run_dir)), indent=1))
+        return 0
     out = write_dashboard(run_dir, Path(args.out) if args.out else None, winner=args.winner)
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB, self-contained: open it in a browser, no network needed)")
     return 0
@@ -96,6 +103,7 @@ def register(subparsers) -> None:
     p.add_argument("run_dir", help="run directory written by `hwsearch search`, e.g. runs/quickstart")
     p.add_argument("--out", default=None, help="output HTML path (default RUN/dashboard.html)")
     p.add_argument("--winner", type=int, default=None, help="trial whose per-layer policy is shown first (default: the most accurate winner)")
+    p.add_argument("--json", action="store_true", help="print the dashboard's data record (fronts, dense point, winners, run facts) as JSON instead of writing the page")
     p.add_argument("--serve", action="store_true", help="start optuna-dashboard on 127.0.0.1 on the run's study.db instead")
     p.add_argument("--port", type=int, default=8080, help="port for --serve (default 8080)")
     p.set_defaults(func=cmd_dashboard)

@@ -1,8 +1,12 @@
 """The dashboard's data: everything :mod:`hwsearch.dashboard` draws, computed from a run directory.
 
-Plain records only (no plotting here). Fronts and hypervolumes use :mod:`hwsearch.results`'
-:func:`~hwsearch.results.pareto_front` and :func:`~hwsearch.results.hypervolume`, on
-(accuracy, latency_ms) per device; only feasible completed trials count.
+Plain records only (no plotting here); ``hwsearch dashboard RUN --json`` prints :func:`data_record`.
+Fronts and hypervolumes use :mod:`hwsearch.results`' :func:`~hwsearch.results.pareto_front` and
+:func:`~hwsearch.results.hypervolume`, on (score, latency_ms) per device; only feasible completed
+trials count. The dense reference point, the plotted score range and the hypervolume reference
+follow the rules of :mod:`hwsearch.dashboard.reference`; the winners table is
+:mod:`hwsearch.dashboard.winners`'; dates, config, table versions and warm starts are
+:mod:`hwsearch.dashboard.runinfo`'s.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hwsearch.config import read_saved_config
+from hwsearch.dashboard.reference import DensePoint, dense_point, hv_reference, hv_scale, plotted_range, score_floor
+from hwsearch.dashboard.runinfo import RunInfo, run_info
+from hwsearch.dashboard.winners import ExportView, WinnerRow, dense_row, read_exports, read_index, winner_rows
 from hwsearch.errors import HwsearchError
 from hwsearch.results import hypervolume, pareto_front
 
@@ -59,15 +66,23 @@ class Curve:
 
 @dataclass(frozen=True)
 class DevicePanel:
-    """Accuracy vs latency on one device: every series' front, the search's (in)feasible trials, the budget."""
+    """Score vs latency on one device: every series' front, the search's (in)feasible trials and
+    warm starts, the budget, the dense point, the plotted range and the trials below it, the hypervolume."""
 
     device: str
     budget_ms: float | None
     fronts: tuple[Curve, ...]
     feasible: Curve
     infeasible: Curve
-    hypervolume: tuple[Curve, ...]
+    hypervolume: tuple[Curve, ...]  # normalised: divided by ``hv_scale``
     reference: tuple[float, float]
+    dense: DensePoint | None = None
+    warm: Curve = Curve("warm start", (), ())
+    score_range: tuple[float, float] | None = None
+    below: Curve = Curve("below range", (), ())  # the search's completed trials under the plotted range
+    below_count: Mapping[str, int] = field(default_factory=dict)  # series label -> completed trials under the range
+    floor: float | None = None
+    hv_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,10 @@ class DashboardData:
     winners: tuple[WinnerLayers, ...]
     table_columns: tuple[str, ...]
     table_rows: tuple[tuple[Any, ...], ...]
+    winner_rows: tuple[WinnerRow, ...] = ()
+    info: RunInfo | None = None
+    metric: str = "accuracy"
+    dense_row: WinnerRow | None = None
 
 
 def device_front(trials: Sequence[TrialPoint], device: str) -> Curve:
@@ -109,8 +128,8 @@ def device_front(trials: Sequence[TrialPoint], device: str) -> Curve:
     return Curve("front", tuple(pool[i].latency_ms[device] for i in idx), tuple(pool[i].accuracy for i in idx), tuple(pool[i].number for i in idx))
 
 
-def hypervolume_curve(trials: Sequence[TrialPoint], device: str, ref: tuple[float, float], label: str = "") -> Curve:
-    """Hypervolume of the feasible trials finished so far, after each trial (in trial-number order)."""
+def hypervolume_curve(trials: Sequence[TrialPoint], device: str, ref: tuple[float, float], label: str = "", scale: float = 1.0) -> Curve:
+    """Hypervolume (divided by ``scale``) of the feasible trials finished so far, after each trial (in trial-number order)."""
     front: list[tuple[float, float]] = []
     xs, ys = [], []
     for t in sorted(trials, key=lambda t: t.number):
@@ -118,18 +137,8 @@ def hypervolume_curve(trials: Sequence[TrialPoint], device: str, ref: tuple[floa
             pts = front + [(t.accuracy, t.latency_ms[device])]
             front = [pts[i] for i in pareto_front(pts)]
         xs.append(float(t.number))
-        ys.append(hypervolume(front, ref))
+        ys.append(hypervolume(front, ref) / scale)
     return Curve(label, tuple(xs), tuple(ys))
-
-
-def reference_point(series: Sequence[Series], device: str, budget_ms: float | None) -> tuple[float, float]:
-    """One (accuracy, latency) reference for every series: the worst completed accuracy, and the budget (or worst latency)."""
-    pts = [(t.accuracy, t.latency_ms[device]) for s in series for t in s.completed() if device in t.latency_ms]
-    if not pts:
-        return (0.0, budget_ms or 1.0)
-    acc_ref = min(a for a, _ in pts)
-    lat_ref = budget_ms if budget_ms is not None else max(lat for _, lat in pts) * 1.01
-    return (acc_ref - 1e-9, float(lat_ref))
 
 
 def _number(value: Any) -> float | None:
@@ -162,13 +171,8 @@ def _int(value: Any) -> int | None:
     return None if v is None else int(v)
 
 
-def read_exports(run_dir: Path) -> tuple[ExportPoint, ...]:
-    out = []
-    for path in sorted((run_dir / "export").glob("*/manifest.json")):
-        m = json.loads(path.read_text())
-        for dev, measured in (m.get("measured_latency_ms") or {}).items():
-            out.append(ExportPoint(int(m["trial"]), dev, (m.get("predicted_latency_ms") or {}).get(dev), measured, bool(m.get("ok"))))
-    return tuple(out)
+def export_points(exports: Sequence[ExportView]) -> tuple[ExportPoint, ...]:
+    return tuple(ExportPoint(e.trial, d, e.predicted_ms.get(d), m, e.ok) for e in exports for d, m in e.measured_ms.items())
 
 
 def winner_layers(entry: Mapping[str, Any]) -> WinnerLayers:
@@ -179,15 +183,27 @@ def winner_layers(entry: Mapping[str, Any]) -> WinnerLayers:
     return WinnerLayers(int(entry["trial"]), float(entry["accuracy"]), dict(entry.get("latency_ms") or {}), keep, prec)
 
 
-def device_panel(series: Sequence[Series], device: str, budget_ms: float | None) -> DevicePanel:
-    ref = reference_point(series, device, budget_ms)
-    main = series[0]
+def _curve(label: str, pts: Sequence[TrialPoint], device: str, y: float | None = None) -> Curve:
+    return Curve(label, tuple(t.latency_ms[device] for t in pts), tuple(t.accuracy if y is None else y for t in pts), tuple(t.number for t in pts))
+
+
+def device_panel(series: Sequence[Series], device: str, budget_ms: float | None, warm: set[int] = frozenset()) -> DevicePanel:
+    dense = dense_point(series, device)
+    floor = score_floor(series, dense)
     fronts = tuple(Curve(s.label, *_xyz(device_front(s.trials, device))) for s in series)
-    pts = [t for t in main.completed() if device in t.latency_ms]
-    feas = Curve("feasible", tuple(t.latency_ms[device] for t in pts if t.feasible), tuple(t.accuracy for t in pts if t.feasible), tuple(t.number for t in pts if t.feasible))
-    infeas = Curve("infeasible", tuple(t.latency_ms[device] for t in pts if not t.feasible), tuple(t.accuracy for t in pts if not t.feasible), tuple(t.number for t in pts if not t.feasible))
-    hv = tuple(hypervolume_curve(s.trials, device, ref, s.label) for s in series)
-    return DevicePanel(device, budget_ms, fronts, feas, infeas, hv, ref)
+    every = [(t.accuracy, t.latency_ms[device]) for s in series for t in s.completed() if device in t.latency_ms]
+    front_pts = [(y, x) for f in fronts for x, y in zip(f.x, f.y)]
+    ref = hv_reference(front_pts, every, dense, floor, budget_ms)
+    scale = hv_scale([p for p in front_pts if p[1] < ref[1] and p[0] > ref[0]], ref)
+    pts = [t for t in series[0].completed() if device in t.latency_ms]
+    span = plotted_range([a for a, _ in every], floor)
+    low = [t for t in pts if floor is not None and t.accuracy < floor]
+    below = {s.label: n for s in series if (n := sum(1 for t in s.completed() if floor is not None and t.accuracy < floor))}
+    hv = tuple(hypervolume_curve(s.trials, device, ref, s.label, scale) for s in series)
+    return DevicePanel(device, budget_ms, fronts, _curve("feasible", [t for t in pts if t.feasible], device),
+                       _curve("infeasible", [t for t in pts if not t.feasible], device), hv, ref, dense,
+                       _curve("warm start", [t for t in pts if t.number in warm], device), span,
+                       _curve("below range", low, device, span[0] if span else None), below, floor, scale)
 
 
 def _xyz(c: Curve) -> tuple:
@@ -217,9 +233,20 @@ def load_dashboard_data(run_dir: str | Path) -> DashboardData:
     devices = tuple(cfg.get("devices") or {})
     budgets = {d: (cfg["devices"][d] or {}).get("budget_ms") for d in devices}
     sampler = str(cfg.get("sampler", "search"))
+    info = run_info(run_dir, cfg)
     series = [read_series(run_dir, f"search ({sampler})")]
     series += [read_series(run_dir / "baselines" / k, k) for k in BASELINE_KINDS if _has_trials(run_dir / "baselines" / k)]
     pareto = json.loads((run_dir / "pareto.json").read_text()) if (run_dir / "pareto.json").is_file() else []
-    cols, rows = trials_table(series, devices)
-    return DashboardData(str(cfg.get("name") or run_dir.name), sampler, devices, tuple(device_panel(series, d, budgets[d]) for d in devices),
-                         read_exports(run_dir), tuple(winner_layers(e) for e in pareto), cols, rows)
+    panels = tuple(device_panel(series, d, budgets[d], set(info.warm_starts)) for d in devices)
+    exports, index = read_exports(run_dir), read_index(run_dir)
+    metric = str(index.get("metric") or (exports[0].metric if exports else "accuracy"))
+    dense = {p.device: p.dense for p in panels}
+    rows = winner_rows(pareto, exports, devices, dense, set(info.warm_starts), {t.number: t for t in series[0].trials}, index)
+    cols, table = trials_table(series, devices)
+    return DashboardData(str(cfg.get("name") or run_dir.name), sampler, devices, panels, export_points(exports),
+                         tuple(winner_layers(e) for e in pareto), cols, table, rows, info, metric, dense_row(index, devices, dense, metric))
+
+
+def data_record(data: DashboardData) -> dict[str, Any]:
+    """The dashboard's data as plain JSON-serialisable data (``hwsearch dashboard RUN --json``)."""
+    return json.loads(json.dumps(asdict(data), default=str))
