@@ -59,6 +59,18 @@ def test_hypervolume_curve_is_monotone_and_ends_at_the_full_hypervolume():
     assert curve.y[-1] == pytest.approx(hypervolume([(t.accuracy, t.latency_ms["d"]) for t in trials if t.feasible], ref))
 
 
+def test_flat_trial_attrs_are_numbers_per_device_and_drop_none():
+    from hwsearch.search.labels import trial_attrs
+
+    policy = {"keep": {"a": 1.0, "b": 0.5}, "precision": {"x": "int8", "y": "fp32", "z": "int8", "w": "int8"}, "default_keep": 1.0, "default_precision": "fp32"}
+    attrs = {"policy": policy, "latency_ms": {"cpu-1t": 0.8, "cpu-2t": 0.5}, "coverage": {"cpu-1t": 1.0}, "params": 10, "macs": None, "error": None}
+    out = trial_attrs(attrs, {"cpu-1t": 1.0}, ("fp32", "int8", "int8d"))
+    assert "macs" not in out and "error" not in out and out["latency_ms"] == attrs["latency_ms"]  # the dict attribute stays
+    assert out["latency_ms:cpu-2t"] == 0.5 and out["coverage:cpu-1t"] == 1.0 and out["budget_ms:cpu-1t"] == 1.0
+    assert out["slack_ms:cpu-1t"] == pytest.approx(0.2) and "slack_ms:cpu-2t" not in out
+    assert (out["share:int8"], out["share:fp32"], out["share:int8d"], out["keep_mean"]) == (0.75, 0.25, 0.0, 0.75)
+
+
 def test_dense_point_floor_and_plotted_range():
     assert is_dense(DENSE) and is_dense({"default_keep": 1.0}) and not is_dense({}) and not is_dense(DENSE | {"precision": {"l": "int8"}})
     s = Series("search", (_t(0, 0.98, 2.0, policy=DENSE), _t(1, 0.10, 0.3), _t(2, 0.97, 0.5), _t(3, 0.12, 0.2)))

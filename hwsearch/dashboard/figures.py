@@ -8,8 +8,8 @@ from hwsearch.dashboard.data import Curve, DashboardData, DevicePanel, WinnerLay
 from hwsearch.dashboard.reference import speedup
 
 COLORS = {"search": "#1f77b4", "uniform": "#ff7f0e", "random": "#2ca02c"}
-PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8}
-PRECISION_COLORS = {"fp32": "#4c72b0", "fp16": "#dd8452", "int8": "#55a868"}
+PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int8d": 8}  # int8d: dynamic int8 (hwsearch.policy)
+PRECISION_COLORS = {"fp32": "#4c72b0", "fp16": "#dd8452", "int8": "#55a868", "int8d": "#8c8c3c"}
 
 
 def _color(label: str) -> str:
