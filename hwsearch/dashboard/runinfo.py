@@ -1,7 +1,8 @@
 """What the dashboard says about the run itself: dates, sessions, config, table versions, warm starts.
 
 Dates and warm starts come from the run's Optuna study (``study.db``): the first trial's start,
-the last trial's completion, and the enqueued trials (:func:`hwsearch.search.labels.warm_start_numbers`).
+the last trial's completion, and the enqueued trials (:func:`hwsearch.search.labels.warm_start_numbers`);
+a study.db that cannot be read leaves them empty (the rest of the page comes from the trials table).
 Table versions come from each device table's ``meta.json``.
 """
 
@@ -52,7 +53,10 @@ def study_facts(run_dir: Path) -> tuple[str, str, tuple[int, ...]]:
     from hwsearch.search.study import storage_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=None, storage=storage_url(run_dir))
+    try:
+        study = optuna.load_study(study_name=None, storage=storage_url(run_dir))
+    except Exception:  # noqa: BLE001 - an unreadable study.db costs the page its dates and warm-start marks, not the page
+        return "", "", ()
     trials = study.get_trials(deepcopy=False)
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
