@@ -308,3 +308,55 @@ def test_recipe_settings_are_search_dimensions_when_the_space_offers_them(resnet
         resnet_ctx.space.with_quant_choices({"calibration": ["minmax", "kl"]})
     with pytest.raises(HwsearchError, match=r"quantization setting calibration='entropy' is not one of the space's choices"):
         policy_params(space, Policy(quant=Policy.from_dict({"quant": {"calibration": "entropy"}}).quant), "warm_start_policies[0]")
+
+
+# ----------------------------------------------------------------------------- int8d rows in a table
+
+
+def test_appended_int8d_rows_keep_the_tables_provenance_and_are_scaled_by_the_fp32_reference(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from hwsearch.latency.profile import append_kernels
+    from hwsearch.runtime.session import SessionSettings
+    from hwsearch.runtime.timing import MeasureSettings, Timing
+    from hwsearch.tables import table as tbl
+
+    src = Path(__file__).resolve().parents[1] / "latency_tables" / "minilm-cpu-1t"
+    table = tmp_path / "t"
+    shutil.copytree(src, table, ignore=shutil.ignore_patterns("adaptations"))
+    tbl.write_rows(table / "table.csv", [r for r in tbl.read_rows(table / "table.csv") if r["precision"] != "int8d"])  # the table as before its int8d rows
+    tbl.write_meta(table, tbl.read_meta(table))
+    before = json.loads((table / "meta.json").read_text())
+    fp32 = Kernel("ffn", "fp32", "-", 384, 128, 1, 1536, 0)
+    int8d = dataclasses.replace(fp32, precision="int8d")
+    here = {fp32.key: 2000.0, int8d.key: 1000.0}  # this machine: the fp32 block 2000 us, the int8d block 1000 us (+ overhead)
+
+    def measure(k, settings, timing):
+        us = here[k.key] + 3.0
+        return Timing(us, us, us, 50)
+
+    monkeypatch.setattr("hwsearch.latency.profile.measure_overhead", lambda settings, timing: 3.0)
+    entry = append_kernels(table, [int8d, fp32], lambda k: dataclasses.replace(k, precision="fp32"), SessionSettings(**before["session"]),
+                           measure, MeasureSettings(statistic="p10"), "test", rounds=2)
+    rows = {r["key"]: r for r in tbl.read_rows(table / "table.csv")}
+    table_fp32 = float(rows[fp32.key]["p10_us"])
+    assert entry["rows"] == 1 and float(rows[int8d.key]["p10_us"]) == pytest.approx(1000.0 * table_fp32 / 2000.0, rel=1e-3)
+    after = json.loads((table / "meta.json").read_text())
+    assert after["table_rows"] == before["table_rows"] + 1 and after["cpu_model"] == before["cpu_model"] and after["date"] == before["date"]
+    assert after["appended"][-1]["scale_to_table"] == {int8d.key: round(table_fp32 / 2000.0, 4)}
+    assert tbl.load_table(table, warn_provenance=False).us[int8d] == pytest.approx(float(rows[int8d.key]["p10_us"]))  # hash and rows check
+
+
+def test_the_shipped_minilm_tables_predict_int8d_policies(minilm_ctx):
+    from hwsearch.families.encoder.lowering import enumerate_kernels
+    from hwsearch.tables import table as tbl
+
+    root = Path(__file__).resolve().parents[1] / "latency_tables"
+    wanted = {k for k in enumerate_kernels(minilm_ctx.baseline.model, minilm_ctx.space, 128) if k.precision == "int8d"}
+    for name in ("minilm-cpu-1t", "minilm-cpu-2t"):
+        table = tbl.load_table(root / name, warn_provenance=False)
+        assert len(wanted) == 36 and wanted <= set(table.us) and table.meta["appended"][0]["rows"] == 36
+        predictor = minilm_ctx.predictor(str(root / name), strict=True, adapt="off")
+        dense, int8d = predictor.predict(Policy()).latency_ms, predictor.predict(Policy(default_precision="int8d")).latency_ms
+        assert 0.2 * dense < int8d < 0.6 * dense  # measured here: 2.5x (1 thread), 2.0x (2 threads) faster

@@ -125,3 +125,55 @@ def _shuffled(kernels: list[Kernel], seed: int) -> list[Kernel]:
     order = list(kernels)
     random.Random(seed).shuffle(order)
     return order
+
+
+def _fastest(measure: Callable[[Kernel, SessionSettings, MeasureSettings], Timing], kernels: list[Kernel], settings: SessionSettings,
+             timing: MeasureSettings, rounds: int) -> dict[Kernel, Timing]:
+    """Each kernel's fastest of ``rounds`` interleaved rounds (by ``timing.statistic``)."""
+    best: dict[Kernel, Timing] = {}
+    for _ in range(rounds):
+        for k in kernels:
+            t = measure(k, settings, timing)
+            if k not in best or t.value(timing.statistic) < best[k].value(timing.statistic):
+                best[k] = t
+    return best
+
+
+def append_kernels(out: str | Path, kernels: list[Kernel], reference: Callable[[Kernel], Kernel], settings: SessionSettings,
+                   measure: Callable[[Kernel, SessionSettings, MeasureSettings], Timing], timing: MeasureSettings, what: str, rounds: int = 3) -> dict:
+    """Add ``kernels`` missing from the table at ``out``, measured on THIS machine, keeping the table's provenance.
+
+    Each new kernel is timed interleaved with ``reference(kernel)``, a kernel the table already
+    holds (the same block in fp32), in ``rounds`` rounds; its row is its time here scaled by
+    table row / time here of its reference, i.e. moved to the table's machine by the ratio the two
+    machines show on the reference. meta.json keeps its own provenance and gains an ``appended``
+    entry (what, this machine, date, the scales, raw times); ``table_rows`` / ``table_sha256`` are
+    rewritten with the table. Returns that entry."""
+    out = Path(out)
+    old = tbl.read_meta(out)
+    if old.get("threads") != settings.threads or old.get("runtime_version") != runtime_version():
+        raise HwsearchError(f"Table {str(out)!r} was profiled with threads={old.get('threads')}, runtime {old.get('runtime_version')}; append with the same threads and runtime.")
+    kept = tbl.read_rows(out / "table.csv")
+    rows = {r["key"]: r for r in kept}
+    todo = [k for k in kernels if k.key not in rows]
+    refs = {k: reference(k) for k in todo}
+    missing = [r.key for r in refs.values() if r.key not in rows]
+    if missing:
+        raise HwsearchError(f"Reference kernel {missing[0]!r} is not in table {str(out)!r}; append only kernels whose reference the table holds.")
+    overhead = measure_overhead(settings, timing)
+    best = _fastest(measure, sorted(set(todo) | set(refs.values())), settings, timing, rounds)
+    stat = f"{timing.statistic}_us"
+    new_rows, scales, raw = [], {}, {}
+    for k in todo:
+        ref = refs[k]
+        scale = float(rows[ref.key][stat]) / max(best[ref].value(timing.statistic) - overhead, 1e-3)
+        here = [max(v - overhead, 0.0) for v in (best[k].p10_us, best[k].median_us, best[k].p90_us)]
+        new_rows.append(tbl.row_for(k, *(v * scale for v in here), best[k].runs))
+        scales[k.key], raw[k.key] = round(scale, 4), round(here[0], 3)
+    tbl.write_rows(out / "table.csv", kept + new_rows)
+    cpu, _ = tbl.cpu_info()
+    entry = {"what": what, "rows": len(new_rows), "cpu_model": cpu, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+             "call_overhead_us": round(overhead, 3), "rounds": rounds, "scale_to_table": scales, "raw_p10_us_here": raw,
+             "rule": "row = time here x (table row of the same block in fp32 / its time here), both fastest of the interleaved rounds"}
+    tbl.write_meta(out, {**old, "appended": [*old.get("appended", []), entry]})
+    return entry
