@@ -3,10 +3,12 @@ read by the dashboard and by optuna-dashboard's API, the rendered page, and the 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -188,7 +190,9 @@ def real_run() -> Path:
     from hwsearch.search.baselines import warm_start
     from tests.search_helpers import write_config
 
-    cfg = load_config(write_config(Path(tempfile.mkdtemp(prefix="hwdash-")), "real", n_trials=4, warm_start=[1.0, 0.5], budget_ms=50.0))
+    root = Path(tempfile.mkdtemp(prefix="hwdash-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # shared by test_dashboard and test_browser: removed when the session ends
+    cfg = load_config(write_config(root, "real", n_trials=4, warm_start=[1.0, 0.5], budget_ms=50.0))
     run_search(cfg, prepare=warm_start(cfg), progress=False)
     run = Path(cfg.output_dir)
     entry = next(e for e in json.loads((run / "pareto.json").read_text()) if e["trial"] == 1) if (run / "pareto.json").is_file() else None
