@@ -243,6 +243,21 @@ def test_readme_snippet_reproduces_the_recommended_models_test_score(run_dir, ma
     assert claimed == manifests[rec["trial"]].test_score and got == claimed
 
 
+def test_export_notes_each_winner_in_the_study_for_optuna_dashboard(run_dir, manifests):
+    pytest.importorskip("optuna_dashboard")
+    from optuna_dashboard import wsgi
+
+    from tests.test_dashboard import _wsgi_get
+
+    app = wsgi(f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    study_id = next(s["study_id"] for s in _wsgi_get(app, "/api/studies")["study_summaries"] if s["study_name"] == "exp")
+    notes = {t["number"]: t["note"]["body"] for t in _wsgi_get(app, f"/api/studies/{study_id}")["trials"]}
+    rec = json.loads((run_dir / "export" / "index.json").read_text())["recommended"]["cpu-1t"]["trial"]
+    for n, m in manifests.items():
+        assert f"export/{n}/model.onnx" in notes[n] and f"test_accuracy {m.test_score:.4f}" in notes[n]
+        assert ("recommended for this device" in notes[n]) == (n == rec)
+
+
 def test_cli_json_prints_the_index(run_dir, capsys):
     assert main(["export", str(run_dir), "--trial", "2", "--json"]) == 0
     out = capsys.readouterr().out

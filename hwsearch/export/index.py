@@ -125,6 +125,22 @@ def build_index(run_dir: str | Path, tolerance: float = TOLERANCE) -> dict[str, 
             "dense": _dense(export_dir, metric), "winners": entries, "skipped": skipped}
 
 
+def winner_notes(index: Mapping[str, Any]) -> dict[int, str]:
+    """One Markdown note per exported winner (for optuna-dashboard): scores, latency per device, files, recommendation."""
+    tk, vk = index["score_keys"]["test"], index["score_keys"]["validation"]
+    notes = {}
+    for e in index["winners"]:
+        lines = [f"**Exported winner** ({'ok' if e['ok'] else 'FAILED its checks'}): `export/{e['model']}`, manifest `export/{e['manifest']}`",
+                 f"- {tk} {_cell(e.get(tk), '.4f')}, {vk} {_cell(e.get(vk), '.4f')}; params {e['params']}, {e['size_bytes']} B"]
+        for dev, lat in e["latency"].items():
+            speed = "" if lat.get("speedup_vs_dense") is None else f", {lat['speedup_vs_dense']:.2f}x vs dense fp32 ({lat.get('speedup_basis')})"
+            rec = (index.get("recommended") or {}).get(dev)
+            pick = " **recommended for this device**" if rec and rec["trial"] == e["trial"] else ""
+            lines.append(f"- {dev}: measured {_cell(lat.get('measured_ms'), '.4f')} ms, predicted {_cell(lat.get('predicted_ms'), '.4f')} ms{speed}{pick}")
+        notes[int(e["trial"])] = "\n".join(lines)
+    return notes
+
+
 def write_index(run_dir: str | Path, tolerance: float = TOLERANCE) -> Path:
     """Build the index and write it to ``run_dir/export/index.json``."""
     path = Path(run_dir) / "export" / "index.json"

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from hwsearch.compress.realise import compressed_model, realise
 from hwsearch.context import ensure_adaptation
-from hwsearch.export.index import write_index
+from hwsearch.export.index import load_index, winner_notes, write_index
 from hwsearch.export.manifest import DenseReference, Manifest
 from hwsearch.export.verify import measure_devices, split_scores, verify_winner
 from hwsearch.export.winners import RunContext, Winner, load_run, select_winners
 from hwsearch.policy import Policy
+from hwsearch.search.labels import note_winners
 
 REBUILD_THREADS = 1  # torch threads of the search's workers (hwsearch.search.evaluate.Evaluator)
 DENSE_DIR = "dense"
@@ -106,4 +107,13 @@ def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: boo
     dense = measure_dense(ctx)
     manifests = [export_winner(ctx, w, dense) for w in winners]
     write_index(ctx.run_dir, **({} if tolerance is None else {"tolerance": tolerance}))
+    _note_study(ctx)
     return manifests
+
+
+def _note_study(ctx: RunContext) -> None:
+    """Each exported winner's note in the study, shown by optuna-dashboard (skipped when it is not installed)."""
+    db = ctx.run_dir / "study.db"
+    index = load_index(ctx.run_dir)
+    if db.is_file() and index:
+        note_winners(f"sqlite:///{db.resolve()}", ctx.study_name, winner_notes(index))
