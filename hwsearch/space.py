@@ -116,7 +116,8 @@ class SearchSpace:
             "layers": list(self.layers),
             "keep_choices": list(self.keep_choices),
             "precisions": list(self.precisions),
-            "layer_precisions": {layer: list(self.choices(layer)) for layer in self.layers},
+            "layer_precisions": {layer: list(self.choices(layer)) for layer in self.layers},  # what the search offers each layer
+            "layer_can_take": {layer: list(self.can_take(layer)) for layer in self.layers},  # what its type could run in (space.precisions widens the offer)
             "quant_choices": {key: list(values) for key, values in self.quant_choices},
             "channel_multiple": self.channel_multiple,
         }

@@ -51,7 +51,7 @@ def test_space_lists_the_precisions_each_layer_can_take(resnet_ctx):
     listed = space.to_dict()["layer_precisions"]
     assert listed["fc"] == ["fp32", "int8", "int8d"]  # a linear layer
     assert listed[space.layers[0]] == ["fp32", "int8"] and "int8d" not in space.can_take(space.layers[0])  # a conv
-    assert set(listed) == set(space.layers)
+    assert set(listed) == set(space.layers) and space.to_dict()["layer_can_take"]["fc"] == ["fp32", "fp16", "int8", "int8d"]
 
 
 def test_int8d_on_a_conv_is_a_one_line_error_naming_the_layer_and_its_precisions(resnet_ctx, tmp_path):
