@@ -37,6 +37,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_export import readme_snippet
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_FILES = ("table.csv", "meta.json", "calibration.json", "validation.json", "reference.json")
 
@@ -129,15 +131,13 @@ def test_a_non_editable_wheel_install_runs_end_to_end_from_an_empty_directory(tm
     with sqlite3.connect(run / "study.db") as db:
         states = [s for (s,) in db.execute("SELECT state FROM trials")]
     assert len(states) >= 3 and states.count("COMPLETE") >= 1, states
-    assert json.loads((run / "config.json").read_text())["devices"]["cpu-1t"]["table"].startswith(str(purelib))  # the packaged table
+    assert json.loads((run / "config.json").read_text())["devices"]["cpu-1t"]["table"] == "builtin:cpu-1t"  # survives reinstalling the package
     adapted = json.loads((run / "adaptation.json").read_text())["cpu-1t"]
     assert adapted["mode"] == "auto", adapted
     if adapted["adaptation"]:  # stored for this machine: in $HWSEARCH_CACHE, never beside the installed table
         assert list((tmp_path / "cache" / "adaptations").rglob(f"{adapted['adaptation']}.json")), adapted
     assert "dense fp32" in out.stdout and "Next:" in out.stdout and "hwsearch export" in out.stdout, out.stdout  # the end-of-search summary
     assert (run / "search.log").is_file() and "session started" in (run / "search.log").read_text()
-    # TODO(coordinator): the README's loading snippet, run in this venv, reproduces the recommended model's manifest test score
-    # in plain ONNX Runtime (H2's test runs the snippet in the project venv; here it would prove it on the installed wheel).
 
     out = _run(venv, work, env, "export", "runs/quick", "--pareto")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
@@ -146,7 +146,15 @@ def test_a_non_editable_wheel_install_runs_end_to_end_from_an_empty_directory(tm
     index = json.loads((run / "export" / "index.json").read_text())  # the ranked winners, paths relative to export/
     assert index["winners"] and all((run / "export" / w["model"]).is_file() and (run / "export" / w["manifest"]).is_file() for w in index["winners"])
     pick = index["recommended"]["cpu-1t"]
-    assert pick is None or (run / "export" / pick["model"]).is_file(), pick
+    assert pick is not None and (run / "export" / pick["model"]).is_file(), index
+    # the README's loading snippet, verbatim, in the new venv's Python: plain ONNX Runtime reproduces the pick's manifest test score
+    snippet = readme_snippet("load")
+    assert 'export = "runs/quick/export"' in snippet, "the snippet reads the run `hwsearch init quick` makes"
+    got = subprocess.run([str(venv / "bin" / "python"), "-c", snippet], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-3000:]
+    score, claimed = map(float, got.stdout.split())
+    manifest = json.loads((run / "export" / pick["manifest"]).read_text())
+    assert claimed == manifest["scores"][index["score_keys"]["test"]] and score == claimed, (got.stdout, manifest["scores"])
     assert _files(purelib / "hwsearch") == installed, "the search wrote into the installed package (adaptations belong in $HWSEARCH_CACHE)"
 
 

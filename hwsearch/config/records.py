@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsearch.config.builtin import display_name
 from hwsearch.options import CompressOptions
 from hwsearch.space import DEFAULT_KEEP_CHOICES
 
@@ -95,7 +96,8 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["compress"] = {k: data["compress"][k] for k in COMPRESS_KEYS}  # a search always scores on val
-        data["devices"] = {d.name: {k: v for k, v in asdict(d).items() if k != "name" and v is not None} for d in self.devices}
+        # a built-in table is saved as builtin:NAME, so a run survives reinstalling or moving the package
+        data["devices"] = {d.name: {k: (display_name(v) if k == "table" else v) for k, v in asdict(d).items() if k != "name" and v is not None} for d in self.devices}
         return json.loads(json.dumps(data))
 
     def save(self, path: str | Path) -> None:
