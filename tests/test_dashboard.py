@@ -261,3 +261,13 @@ def test_real_run_dashboard_record(real, capsys):
     assert record["dense_row"]["predicted_ms"]["cpu-1t"] == panel["dense"]["latency_ms"]
     data = load_dashboard_data(real)
     assert data_record(data) == record
+
+
+def test_run_info_reads_a_builtin_table_named_in_config_json():
+    """config.json names built-in tables builtin:NAME; the run facts still show the table's version."""
+    from hwsearch.dashboard.runinfo import table_info
+    from hwsearch.tables.table import read_meta
+
+    info = table_info("cpu-1t", {"table": "builtin:cpu-1t"}, {})
+    meta = read_meta(Path(__file__).resolve().parents[1] / "latency_tables" / "cpu-1t")
+    assert info.path == "builtin:cpu-1t" and info.sha256 == meta["table_sha256"][:12] and info.fields["threads"] == 1

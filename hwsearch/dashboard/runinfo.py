@@ -66,12 +66,14 @@ def study_facts(run_dir: Path) -> tuple[str, str, tuple[int, ...]]:
 
 def table_info(device: str, spec: Mapping[str, Any], adaptations: Mapping[str, Any]) -> TableInfo:
     """The version figures of one device's table (what its meta.json records)."""
+    from hwsearch.config.builtin import display_name, resolve_table
     from hwsearch.errors import HwsearchError
     from hwsearch.tables.table import read_meta
 
     path = str(spec.get("table", ""))
     try:
-        meta = read_meta(path)
+        path = display_name(resolve_table(path))  # config.json names a built-in table builtin:NAME
+        meta = read_meta(resolve_table(path))
     except (OSError, HwsearchError):
         meta = {}
     measurement = meta.get("measurement") or {}
