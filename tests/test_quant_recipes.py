@@ -127,6 +127,8 @@ def test_cnn_lowering_and_kernel_model_of_an_int8d_gemm_match_ort(resnet_ctx, tm
     gemms = [k for k in graph.lower(resnet_ctx.space, Policy(precision={"fc": "int8d"})) if k[0] == "gemm"]
     assert [k[1] for k in gemms] == ["int8d"]
     assert Kernel(*gemms[0]) in enumerate_kernels(graph, resnet_ctx.space)
+    plain = resnet_ctx.family.search_space(resnet_ctx.baseline.model, resnet_ctx.task)  # int8d not offered: profiled all the same
+    assert Kernel(*gemms[0]) in enumerate_kernels(UnitGraph.from_model(resnet_ctx.baseline.model, resnet_ctx.task.example_input(), plain, 16), plain)
     path = tmp_path / "k.onnx"
     onnx.save(build_kernel_model(Kernel(*gemms[0]), 16), str(path))
     assert optimized_op_types(path) == ["DynamicQuantizeMatMul"]

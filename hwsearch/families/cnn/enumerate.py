@@ -32,7 +32,7 @@ def _channel_choices(graph: UnitGraph, space: SearchSpace) -> list[tuple[int, ..
 def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
     """Every kernel any policy of ``space`` lowers to: all keep choices × precisions per unit and tensor."""
     choices = _channel_choices(graph, space)
-    gemm_precs = ("fp32", "int8") + (("int8d",) if "int8d" in space.precisions else ())  # int8d only when the space offers it
+    gemm_precs = ("fp32", "int8", "int8d")  # like int8, int8d gemms are profiled whatever space.precisions offers (one kernel per shape)
     found: set[tuple] = set()
     for u in graph.units:
         x, y = u.inputs[0], u.output
