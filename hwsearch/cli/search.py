@@ -98,7 +98,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("search", help="search compression policies for the accuracy/latency Pareto front (resumes if interrupted)")
     p.add_argument("config", help="experiment TOML, e.g. experiments/quickstart.toml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (TOML value), e.g. n_trials=10 or devices.cpu-1t.budget_ms=1.5")
-    p.add_argument("--baseline", choices=("uniform", "random"), default=None, help="run a baseline search into runs/NAME/baselines/KIND instead")
+    p.add_argument("--baseline", choices=("uniform", "random", "ort-default"), default=None, help="run a baseline into runs/NAME/baselines/KIND instead (ort-default: ONNX Runtime's one-line quantization defaults, measured)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (front, dense model, baselines, files, next commands, the session's timings) instead")
     p.set_defaults(func=cmd_search)
