@@ -218,7 +218,11 @@ def test_ort_default_baseline_on_digits_stores_real_quantized_models_beside_the_
 
     cfg = write_config(tmp_path, space={"keep_choices": [0.5, 1.0], "precisions": ["fp32", "int8"]})
     assert main(["search", str(cfg), "--baseline", "ort-default", "--quiet"]) == 0
-    assert "ort-static-u8s8" not in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "ort-static-u8s8" not in err
+    # the summary lists the recipes apart from the fronts, with their measured speedups (not as trial-less "front" rows)
+    measured = out.split("ONNX Runtime's one-line defaults", 1)[1].split("Files:", 1)[0]
+    assert all(name in measured for name in ("dense", "ort-static-s8s8", "ort-static-u8s8")) and "front" not in out.split("ONNX Runtime's", 1)[0].split("\n", 3)[-1]
     run = tmp_path / "runs" / "exp" / "baselines" / "ort-default"
     saved = json.loads((run / "ort-default.json").read_text())
     records = {r["name"]: r for r in saved["records"]}
@@ -240,6 +244,11 @@ def test_ort_default_baseline_on_digits_stores_real_quantized_models_beside_the_
     assert [p["recipe"] for p in pareto] == ["ort-static-s8s8", "ort-static-u8s8"] and pareto[1]["latency_ms"]["cpu-1t"] > 0
     assert (run / "trials.csv").read_text().count("\n") == 4
     assert (run / "dense.json").is_file() and (run / "study.db").is_file()
+    from hwsearch.search.summary import build_summary
+
+    summary = build_summary(tmp_path / "runs" / "exp" / "baselines" / "ort-default", {})
+    assert [r["name"] for r in summary.ort_defaults] == [r["name"] for r in saved["records"]] and "ort-default" not in summary.baselines
+    assert {r["name"]: r["speedup"]["cpu-1t"] for r in summary.ort_defaults} == {n: r["speedup"]["cpu-1t"] for n, r in records.items()}
 
 
 # ----------------------------------------------------------------------------- model-level recipe settings

@@ -74,11 +74,28 @@ def _points_table(s) -> list[str]:
     return _table(header, rows)
 
 
+def _ort_table(s) -> list[str]:
+    """ONNX Runtime's one-line defaults as measured (``--baseline ort-default``), dense fp32 first."""
+    header = ["", f"score ({s.split})", "test"]
+    for d in s.devices:
+        header += [f"{d} measured ms", f"{d} speedup", f"{d} predicted ms"]
+    header += ["size_bytes", "call"]
+    num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    rows = []
+    for r in s.ort_defaults:
+        cells = [f"{r['name']}", num(r.get("accuracy"), ".4f"), num(r.get("test_score"), ".4f")]
+        for d in s.devices:
+            speed = (r.get("speedup") or {}).get(d)
+            cells += [num((r.get("measured_ms") or {}).get(d), ".3f"), "-" if speed is None else f"{speed:.2f}x", num((r.get("predicted_ms") or {}).get(d), ".3f")]
+        rows.append(cells + [num(r.get("size_bytes"), ","), str(r.get("call") or "")])
+    return _table(header, rows)
+
+
 def render_summary(s) -> str:
     """The summary as the text ``hwsearch search`` prints (and appends to ``search.log``)."""
     lines = [_headline(s), ""]
     here = Path(s.run_dir)
-    what = (f"the {here.name} baseline's Pareto front" if here.parent.name == "baselines" else "the search's Pareto front")
+    what = (f"the {here.name} baseline's Pareto front" if here.parent.name == "baselines" and s.front else "the search's Pareto front")
     what += f" (front) and the fronts of {', '.join(s.baselines)}" if s.baselines else " (front)"
     lines.append(f"Dense model vs {what}; latency predicted from each device's table, speedup vs the dense fp32 model:")
     lines += _points_table(s)
@@ -86,6 +103,9 @@ def render_summary(s) -> str:
         lines.append("  budgets: " + ", ".join(f"{d} <= {b} ms" for d, b in s.budgets.items()) + " (front: trials within them)")
     if not s.dense:
         lines.append(f"  (no {Path(s.files['dense']).name} in the run directory: speedups unknown)")
+    if s.ort_defaults:
+        lines += ["", "ONNX Runtime's one-line defaults (--baseline ort-default), MEASURED beside the dense fp32 file in the same rounds:"]
+        lines += _ort_table(s)
     f = s.files
     dashboard = f["dashboard"] + ("" if Path(f["dashboard"]).is_file() else " (not written yet)")
     lines += ["", "Files:", f"  run directory  {f['run_dir']}", f"  study          {f['study']} (Optuna SQLite)", f"  pareto front   {f['pareto']}",

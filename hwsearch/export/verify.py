@@ -159,7 +159,7 @@ def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float
     reference of the same export, for the dense scores and speedups."""
     path = Path(result.onnx_path)
     checker_error = check_model(path)
-    quantized = result.precision_counts.get("int8", 0) + result.precision_counts.get("fp16", 0) > 0
+    quantized = sum(result.precision_counts.get(p, 0) for p in ("int8", "int8d", "fp16")) > 0
     parity = check_parity(ctx.ctx, path, model, quantized)
     flags = _flags(checker_error, parity)
     runs = parity.value is not None  # the file loads and runs in ORT

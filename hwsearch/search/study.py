@@ -60,12 +60,12 @@ def make_sampler(cfg: ExperimentConfig, kind: str | None = None, trials_so_far: 
 def policy_key(space, policy: Mapping[str, Any]) -> str:
     """A policy's canonical form: every group's keep ratio and every layer's precision with the
     defaults folded in, sorted, ratios rounded to 6 digits; two policies that build the same model
-    have the same key."""
+    have the same key; the static-int8 recipe (``quant``, defaults filled in) is part of it."""
     from hwsearch.policy import Policy
 
     pol = Policy.from_dict(policy)
     keep = {g: round(pol.keep_for(g), 6) for g in sorted(space.group_names)}
-    return json.dumps({"keep": keep, "precision": {name: pol.precision_for(name) for name in sorted(space.layers)}}, sort_keys=True)
+    return json.dumps({"keep": keep, "precision": {name: pol.precision_for(name) for name in sorted(space.layers)}, "quant": pol.quant.to_dict()}, sort_keys=True)
 
 
 def completed_policies(study, space) -> dict[str, int]:
@@ -149,10 +149,14 @@ def fail_stale_trials(study, run_dir: Path) -> list[int]:
 
 
 def _identity(config: dict, key: str):
-    """What of ``config[key]`` defines the experiment: a device's ``ray_resources`` (where it is measured) does not."""
+    """What of ``config[key]`` defines the experiment: a device's ``ray_resources`` (where it is measured) does not,
+    and a built-in table is the same table whether saved by path (older runs) or as ``builtin:NAME``."""
+    from hwsearch.config.builtin import display_name
+
     value = config.get(key)
     if key == "devices" and isinstance(value, dict):
-        return {name: {k: v for k, v in spec.items() if k != "ray_resources"} if isinstance(spec, dict) else spec for name, spec in value.items()}
+        return {name: {k: (display_name(v) if k == "table" and isinstance(v, str) else v) for k, v in spec.items() if k != "ray_resources"} if isinstance(spec, dict) else spec
+                for name, spec in value.items()}
     return value
 
 

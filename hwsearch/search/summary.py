@@ -8,6 +8,9 @@ the files are, and what to run next (the command line renders it; ``--json`` pri
 - **Warm starts** (of the main run) are the study's enqueued trials (:func:`hwsearch.search.labels.warm_start_numbers`).
 - **Baselines**: the fronts of ``runs/NAME/baselines/*/pareto.json`` (for a baseline run: the main
   run's front and the other baselines).
+- **ONNX Runtime's defaults** (``--baseline ort-default``): its recipes as measured in their own run,
+  beside the dense fp32 file measured in the same rounds (``baselines/ort-default/ort-default.json``);
+  they are listed apart from the fronts because their speedups are measured, not predicted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from hwsearch.policy import Policy
 from hwsearch.results import load_pareto
 
 DENSE_FILE = "dense.json"
+ORT_DEFAULT = "ort-default"  # hwsearch.search.ort_default.KIND (its records are read, not its module imported)
+ORT_FIELDS = ("name", "call", "accuracy", "test_score", "measured_ms", "speedup", "predicted_ms", "size_bytes", "notes")
 LOG_FILE = "search.log"
 
 
@@ -57,6 +62,7 @@ class Summary:
     files: Mapping[str, str]
     next_commands: tuple[str, ...]
     session: Mapping[str, Any] = field(default_factory=dict)
+    ort_defaults: tuple[Mapping[str, Any], ...] = ()  # ort-default.json's records (dense first), measured
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,7 +122,7 @@ def compared_runs(run_dir: Path) -> dict[str, Path]:
     found = {"search": main} if main != run_dir else {}
     base = main / "baselines"
     if base.is_dir():
-        found |= {d.name: d for d in sorted(base.iterdir()) if d != run_dir and (d / "pareto.json").is_file()}
+        found |= {d.name: d for d in sorted(base.iterdir()) if d != run_dir and d.name != ORT_DEFAULT and (d / "pareto.json").is_file()}
     return {k: v for k, v in found.items() if (v / "pareto.json").is_file()}
 
 
@@ -134,6 +140,16 @@ def next_commands(run_dir: Path, config_path: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def ort_defaults(run_dir: Path) -> tuple[dict[str, Any], ...]:
+    """The measured ORT-default recipes stored for the run in ``run_dir`` (or by it, for that baseline run itself)."""
+    main = run_dir.parent.parent if run_dir.parent.name == "baselines" else run_dir
+    try:
+        data = json.loads((main / "baselines" / ORT_DEFAULT / f"{ORT_DEFAULT}.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    return tuple({k: r.get(k) for k in ORT_FIELDS} for r in data.get("records") or [] if isinstance(r, dict))
+
+
 def build_summary(run_dir: str | Path, session: Mapping[str, Any], config_path: str | None = None) -> Summary:
     """The summary of the run in ``run_dir`` from its files (config.json, pareto.json, study.db,
     dense.json, the baselines') and ``session`` (the :class:`~hwsearch.search.driver.SearchStats` as a dict)."""
@@ -145,10 +161,11 @@ def build_summary(run_dir: str | Path, session: Mapping[str, Any], config_path: 
     dense_ms = dense.get("latency_ms") or {}
     baseline_run = run_dir.parent.name == "baselines"  # a baseline's sweep is enqueued whole: no warm starts to mark
     warm = set() if baseline_run else warm_starts(run_dir, str(session.get("study") or raw.get("name")))
-    front = _points(load_pareto(run_dir), "search", dense_ms, warm)
+    own_ort = baseline_run and run_dir.name == ORT_DEFAULT  # its recipes are listed, measured, apart from the fronts
+    front = () if own_ort else _points(load_pareto(run_dir), "search", dense_ms, warm)
     dense_point = Point("dense", None, dense.get("score"), dense_ms, {d: 1.0 for d in dense_ms}, dense.get("params")) if dense else None
     baselines = {kind: _points(load_pareto(d), kind, dense_ms, warm_starts(d, str(raw.get("name"))) if kind == "search" else set())
                  for kind, d in compared_runs(run_dir).items()}
     return Summary(str(raw.get("name")), str(run_dir), tuple(devices), budgets, str(dense.get("split", "val")), int(raw.get("n_trials", 0)),
                    int(session.get("completed", 0)), int(session.get("failed", 0)), bool(session.get("already_complete", False)),
-                   front, dense_point, baselines, _files(run_dir), next_commands(run_dir, config_path), dict(session))
+                   front, dense_point, baselines, _files(run_dir), next_commands(run_dir, config_path), dict(session), ort_defaults(run_dir))
