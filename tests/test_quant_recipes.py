@@ -168,6 +168,17 @@ def test_minilm_blocks_in_every_precision_run_exactly_their_kernels(minilm_ctx, 
         realise(minilm_ctx, Policy(precision={"layer0.attn": "fp16"}), tmp_path / "bad.onnx")
 
 
+def test_preprocess_on_the_encoder_leaves_nothing_in_the_working_directory(minilm_ctx, tmp_path, monkeypatch):
+    """ORT's symbolic shape inference gives up on the encoder and saves its partial model (90 MB) in the cwd; we remove it."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    policy = Policy(precision={"layer0.ffn": "int8"}, quant=Policy.from_dict({"quant": {"preprocess": True, "calib_samples": 8}}).quant)
+    res = realise(minilm_ctx, policy, tmp_path / "pre.onnx")
+    assert ops_of(tmp_path / "pre.onnx")["QLinearMatMul"] == 2 and res.precision_counts["int8"] == 1
+    assert sorted(p.name for p in cwd.iterdir()) == []
+
+
 SENTENCES = ["Return the absolute value of a number.", "The quick brown fox jumps over the lazy dog.",
              "A context manager controls the setup and teardown of a block of code.", "Sockets are endpoints of a channel."]
 

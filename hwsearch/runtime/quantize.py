@@ -84,11 +84,35 @@ def _preprocessed(src: Path, tmp: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = tmp / "pre.onnx"
+    left = Path.cwd() / SYMBOLIC_LEFTOVER
+    existed = left.exists()
     try:
         quant_pre_process(str(src), str(out))
     except Exception:  # noqa: BLE001 - symbolic inference gives up on some graphs (the encoder's): ONNX shape inference only
+        if not existed:
+            _remove_leftover(left)
         quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
     return out
+
+
+SYMBOLIC_LEFTOVER = "sym_shape_infer_temp.onnx"  # ORT's symbolic shape inference saves its partial model here (in the cwd) when it gives up
+
+
+def _remove_leftover(path: Path) -> None:
+    """Remove the partial model ORT's symbolic shape inference left in the working directory, with its external data file."""
+    import onnx
+
+    if not path.is_file():
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        data = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    except Exception:  # noqa: BLE001 - an unreadable leftover: remove the model file only
+        data = set()
+    for name in data:
+        if Path(name).name == name:  # a bare file name beside the leftover, never a path elsewhere
+            (path.parent / name).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def _calibrate_method(recipe: QuantRecipe):
