@@ -143,6 +143,24 @@ def test_page_is_self_contained(run_dir):
     assert 'id="winners"' in page and "Hypervolume over trials" in page
 
 
+def test_ort_defaults_are_shown_measured_beside_the_winners(run_dir, tmp_path):
+    """``--baseline ort-default``'s records (baselines/ort-default/ort-default.json) get their own table, measured figures as stored."""
+    assert "Not measured for this run yet" in render(load_dashboard_data(run_dir))
+    run = tmp_path / "demo"
+    shutil.copytree(run_dir, run)
+    records = [{"name": "dense", "call": "torch.onnx.export (fp32)", "accuracy": 0.98, "test_score": 0.97, "measured_ms": {"cpu-1t": 2.0, "cpu-2t": 1.2},
+                "speedup": {"cpu-1t": 1.0, "cpu-2t": 1.0}, "predicted_ms": {"cpu-1t": 2.1, "cpu-2t": 1.3}, "size_bytes": 4000},
+               {"name": "ort-static-u8s8", "call": "quantize_static(QDQ, QUInt8)", "accuracy": 0.975, "test_score": 0.97, "measured_ms": {"cpu-1t": 0.8, "cpu-2t": 0.5},
+                "speedup": {"cpu-1t": 2.5, "cpu-2t": 2.4}, "predicted_ms": {"cpu-1t": 0.9, "cpu-2t": None}, "size_bytes": 1000}]
+    (run / "baselines" / "ort-default").mkdir(parents=True)
+    (run / "baselines" / "ort-default" / "ort-default.json").write_text(json.dumps({"kind": "ort-default", "records": records, "rounds": 5}))
+    data = load_dashboard_data(run)
+    assert [r["name"] for r in data.ort_defaults] == ["dense", "ort-static-u8s8"] and data_record(data)["ort_defaults"][1]["speedup"]["cpu-1t"] == 2.5
+    table = render(data).split('id="ortdefaults"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 2 and "2.50×" in table and "0.800" in table and "quantize_static(QDQ, QUInt8)" in table
+    assert [f.label for f in data.panels[0].fronts] == ["search (nsga2)", "uniform", "random"]  # not drawn as a front: its speedups are measured
+
+
 def test_cli_writes_dashboard_and_reports_bad_dirs(run_dir, tmp_path, capsys):
     assert main(["dashboard", str(run_dir), "--winner", "3"]) == 0
     assert (run_dir / "dashboard.html").stat().st_size > 3_000_000 and "dashboard.html" in capsys.readouterr().out

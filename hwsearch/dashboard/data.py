@@ -24,6 +24,7 @@ from hwsearch.dashboard.runinfo import RunInfo, run_info
 from hwsearch.dashboard.winners import ExportView, WinnerRow, dense_row, read_exports, read_index, winner_rows
 from hwsearch.errors import HwsearchError
 from hwsearch.results import hypervolume, pareto_front
+from hwsearch.search.summary import ort_defaults
 
 BASELINE_KINDS = ("uniform", "random")
 
@@ -119,6 +120,7 @@ class DashboardData:
     info: RunInfo | None = None
     metric: str = "accuracy"
     dense_row: WinnerRow | None = None
+    ort_defaults: tuple[Mapping[str, Any], ...] = ()  # ``--baseline ort-default``: ONNX Runtime's one-line recipes, measured
 
 
 def device_front(trials: Sequence[TrialPoint], device: str) -> Curve:
@@ -244,7 +246,8 @@ def load_dashboard_data(run_dir: str | Path) -> DashboardData:
     rows = winner_rows(pareto, exports, devices, dense, set(info.warm_starts), {t.number: t for t in series[0].trials}, index)
     cols, table = trials_table(series, devices)
     return DashboardData(str(cfg.get("name") or run_dir.name), sampler, devices, panels, export_points(exports),
-                         tuple(winner_layers(e) for e in pareto), cols, table, rows, info, metric, dense_row(index, devices, dense, metric))
+                         tuple(winner_layers(e) for e in pareto), cols, table, rows, info, metric, dense_row(index, devices, dense, metric),
+                         ort_defaults(run_dir))
 
 
 def data_record(data: DashboardData) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from hwsearch.dashboard.data import DashboardData, load_dashboard_data
 from hwsearch.dashboard.figures import fronts_figure, hypervolume_figure, latency_check_figure, winner_figure
 from hwsearch.dashboard.reference import HV_LATENCY_MARGIN, HV_SCORE_MARGIN
-from hwsearch.dashboard.sections import run_info_html, trials_table_html, winners_table_html, zoom_note
+from hwsearch.dashboard.sections import ort_defaults_html, run_info_html, trials_table_html, winners_table_html, zoom_note
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -114,6 +114,7 @@ def render(data: DashboardData, winner: int | None = None) -> str:
     sections = [
         _section(f"{metric}–latency fronts", html.escape(FRONTS_NOTE) + zoom_note(data.panels), figs["fronts"]),
         _section("Winners", WINNERS_NOTE, winners_table_html(data)),
+        _section("ONNX Runtime's one-line defaults", "What a user gets from ONNX Runtime's whole-model quantization in one line, scored like the trials and measured with each table's session settings, interleaved with the dense fp32 file in the same rounds (each keeps its fastest); compare their measured speedups with the winners' measured ones.", ort_defaults_html(data)),
         _section("Hypervolume over trials", html.escape(HV_NOTE), figs["hypervolume"]),
         _section("Predicted vs measured latency", "Exported winners: latency predicted from the device's table against latency re-measured on the exporting machine with the table's session settings. Points on the dotted line were predicted exactly; crosses failed an export check.", figs["latency"]),
         _section("A winner's policy", "Pick a Pareto winner: its keep ratio per channel group (1.0 keeps every channel) and each layer's precision.", figs["winner"]),

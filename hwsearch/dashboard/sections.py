@@ -58,6 +58,22 @@ def winners_table_html(data: DashboardData) -> str:
     return sortable_table("winners", cols, rows)
 
 
+def ort_defaults_html(data: DashboardData) -> str:
+    """ONNX Runtime's one-line recipes (``--baseline ort-default``) as measured beside the dense fp32 file in the same rounds."""
+    if not data.ort_defaults:
+        return '<p class="note">Not measured for this run yet: <code>hwsearch search CONFIG --baseline ort-default</code>.</p>'
+    devs = data.devices
+    cols = ["recipe", f"{data.metric} (val)", f"{data.metric} (test)"] + [c for d in devs for c in (f"measured ms {d}", f"speedup {d} (measured)", f"predicted ms {d}")]
+    rows = []
+    for r in data.ort_defaults:
+        cells = [_cell(r.get("name")), _cell(r.get("accuracy")), _cell(r.get("test_score"))]
+        for d in devs:
+            ms, sp, pred = ((r.get(k) or {}).get(d) for k in ("measured_ms", "speedup", "predicted_ms"))
+            cells += [_cell(ms, _ms(ms)), _cell(sp, None if sp is None else f"{sp:.2f}×"), _cell(pred, _ms(pred))]
+        rows.append("<tr>" + "".join(cells + [_cell(r.get("size_bytes")), _cell(r.get("call"))]) + "</tr>")
+    return sortable_table("ortdefaults", cols + ["size_bytes", "call"], rows)
+
+
 def zoom_note(panels: Sequence[DevicePanel]) -> str:
     """The caption saying which trials lie under each panel's plotted range (or that none do)."""
     notes = []
