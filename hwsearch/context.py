@@ -73,7 +73,7 @@ def task_and_family(task_name: str, task_options: Mapping[str, Any], model: str 
 def build(task_name: str, model: str | None = None, *, task_options: Mapping[str, Any] | None = None, model_options: Mapping[str, Any] | None = None,
           train: Mapping[str, Any] | None = None, keep_choices: Sequence[float] | None = None, precisions: Sequence[str] | None = None,
           channel_multiple: int | None = None, options: CompressOptions = CompressOptions(), devices: Sequence[DeviceSpec] = (),
-          random_init: bool = False, retrain: bool = False, verbose: bool = False) -> Context:
+          random_init: bool = False, retrain: bool = False, verbose: bool = False, quant_choices: Mapping[str, Sequence[Any]] | None = None) -> Context:
     """A Context from plain arguments; ``random_init`` uses an untrained model (latency does not depend on weights)."""
     task, family, model = task_and_family(task_name, task_options or {}, model)
     opts = dict(model_options or {})
@@ -84,6 +84,8 @@ def build(task_name: str, model: str | None = None, *, task_options: Mapping[str
         cfg = TrainConfig(**{**dataclasses.asdict(task.train_config), **dict(train or {})})
         baseline = family.load_baseline(task, model, opts, cfg, retrain=retrain, verbose=verbose)
     space = family.search_space(baseline.model, task, keep_choices, precisions, channel_multiple)
+    if quant_choices:
+        space = space.with_quant_choices(quant_choices)
     return Context(task, family, baseline, space, options, tuple(devices))
 
 
@@ -103,7 +105,8 @@ def from_config(cfg: ExperimentConfig, verbose: bool = False, random_init: bool 
     untrained weights instead, for what needs only the model's shapes)."""
     return build(cfg.task, cfg.model, task_options=cfg.task_options, model_options=cfg.model_options, train=cfg.baseline,
                  keep_choices=cfg.space.keep_choices, precisions=cfg.space.precisions, channel_multiple=cfg.space.channel_multiple,
-                 options=dataclasses.replace(cfg.compress, eval_split="val"), devices=cfg.devices, random_init=random_init, verbose=verbose)
+                 options=dataclasses.replace(cfg.compress, eval_split="val"), devices=cfg.devices, random_init=random_init, verbose=verbose,
+                 quant_choices=dict(cfg.space.quant))
 
 
 def reference_specs(table_dir: str) -> list[Any]:

@@ -142,3 +142,32 @@ def test_warm_start_policies_load_files_and_inline_tables_with_clear_errors(tmp_
         parse_config(raw | {"warm_start_policies": ["nope.json"]}, "x", tmp_path)
     with pytest.raises(HwsearchError, match=r"warm_start_policies\[0\]: Policy key 'keeep' is unknown"):
         parse_config(raw | {"warm_start_policies": [{"keeep": {}}]}, "x", tmp_path)
+
+
+def test_space_quant_makes_recipe_settings_search_dimensions_and_round_trips(tmp_path: Path) -> None:
+    from hwsearch.config import parse_config
+
+    path = write_config(tmp_path, space={"keep_choices": [0.5, 1.0], "precisions": ["fp32", "int8"]})
+    path.write_text(path.read_text() + '[space.quant]\ncalibration = ["minmax", "percentile"]\ncalib_samples = [32, 64]\n')
+    cfg = load_config(path, [])
+    assert cfg.space.quant == (("calibration", ("minmax", "percentile")), ("calib_samples", (32, 64)))
+    saved = json.loads(json.dumps(cfg.to_dict()))
+    assert saved["space"]["quant"] == {"calibration": ["minmax", "percentile"], "calib_samples": [32, 64]}
+    assert parse_config(saved, cfg.name, tmp_path).space.quant == cfg.space.quant
+    assert "quant" not in load_config(write_config(tmp_path / "plain"), []).to_dict()["space"]  # unchanged identity of runs that search no recipe
+    for body, words in [('activation_type = ["uint8", "int8"]', ["S8S8", "U8S8 kernels only", "--baseline ort-default"]),
+                        ('calibraton = ["minmax"]', ["calibraton", "calibration"]), ('calibration = "minmax"', ["space.quant.calibration", "non-empty list"]),
+                        ('calibration = ["minmax", "kl"]', ["'kl'"])]:
+        path.write_text(path.read_text().split("[space.quant]")[0] + f"[space.quant]\n{body}\n")
+        with pytest.raises(HwsearchError) as err:
+            load_config(path, [])
+        assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), (body, str(err.value))
+
+
+def test_space_quant_reaches_the_search_space(tmp_path: Path, tiny_resnet) -> None:
+    from hwsearch import context
+
+    path = write_config(tmp_path, space={"keep_choices": [0.5, 1.0], "precisions": ["fp32", "int8"]})
+    path.write_text(path.read_text() + '[space.quant]\ncalibration = ["minmax", "entropy"]\n')
+    ctx = context.from_config(resolve(load_config(path, [])), random_init=True)
+    assert ctx.space.quant_choices == (("calibration", ("minmax", "entropy")),)

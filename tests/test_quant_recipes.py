@@ -382,3 +382,15 @@ def test_the_shipped_minilm_tables_predict_int8d_policies(minilm_ctx):
         predictor = minilm_ctx.predictor(str(root / name), strict=True, adapt="off")
         dense, int8d = predictor.predict(Policy()).latency_ms, predictor.predict(Policy(default_precision="int8d")).latency_ms
         assert 0.2 * dense < int8d < 0.6 * dense  # measured here: 2.5x (1 thread), 2.0x (2 threads) faster
+
+
+def test_an_s8s8_policy_is_not_predicted_as_u8s8(minilm_ctx):
+    """The tables time U8S8 static int8 only: S8S8 with int8 layers is a one-line error, never a silent U8S8 figure."""
+    root = Path(__file__).resolve().parents[1] / "latency_tables"
+    predictor = minilm_ctx.predictor(str(root / "minilm-cpu-1t"), adapt="off")
+    s8s8 = Policy.from_dict({"precision": {"layer0.ffn": "int8"}, "quant": {"activation_type": "int8"}})
+    with pytest.raises(HwsearchError, match=r"activation_type 'int8' \(S8S8\) has no kernels in latency tables.*--baseline ort-default") as err:
+        predictor.predict(s8s8)
+    assert "\n" not in str(err.value)
+    int8d_only = Policy.from_dict({"precision": {"layer0.ffn": "int8d"}, "quant": {"activation_type": "int8"}})  # no static int8 layer: nothing S8S8 runs
+    assert predictor.predict(int8d_only).latency_ms == predictor.predict(Policy(precision={"layer0.ffn": "int8d"})).latency_ms

@@ -110,7 +110,26 @@ COMPRESS_CHECKS = {
     "importance": lambda k, v: _str(k, v, IMPORTANCES), "finetune_steps": _int, "finetune_lr": _num,
     "distill": _bool, "bn_recalib_batches": _int, "calib_samples": lambda k, v: _int(k, v, 1),
 }
-SPACE_CHECKS = {"keep_choices": _keep_choices, "precisions": _precisions, "channel_multiple": lambda k, v: None if v is None else _int(k, v, 1)}
+def _quant_choices(key: str, value: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``space.quant``: static-int8 recipe settings the search chooses among, e.g. ``{calibration = ["minmax", "percentile"]}``.
+    ``activation_type = "int8"`` (S8S8) is refused: the latency tables time U8S8 kernels only, so its latency could not be predicted."""
+    from hwsearch.policy import QuantRecipe
+
+    data = _table(key, value)
+    _check_keys(key, data, [f.name for f in fields(QuantRecipe)])
+    out = []
+    for name, values in data.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(f"{key}.{name}", values, f"a non-empty list of values, e.g. {name} = [{QuantRecipe().to_dict()[name]!r}]")
+        checked = tuple(dict.fromkeys(getattr(QuantRecipe.from_dict({name: v}), name) for v in values))
+        if name == "activation_type" and "int8" in checked:
+            raise HwsearchError(f"{key}.activation_type {values!r} offers int8 activations (S8S8), but the latency tables time U8S8 kernels only, so the search could not "
+                                "predict their latency; leave activation_type out (uint8), or compare S8S8 measured with `hwsearch search CONFIG --baseline ort-default`.")
+        out.append((name, checked))
+    return tuple(out)
+
+
+SPACE_CHECKS = {"keep_choices": _keep_choices, "precisions": _precisions, "channel_multiple": lambda k, v: None if v is None else _int(k, v, 1), "quant": _quant_choices}
 
 
 def _objectives(value: Any) -> tuple[str, ...]:

@@ -41,6 +41,7 @@ class SpaceSpec:
     keep_choices: tuple[float, ...] = DEFAULT_KEEP_CHOICES
     precisions: tuple[str, ...] = ("fp32", "int8")
     channel_multiple: int | None = None  # None: the model family's (8 for CNNs, 64 FFN neurons for the encoder)
+    quant: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # static-int8 recipe settings searched over (hwsearch.policy.QuantRecipe)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["compress"] = {k: data["compress"][k] for k in COMPRESS_KEYS}  # a search always scores on val
+        data["space"].pop("quant")
+        if self.space.quant:  # only when searched over, so older runs' config.json stays the same experiment
+            data["space"]["quant"] = {k: list(v) for k, v in self.space.quant}
         # a built-in table is saved as builtin:NAME, so a run survives reinstalling or moving the package
         data["devices"] = {d.name: {k: (display_name(v) if k == "table" else v) for k, v in asdict(d).items() if k != "name" and v is not None} for d in self.devices}
         return json.loads(json.dumps(data))

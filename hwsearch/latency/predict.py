@@ -90,6 +90,9 @@ class Predictor:
     def _validated(self, policy: Policy) -> Policy:
         if not (self._names[0].issuperset(policy.keep) and self._names[1].issuperset(policy.precision)):
             self.space.validate(policy)  # raises, naming the unknown group or layer
+        if policy.quant.activation_type != "uint8" and any(policy.precision_for(layer) == "int8" for layer in self.space.layers):
+            raise HwsearchError(f"Policy quant.activation_type {policy.quant.activation_type!r} (S8S8) has no kernels in latency tables, which time U8S8 "
+                                "static int8; predict it with the default activation_type 'uint8', or measure S8S8 with `hwsearch search CONFIG --baseline ort-default`.")
         return policy
 
     def kernel_tuples(self, policy: Policy) -> list[tuple]:
