@@ -82,6 +82,25 @@ def test_the_sampler_offers_each_layer_only_what_it_can_take(resnet_ctx):
     assert ("fc", "int8d") in seen and not any(p == "int8d" and layer != "fc" for layer, p in seen)
 
 
+def test_uniform_int8d_is_swept_and_warm_started_when_the_space_offers_it(resnet_ctx):
+    """ORT's dynamic default is uniform int8d: the sweep and the warm starts hold it (a conv keeps its first choice)."""
+    import optuna
+
+    from hwsearch.config.records import ExperimentConfig
+    from hwsearch.search.baselines import uniform_params, uniform_points, warm_start
+
+    space = resnet_ctx.space
+    assert uniform_points((0.5, 1.0)) == [(0.5, "fp32"), (0.5, "int8"), (1.0, "fp32"), (1.0, "int8")]
+    assert uniform_points((1.0,), space.precisions) == [(1.0, "fp32"), (1.0, "int8"), (1.0, "int8d")]
+    policy = space.suggest(optuna.trial.FixedTrial(uniform_params(space, 1.0, "int8d")))
+    assert policy.precision["fc"] == "int8d" and {p for layer, p in policy.precision.items() if layer != "fc"} == {"fp32"}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    warm_start(ExperimentConfig(name="w", devices=(), warm_start=(1.0,)))(study, space)
+    enqueued = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False)]
+    assert [p["precision:fc"] for p in enqueued] == ["fp32", "int8", "int8d"]
+
+
 # ----------------------------------------------------------------------------- CNN: kernels counted
 
 

@@ -23,17 +23,24 @@ from hwsearch.search.driver import SearchStats, run_search
 
 BASELINES = ("uniform", "random", "ort-default")
 UNIFORM_PRECISIONS = ("fp32", "int8")
+OFFERED_UNIFORM = ("int8d",)  # swept (and warm-started) too when the space offers it: ORT's dynamic int8 default is uniform int8d
 
 
-def uniform_points(keep_choices: tuple[float, ...]) -> list[tuple[float, str]]:
-    """The sweep, smallest model first: (keep ratio, precision applied to every layer)."""
-    return [(ratio, prec) for ratio in sorted(keep_choices) for prec in UNIFORM_PRECISIONS]
+def uniform_precisions(offered: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return UNIFORM_PRECISIONS + tuple(p for p in OFFERED_UNIFORM if p in offered)
+
+
+def uniform_points(keep_choices: tuple[float, ...], offered: tuple[str, ...] = ()) -> list[tuple[float, str]]:
+    """The sweep, smallest model first: (keep ratio, precision applied to every layer that can take it)."""
+    return [(ratio, prec) for ratio in sorted(keep_choices) for prec in uniform_precisions(offered)]
 
 
 def uniform_params(space, ratio: float, precision: str) -> dict[str, Any]:
-    """Optuna parameters that make ``space.suggest`` return the uniform policy."""
+    """Optuna parameters that make ``space.suggest`` return the uniform policy (a layer whose type cannot
+    take ``precision``, e.g. a conv for int8d, keeps its first choice)."""
     quant = {f"quant:{key}": getattr(Policy().quant, key) if getattr(Policy().quant, key) in values else values[0] for key, values in space.quant_choices}
-    return {f"keep:{g}": ratio for g in space.group_names} | {f"precision:{layer}": precision for layer in space.layers} | quant
+    precision_of = {layer: precision if precision in space.choices(layer) else space.choices(layer)[0] for layer in space.layers}
+    return {f"keep:{g}": ratio for g in space.group_names} | {f"precision:{layer}": p for layer, p in precision_of.items()} | quant
 
 
 def _with_uniform_precisions(space):
@@ -93,11 +100,11 @@ def layerwise_policies(space, entries) -> list[tuple[str, Policy]]:
 
 
 def warm_start(cfg: ExperimentConfig) -> Callable[[Any, Any], None]:
-    """The main run's first trials: uniform policies at ``cfg.warm_start`` ratios, in fp32 and int8,
+    """The main run's first trials: uniform policies at ``cfg.warm_start`` ratios, in fp32 and int8 (and int8d when offered),
     then ``cfg.warm_start_policies`` in order, then the one-at-a-time ``cfg.warm_start_layerwise`` ones."""
     def prepare(study, space) -> None:
         if len(study.trials) == 0:  # a fresh study only: a resumed run keeps what it has
-            precs = [p for p in UNIFORM_PRECISIONS if p in space.precisions]
+            precs = [p for p in uniform_precisions(space.precisions) if p in space.precisions]
             params = [policy_params(space, Policy.from_dict(p), f"warm_start_policies[{i}]") for i, p in enumerate(cfg.warm_start_policies)]
             params += [policy_params(space, p, f"warm_start_layerwise ({label})") for label, p in layerwise_policies(space, cfg.warm_start_layerwise)]
             enqueue_uniform(study, space, [(r, p) for r in cfg.warm_start for p in precs])
@@ -122,7 +129,8 @@ def run_baseline(cfg: ExperimentConfig, kind: str, progress: bool = True) -> Sea
     if kind == "random":
         bcfg = derive(cfg, sampler="random")
         return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-random", sampler="random", progress=progress)
-    bcfg = derive(cfg, sampler="random", n_trials=len(uniform_points(cfg.space.keep_choices)))
+    points = uniform_points(cfg.space.keep_choices, cfg.space.precisions)
+    bcfg = derive(cfg, sampler="random", n_trials=len(points))
     return run_search(bcfg, baseline_dir(cfg, kind), study_name=f"{cfg.name}-uniform", sampler="random",
-                      space_override=_with_uniform_precisions, prepare=lambda study, space: enqueue_uniform(study, space, uniform_points(bcfg.space.keep_choices)),
+                      space_override=_with_uniform_precisions, prepare=lambda study, space: enqueue_uniform(study, space, points),
                       on_failed=_requeue, progress=progress)
