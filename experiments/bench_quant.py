@@ -39,14 +39,11 @@ def search(work: Path, trials: int) -> tuple[Path, list[str]]:
 def build_files(ctx, run: Path, out: Path) -> tuple[dict[str, Path], dict[str, dict]]:
     from hwsearch.compress import realise
     from hwsearch.policy import Policy
-    from hwsearch.runtime.quantize import ort_recipe
+    from hwsearch.search.ort_default import build_models
 
-    out.mkdir(parents=True, exist_ok=True)
-    dense = ctx.family.export(ctx.baseline.model, ctx.task, out / "dense.onnx")
-    files, info = {"dense": dense}, {"dense": {"kind": "dense", "call": "torch.onnx.export (fp32)"}}
-    for name in RECIPES:
-        info[name] = {"kind": "ort-default", "call": ort_recipe(dense, out / f"{name}.onnx", name, None)}
-        files[name] = out / f"{name}.onnx"
+    built = build_models(ctx, out, RECIPES)  # the dense export and ORT's recipes, as --baseline ort-default builds them
+    files = {name: path for name, (_, path) in built.items()}
+    info = {name: {"kind": "dense" if name == "dense" else "ort-default", "call": call} for name, (call, _) in built.items()}
     for name, prec in (("hwsearch all-int8d", "int8d"), ("hwsearch all-int8", "int8")):
         files[name] = Path(realise(ctx, Policy(default_precision=prec), out / f"{prec}.onnx", score=False).onnx_path)
         info[name] = {"kind": "uniform", "policy": Policy(default_precision=prec).to_dict()}

@@ -15,7 +15,7 @@ which precision is the search space's business (:meth:`hwsearch.space.SearchSpac
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,11 @@ class QuantRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def checked_values(cls, key: str, values: Sequence[Any]) -> tuple[Any, ...]:
+        """``values`` of setting ``key`` as the recipe stores them, each checked, duplicates dropped (the choices of a search dimension)."""
+        return tuple(dict.fromkeys(getattr(cls.from_dict({key: v}), key) for v in values))
 
 
 @dataclass(frozen=True)

@@ -133,14 +133,15 @@ def write_results(run_dir: str | Path, records: Sequence[TrialRecord], objective
     """Write trials.csv, trials.parquet and pareto.json into ``run_dir``; return the front."""
     run_dir = Path(run_dir)
     frame = trials_frame(records)
-    _atomic(run_dir / "trials.csv", lambda p: frame.to_csv(p, index=False))
-    _atomic(run_dir / "trials.parquet", lambda p: frame.to_parquet(p, index=False))
+    atomic_write(run_dir / "trials.csv", lambda p: frame.to_csv(p, index=False))
+    atomic_write(run_dir / "trials.parquet", lambda p: frame.to_parquet(p, index=False))
     front = pareto_records(records, objective_names)
-    _atomic(run_dir / "pareto.json", lambda p: p.write_text(json.dumps([r.pareto_entry() for r in front], indent=2) + "\n"))
+    atomic_write(run_dir / "pareto.json", lambda p: p.write_text(json.dumps([r.pareto_entry() for r in front], indent=2) + "\n"))
     return front
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` beside ``path``, then rename it over ``path``: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     tmp.replace(path)

@@ -61,7 +61,7 @@ class SearchSpace:
         for key, values in choices.items():
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
                 raise HwsearchError(f"Quantization choices for {key!r} must be a non-empty list, e.g. [\"minmax\", \"percentile\"]; got {values!r}.")
-            checked.append((str(key), tuple(dict.fromkeys(getattr(QuantRecipe.from_dict({key: v}), key) for v in values))))
+            checked.append((str(key), QuantRecipe.checked_values(key, values)))
         return dataclasses.replace(self, quant_choices=tuple(checked))
 
     def can_take(self, layer: str) -> tuple[str, ...]:

@@ -121,7 +121,7 @@ def _quant_choices(key: str, value: Any) -> tuple[tuple[str, tuple[Any, ...]], .
     for name, values in data.items():
         if not isinstance(values, list) or not values:
             raise _fail(f"{key}.{name}", values, f"a non-empty list of values, e.g. {name} = [{QuantRecipe().to_dict()[name]!r}]")
-        checked = tuple(dict.fromkeys(getattr(QuantRecipe.from_dict({name: v}), name) for v in values))
+        checked = QuantRecipe.checked_values(name, values)
         if name == "activation_type" and "int8" in checked:
             raise HwsearchError(f"{key}.activation_type {values!r} offers int8 activations (S8S8), but the latency tables time U8S8 kernels only, so the search could not "
                                 "predict their latency; leave activation_type out (uint8), or compare S8S8 measured with `hwsearch search CONFIG --baseline ort-default`.")

@@ -72,8 +72,8 @@ def table_info(device: str, spec: Mapping[str, Any], adaptations: Mapping[str, A
 
     path = str(spec.get("table", ""))
     try:
-        path = display_name(resolve_table(path))  # config.json names a built-in table builtin:NAME
-        meta = read_meta(resolve_table(path))
+        folder = resolve_table(path)  # config.json names a built-in table builtin:NAME
+        path, meta = display_name(folder), read_meta(folder)
     except (OSError, HwsearchError):
         meta = {}
     measurement = meta.get("measurement") or {}

@@ -19,7 +19,6 @@ Stored in ``runs/NAME/baselines/ort-default/``: ``ort-default.json`` (every reco
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from hwsearch import context
 from hwsearch.config import ExperimentConfig
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import Policy
+from hwsearch.results import atomic_write
 
 KIND = "ort-default"
 RECIPES = {"encoder": ("ort-dynamic-per-channel", "ort-dynamic", "ort-static-s8s8"), "cnn": ("ort-static-s8s8", "ort-static-u8s8")}
@@ -132,9 +132,7 @@ def _record(ctx, name: str, call: str, path: Path, measured: dict[str, dict[str,
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n"))
 
 
 def _write_csv(path: Path, records: list[RecipeRecord]) -> None:
@@ -178,7 +176,7 @@ def run_ort_default(cfg: ExperimentConfig, progress: bool = True, rounds: int = 
         records, params = measure_defaults(cfg, run_dir, rounds, progress)
         recipes = [r for r in records if r.name != "dense"]
         bcfg = replace(cfg, n_trials=len(recipes))
-        _write_json(run_dir / "config.json", bcfg.to_dict())
+        bcfg.save(run_dir / "config.json")
         open_study(bcfg, run_dir, f"{cfg.name}-{KIND}", None)
         _write_json(run_dir / f"{KIND}.json", {"kind": KIND, "rounds": rounds, "records": [r.to_dict() for r in records]})
         _write_csv(run_dir / "trials.csv", records)

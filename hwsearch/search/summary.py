@@ -24,7 +24,7 @@ from typing import Any
 
 from hwsearch.config import read_saved_config
 from hwsearch.policy import Policy
-from hwsearch.results import load_pareto
+from hwsearch.results import atomic_write, load_pareto
 
 DENSE_FILE = "dense.json"
 ORT_DEFAULT = "ort-default"  # hwsearch.search.ort_default.KIND (its records are read, not its module imported)
@@ -81,9 +81,7 @@ def dense_reference(ctx) -> dict[str, Any]:
 
 def write_dense(run_dir: Path, ctx) -> dict[str, Any]:
     dense = dense_reference(ctx)
-    tmp = run_dir / f".{DENSE_FILE}.tmp"
-    tmp.write_text(json.dumps(dense, indent=1, sort_keys=True) + "\n")
-    tmp.replace(run_dir / DENSE_FILE)
+    atomic_write(run_dir / DENSE_FILE, lambda p: p.write_text(json.dumps(dense, indent=1, sort_keys=True) + "\n"))
     return dense
 
 
@@ -115,10 +113,15 @@ def warm_starts(run_dir: Path, study_name: str) -> set[int]:
     return warm_start_numbers(optuna.load_study(study_name=study_name, storage=storage_url(run_dir)))
 
 
+def main_run(run_dir: Path) -> Path:
+    """The main run of ``run_dir``: itself, or ``runs/NAME`` for a baseline run ``runs/NAME/baselines/KIND``."""
+    return run_dir.parent.parent if run_dir.parent.name == "baselines" else run_dir
+
+
 def compared_runs(run_dir: Path) -> dict[str, Path]:
     """The runs a summary sets beside this one: the baselines of a main run; for a baseline run
     (``runs/NAME/baselines/KIND``) the main run (``search``) and the other baselines."""
-    main = run_dir.parent.parent if run_dir.parent.name == "baselines" else run_dir
+    main = main_run(run_dir)
     found = {"search": main} if main != run_dir else {}
     base = main / "baselines"
     if base.is_dir():
@@ -133,7 +136,7 @@ def _files(run_dir: Path) -> dict[str, str]:
 
 
 def next_commands(run_dir: Path, config_path: str | None) -> tuple[str, ...]:
-    main = run_dir.parent.parent if run_dir.parent.name == "baselines" else run_dir
+    main = main_run(run_dir)
     out = [f"hwsearch export {main} --pareto", f"hwsearch dashboard {main}"]
     if config_path and not (main / "baselines").is_dir():
         out.append(f"hwsearch search {config_path} --baseline uniform")
@@ -142,7 +145,7 @@ def next_commands(run_dir: Path, config_path: str | None) -> tuple[str, ...]:
 
 def ort_defaults(run_dir: Path) -> tuple[dict[str, Any], ...]:
     """The measured ORT-default recipes stored for the run in ``run_dir`` (or by it, for that baseline run itself)."""
-    main = run_dir.parent.parent if run_dir.parent.name == "baselines" else run_dir
+    main = main_run(run_dir)
     try:
         data = json.loads((main / "baselines" / ORT_DEFAULT / f"{ORT_DEFAULT}.json").read_text())
     except (OSError, ValueError):
