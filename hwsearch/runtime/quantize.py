@@ -252,8 +252,8 @@ def apply_precisions(src: Path, dst: Path, precision: Mapping[str, str], calibra
         return [name for name, p in precision.items() if p == prec]
 
     with tempfile.TemporaryDirectory() as tmp:
-        dynamic = Path(tmp) / "int8d.onnx"
-        n_int8d = quantize_dynamic_int8(src, dynamic, named("int8d"))
+        dynamic = Path(tmp) / "int8d.onnx" if named("int8d") else src  # no int8d layer: no extra copy of the model on every trial
+        n_int8d = quantize_dynamic_int8(src, dynamic, named("int8d")) if named("int8d") else 0
         n_int8 = quantize_int8(dynamic, dst, named("int8"), calibration, per_channel, recipe)
     n_fp16 = apply_fp16(dst, named("fp16")) if named("fp16") else 0
     return {"int8": n_int8, "int8d": n_int8d, "fp16": n_fp16, "fp32": len(precision) - n_int8 - n_int8d - n_fp16}
