@@ -91,12 +91,14 @@ def build(task_name: str, model: str | None = None, *, task_options: Mapping[str
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     """``cfg`` with the defaults that depend on the task and model family filled in (the model, the
-    space's channel multiple), as a run directory's config.json records them."""
+    space's channel multiple, the fine-tune learning rate), as a run directory's config.json records them."""
     if not cfg.model:
         cfg = dataclasses.replace(cfg, model=get_task(cfg.task, **dict(cfg.task_options)).default_model)
+    family = family_for(cfg.model)
     if cfg.space.channel_multiple is None:
-        multiple = family_for(cfg.model).default_channel_multiple
-        cfg = dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, channel_multiple=multiple))
+        cfg = dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, channel_multiple=family.default_channel_multiple))
+    if cfg.compress.finetune_lr is None:
+        cfg = dataclasses.replace(cfg, compress=dataclasses.replace(cfg.compress, finetune_lr=family.default_finetune_lr))
     return cfg
 
 

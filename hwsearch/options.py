@@ -38,7 +38,7 @@ class CompressOptions:
 
     importance: str = "l1"
     finetune_steps: int = 20
-    finetune_lr: float = 0.01
+    finetune_lr: float | None = None  # None: the model family's default (CNN SGD 0.01, encoder AdamW 5e-5)
     distill: bool = True  # fine-tune toward the baseline's predictions as well as the labels
     bn_recalib_batches: int = 4
     calib_samples: int = 128  # training samples used to calibrate int8 activations

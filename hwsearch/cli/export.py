@@ -1,4 +1,4 @@
-"""``hwsearch export RUN --pareto|--trial N`` and ``hwsearch dashboard RUN [--serve]``: parsing and wiring only."""
+"""``hwsearch export RUN [--pareto|--trial N|--targets 2x,3x] [--recover-steps N]`` and ``hwsearch dashboard RUN [--serve]``: parsing and wiring only."""
 
 from __future__ import annotations
 
@@ -31,13 +31,35 @@ def format_manifest(m: Any, run_dir: Path) -> list[str]:
     return lines
 
 
+def recovery_arg(args: argparse.Namespace):
+    """The recovery settings of ``--recover-steps`` / ``--recover-lr`` / ``--recover-batch`` (None: ship the search's weights)."""
+    from hwsearch.compress.recover import RecoverySettings
+
+    if args.recover_steps is None:
+        given = [flag for flag, v in (("--recover-lr", args.recover_lr), ("--recover-batch", args.recover_batch)) if v is not None]
+        if given:
+            raise HwsearchError(f"{given[0]} needs --recover-steps N (how many distillation steps each chosen winner gets), e.g. --recover-steps 1000.")
+        return None
+    return RecoverySettings(args.recover_steps, args.recover_lr, args.recover_batch)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from hwsearch.export import export_run, format_index, load_index
+    from hwsearch.export.targets import parse_targets
 
     if not args.tolerance >= 0:
         raise HwsearchError(f"--tolerance {args.tolerance} is not allowed; give a score difference >= 0, e.g. 0.01 (one point of accuracy).")
+    if args.rounds < 1:
+        raise HwsearchError(f"--rounds {args.rounds} is not allowed; give 1 or more interleaved measuring rounds, e.g. 3.")
+    targets = parse_targets(args.targets) if args.targets is not None else None
+    if args.device is not None and targets is None:
+        raise HwsearchError(f"--device {args.device} names the device speedup targets are measured on; give --targets too, e.g. --targets 2x,3x --device {args.device}.")
+    if targets and args.trial:
+        raise HwsearchError("--targets picks from the whole Pareto front, so it does not take --trial; export a trial with --trial N alone.")
+    recovery = recovery_arg(args)
     run_dir = Path(args.run_dir)
-    manifests = export_run(run_dir, trials=args.trial or None, pareto=args.pareto or not args.trial, study_name=args.study_name, tolerance=args.tolerance)
+    manifests = export_run(run_dir, trials=args.trial or None, pareto=args.pareto or not args.trial, study_name=args.study_name, tolerance=args.tolerance,
+                           targets=targets, device=args.device, recovery=recovery, rounds=args.rounds, progress=True)
     index = load_index(run_dir)
     if args.json:
         print(json.dumps(index, indent=2))
@@ -96,6 +118,14 @@ def register(subparsers) -> None:
     p.add_argument("--study-name", default=None, help="Optuna study name for --trial (default: the run's name)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="D",
                    help=f"recommend the fastest winner whose validation score is within D of the best (default {TOLERANCE}; a device with budget_ms: the best within budget)")
+    p.add_argument("--targets", default=None, metavar="2x,3x,4x",
+                   help="per speedup target, export the most accurate front point measured at least that much faster than dense fp32 on this machine")
+    p.add_argument("--device", default=None, metavar="NAME", help="the device --targets are measured on (default: the run's first device)")
+    p.add_argument("--recover-steps", type=int, default=None, metavar="N",
+                   help="distil each chosen winner (the targets' picks, else every exported winner) from the dense teacher for N steps before it ships")
+    p.add_argument("--recover-lr", type=float, default=None, metavar="LR", help="peak learning rate of the recovery (default: the model family's, CNN 0.01 SGD, encoder 3e-4 AdamW)")
+    p.add_argument("--recover-batch", type=int, default=None, metavar="B", help="recovery batch size (default: the model family's, CNN 64, encoder 32)")
+    p.add_argument("--rounds", type=int, default=3, metavar="R", help="interleaved measuring rounds over every exported file and the dense model (default 3; each keeps its fastest)")
     p.add_argument("--json", action="store_true", help="print export/index.json (the machine-readable record) instead of the tables")
     p.set_defaults(func=cmd_export)
 

@@ -64,7 +64,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         "params": result.params, "macs": result.macs, "size_bytes": result.size_bytes,
         "quantized_kernels": count_quantized_kernels(result.onnx_path), "layers_by_precision": result.precision_counts,
         "baseline_accuracy": reference, "baseline_test_accuracy": b.test_accuracy, "seconds": result.seconds,
-        "recovery": {"finetune_steps": opts.finetune_steps, "finetune_lr": opts.finetune_lr, "distill": opts.distill, "bn_recalib_batches": opts.bn_recalib_batches},
+        "recovery": {"finetune_steps": opts.finetune_steps, "finetune_lr": ctx.family.finetune_lr(opts), "distill": opts.distill, "bn_recalib_batches": opts.bn_recalib_batches},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

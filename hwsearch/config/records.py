@@ -96,7 +96,8 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["compress"] = {k: data["compress"][k] for k in COMPRESS_KEYS}  # a search always scores on val
+        # a search always scores on val; an unset learning rate (the family's default, filled in by context.resolve) is left out
+        data["compress"] = {k: data["compress"][k] for k in COMPRESS_KEYS if data["compress"][k] is not None}
         data["space"].pop("quant")
         if self.space.quant:  # only when searched over, so older runs' config.json stays the same experiment
             data["space"]["quant"] = {k: list(v) for k, v in self.space.quant}

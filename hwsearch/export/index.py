@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import HwsearchError
+from hwsearch.export import targets
 from hwsearch.export.manifest import Manifest, score_key
 
 INDEX_VERSION = 1
@@ -36,7 +37,15 @@ def _entry(m: Manifest) -> dict[str, Any]:
     return {"trial": m.trial, "ok": m.ok, "model": f"{folder}/{m.model['file']}", "manifest": f"{folder}/manifest.json",
             score_key("test", m.metric): m.test_score, score_key("val", m.metric): m.validation_score,
             "params": m.model["params"], "size_bytes": m.model["size_bytes"], "precision_counts": m.model["precision_counts"],
-            "latency": latency, "flags": list(m.flags), "warning_count": len(m.warnings)}
+            "latency": latency, "flags": list(m.flags), "warning_count": len(m.warnings), "recovery": _recovery(m)}
+
+
+def _recovery(m: Manifest) -> dict[str, Any] | None:
+    """The recovery's outcome in brief (None: shipped with the search's weights)."""
+    r = m.recovery
+    if not r:
+        return None
+    return {"kept": r.get("kept"), "steps": r.get("steps"), "before": r.get("before"), "after": r.get("after")}
 
 
 def read_manifests(export_dir: Path) -> tuple[list[Manifest], list[dict[str, str]]]:
@@ -122,7 +131,17 @@ def build_index(run_dir: str | Path, tolerance: float = TOLERANCE) -> dict[str, 
                      "without_budget": "the fastest winner whose validation score is within tolerance of the best"},
             "recommended": {d: recommend(entries, d, b, tolerance, val_key) for d, b in devices.items()},
             "ranking": {d: _ranking(entries, d, val_key) for d in devices},
-            "dense": _dense(export_dir, metric), "winners": entries, "skipped": skipped}
+            "dense": _dense(export_dir, metric), "targets": _targets(export_dir, entries), "winners": entries, "skipped": skipped}
+
+
+def _targets(export_dir: Path, entries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The speedup targets' picks (``export/targets.json``) with each pick's speedup in the final measurement."""
+    record = targets.load(export_dir)
+    if not record:
+        return None
+    device = record.get("device")
+    final = {e["trial"]: e["latency"].get(device, {}).get("speedup_vs_dense") for e in entries}
+    return targets.summary(record, final)
 
 
 def winner_notes(index: Mapping[str, Any]) -> dict[int, str]:
@@ -189,5 +208,22 @@ def format_index(index: Mapping[str, Any]) -> list[str]:
             speed = "-" if lat.get("speedup_vs_dense") is None else f"{lat['speedup_vs_dense']:.2f}x"
             lines.append(f"  {mark:1} {trial:>5} {_cell(e.get(tk), '.4f'):>14} {_cell(e.get(vk), '.4f'):>20} {_cell(lat.get('measured_ms'), '.4f'):>11} "
                          f"{_cell(lat.get('predicted_ms'), '.4f'):>12} {speed:>7} {e['params']:>8} {e['size_bytes']:>10}  {'ok' if e['ok'] else 'FAILED':6}  {e['model']}")
+    lines += _target_lines(index.get("targets"), by_trial, vk)
     lines += [f"left out {s['manifest']}: {s['reason']}" for s in index.get("skipped") or []]
+    return lines
+
+
+def _target_lines(section: Mapping[str, Any] | None, by_trial: Mapping[int, Mapping[str, Any]], vk: str) -> list[str]:
+    if not section:
+        return []
+    lines = [f"speedup targets on {section['device']} (measured vs dense fp32; picked before recovery, final = this export's measurement):"]
+    for p in section["picks"]:
+        if p.get("trial") is None:
+            lines.append(f"  {p['target']:>6}: no pick: {p['reason']}")
+            continue
+        e = by_trial.get(p["trial"], {})
+        rec = e.get("recovery") or {}
+        final = "-" if p.get("final_speedup") is None else f"{p['final_speedup']:.2f}x"
+        recovered = f", {rec['kept']} after {rec['steps']} recovery steps" if rec else ""
+        lines.append(f"  {p['target']:>6}: trial {p['trial']} picked at {p['speedup']:.2f}x (final {final}), {vk} {_cell(e.get(vk), '.4f')}{recovered} -> {p['model']}")
     return lines

@@ -5,7 +5,9 @@ I/O contract: input/output names, dtypes, shapes with a symbolic batch, preproce
 ``scores`` (test and validation named after the task's metric, beside the dense model's),
 ``latency`` (per device: predicted and measured, with statistic, machine and speedup vs dense),
 ``runtime`` (ONNX Runtime session options in ORT's own names), ``policy``, ``checks``
-(onnx.checker, parity) and ``provenance`` (versions, run, trial, relative config and table paths).
+(onnx.checker, parity) and ``provenance`` (versions, run, trial, relative config and table paths);
+``recovery`` (``hwsearch export --recover-steps``: the distillation and the scores before and
+after it) is null for a winner shipped with the search's weights.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hwsearch.errors import HwsearchError
 SCHEMA_VERSION = 2
 SPLIT_NAMES = {"val": "validation", "test": "test"}  # a split's name in score keys: validation_accuracy, test_accuracy
 GROUPS = ("model", "scores", "latency", "runtime", "policy", "checks", "provenance")
+OPTIONAL = frozenset({"recovery"})  # absent from manifests written before recovery existed
 REEXPORT = "export the winner again with `hwsearch export`"
 
 
@@ -58,6 +61,7 @@ class Manifest:
     checks: dict[str, Any]
     provenance: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
+    recovery: dict[str, Any] | None = None  # hwsearch export --recover-steps: before/after scores, steps, time, teacher (None: not recovered)
 
     # --- the figures readers use most -----------------------------------------------------------
     @property
@@ -87,7 +91,7 @@ class Manifest:
     # --- file I/O -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         head = {"schema_version": self.schema_version, "run": self.run, "trial": self.trial, "ok": self.ok, "flags": self.flags, "warnings": self.warnings}
-        return head | {g: getattr(self, g) for g in GROUPS}
+        return head | {g: getattr(self, g) for g in GROUPS} | {"recovery": self.recovery}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -104,7 +108,7 @@ class Manifest:
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
             found = data.get("schema_version", "none") if isinstance(data, dict) else "none"
             raise HwsearchError(f"Manifest {str(path)!r} has schema version {found}, this hwsearch reads {SCHEMA_VERSION}; {REEXPORT}.")
-        missing = sorted(set(cls.__dataclass_fields__) - set(data))
+        missing = sorted(set(cls.__dataclass_fields__) - set(data) - OPTIONAL)
         if missing:
             raise HwsearchError(f"Manifest {str(path)!r} lacks {', '.join(missing)}; {REEXPORT}.")
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})

@@ -13,7 +13,7 @@ reasons in ``flags``.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,17 +135,73 @@ def accuracy_warnings(accuracy: float | None, search_accuracy: float | None) -> 
     return [f"the exported file scores {accuracy:.4f}, the search recorded {search_accuracy:.4f} for this policy (rebuild not bit-identical; the manifest's figure is the exported file's)"]
 
 
-def _measure(ctx: RunContext, path: Path, runs: bool) -> tuple[dict, dict, list[str], dict[str, Any], dict[str, Any]]:
-    """Re-measured latency per device (None where the file does not run), with the conditions while measuring and where each device was timed."""
+@dataclass(frozen=True)
+class Measured:
+    """One file's re-measured latency per device (None where not measured), and the conditions of the measuring pass."""
+
+    value: dict[str, float | None]
+    p90: dict[str, float | None]
+    notes: list[str]
+    conditions: dict[str, Any]
+    measured_on: dict[str, Any]
+
+
+def interleaved(devices: Sequence[Device], paths: Mapping[Hashable, Path], feed: dict[str, np.ndarray] | None, rounds: int = 1,
+                ray_address: str = "") -> tuple[dict, dict, dict, dict[str, Any]]:
+    """Every file on every device, in ``rounds`` rounds with the files interleaved within a round; each file keeps the
+    round with its fastest statistic (and that round's p90), so drift over the pass touches every file alike.
+    A device with ``ray_resources`` is timed once per file on its Ray node. Returns (value, p90, notes) per file, in ms,
+    and where each device was measured."""
+    value: dict = {k: {} for k in paths}
+    p90: dict = {k: {} for k in paths}
+    notes: dict = {k: [] for k in paths}
+    where: dict[str, Any] = {}
+    for dev in devices:
+        if dev.ray_resources:
+            for k, path in paths.items():
+                v, p, n = measure_devices([dev], path, feed, ray_address, where)
+                value[k] |= v
+                p90[k] |= p
+                notes[k] += n
+            continue
+        where[dev.name] = {"routed": False, "host": socket.gethostname()}
+        settings, timing = dev.settings(), dev.measure_settings()
+        if settings.provider not in available_providers():
+            for k in paths:
+                value[k][dev.name] = p90[k][dev.name] = None
+                notes[k].append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
+            continue
+        best: dict = {}
+        for _ in range(max(1, rounds)):
+            for k, path in paths.items():
+                t = time_model(path, settings, timing, feed)
+                ms = t.value(timing.statistic) / 1e3
+                if k not in best or ms < best[k][0]:
+                    best[k] = (ms, t.p90_us / 1e3)
+        for k in paths:
+            value[k][dev.name], p90[k][dev.name] = best[k]
+    return value, p90, notes, where
+
+
+def measure_files(ctx: RunContext, paths: Mapping[Hashable, Path | None], rounds: int = 1) -> dict[Hashable, Measured]:
+    """Re-measure files on every device of the run in one interleaved pass (``rounds`` rounds); a None path (a file that
+    does not run in ONNX Runtime) is not measured and says so."""
     load_before, cpu_before = loadavg(), cpu_times()
-    measured_on: dict[str, Any] = {}
-    if runs:
-        value, p90, notes = measure_devices(ctx.devices, path, ctx.ctx.task.latency_feed(), ctx.config.ray_address, measured_on)
-    else:
-        value, p90, notes = {d.name: None for d in ctx.devices}, {d.name: None for d in ctx.devices}, ["latency not measured: the file does not run in ONNX Runtime"]
-    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(), "measured_on": measured_on,
-                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied, where each device was re-measured (here, or its Ray node)"}
-    return value, p90, notes, conditions, measured_on
+    runnable = {k: p for k, p in paths.items() if p is not None}
+    value, p90, notes, where = interleaved(ctx.devices, runnable, ctx.ctx.task.latency_feed(), rounds, ctx.config.ray_address)
+    conditions = {"load_average": {"before": load_before, "after": loadavg()}, "cpu_steal": steal_since(cpu_before), "adaptation": ctx.adaptations(),
+                  "measured_on": where, "rounds": max(1, rounds), "files_in_pass": len(runnable),
+                  "what": "while re-measuring: 1-minute load average, share of CPU time the hypervisor gave to other guests, the table adaptation each prediction applied, "
+                          "where each device was re-measured (here, or its Ray node), and the pass: every file of this export timed in `rounds` interleaved rounds, "
+                          "each keeping its fastest round"}
+    out = {}
+    for k in paths:
+        if k in runnable:
+            out[k] = Measured(value[k], p90[k], notes[k], conditions, where)
+        else:
+            none = {d.name: None for d in ctx.devices}
+            out[k] = Measured(none, dict(none), ["latency not measured: the file does not run in ONNX Runtime"], conditions, where)
+    return out
 
 
 def split_scores(ctx: RunContext, path: Path, eval_score: float | None = None) -> dict[str, float | None]:
@@ -154,29 +210,65 @@ def split_scores(ctx: RunContext, path: Path, eval_score: float | None = None) -
     return {split: eval_score if split == eval_split and eval_score is not None else _score(ctx.ctx, path, split) for split in ("val", "test")}
 
 
-def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float, dense: DenseReference | None = None) -> Manifest:
-    """Check and measure an exported file against ``model``, and return its manifest (not yet saved); ``dense``: the dense
-    reference of the same export, for the dense scores and speedups."""
+@dataclass(frozen=True)
+class Checked:
+    """An exported file checked against the torch model it came from and scored (before its latency is measured)."""
+
+    winner: Winner
+    result: Any  # hwsearch.compress.realise.Candidate
+    checker_error: str | None
+    parity: Parity
+    scores: dict[str, float | None]  # split ("val", "test") -> the task's score of the file
+    quantized_kernels: int | None
+    started: float
+
+    @property
+    def path(self) -> Path:
+        return Path(self.result.onnx_path)
+
+    @property
+    def runs(self) -> bool:
+        """Whether the file loads and runs in ONNX Runtime."""
+        return self.parity.value is not None
+
+
+def check_winner(ctx: RunContext, winner: Winner, model, result, started: float) -> Checked:
+    """onnx.checker, parity against ``model`` and the validation and test scores of an exported file."""
     path = Path(result.onnx_path)
     checker_error = check_model(path)
     quantized = sum(result.precision_counts.get(p, 0) for p in ("int8", "int8d", "fp16")) > 0
     parity = check_parity(ctx.ctx, path, model, quantized)
-    flags = _flags(checker_error, parity)
-    runs = parity.value is not None  # the file loads and runs in ORT
-    measured, p90, notes, conditions, measured_on = _measure(ctx, path, runs)
+    runs = parity.value is not None
+    scores = split_scores(ctx, path, result.accuracy) if runs else {"val": None, "test": None}  # realise scored options.eval_split
+    return Checked(winner, result, checker_error, parity, scores, _quantized_kernels(path) if runs else None, started)
+
+
+def describe_winner(ctx: RunContext, checked: Checked, measured: Measured, dense: DenseReference | None = None,
+                    recovery: dict[str, Any] | None = None) -> Manifest:
+    """The manifest (not yet saved) of a checked, measured file; ``dense``: the dense reference measured in the same pass."""
+    winner, result, path = checked.winner, checked.result, checked.path
+    flags = _flags(checked.checker_error, checked.parity)
     predicted, pred_notes = ctx.predict(winner)
-    accuracy = result.accuracy if runs else None  # realise scored the file on options.eval_split
-    scores = split_scores(ctx, path, accuracy) if runs else {"val": None, "test": None}
-    warnings = notes + pred_notes + latency_warnings(predicted, measured, ctx.validation_rmspe()) + accuracy_warnings(accuracy, winner.search_accuracy)
+    accuracy = checked.scores.get(ctx.ctx.options.eval_split) if checked.runs else None
+    search_check = accuracy_warnings(accuracy, winner.search_accuracy) if not (recovery and recovery.get("kept") == "recovered") else []
+    warnings = measured.notes + pred_notes + latency_warnings(predicted, measured.value, ctx.validation_rmspe()) + search_check
     return Manifest(
         run=ctx.name, trial=winner.trial, ok=not flags, flags=flags, warnings=warnings,
-        model=model_group(ctx, path, result, _quantized_kernels(path) if runs else None),
-        scores=scores_group(ctx, scores, winner.search_accuracy, dense),
-        latency=latency_group(ctx, predicted, measured, p90, measured_on, dense),
+        model=model_group(ctx, path, result, checked.quantized_kernels),
+        scores=scores_group(ctx, checked.scores, winner.search_accuracy, dense),
+        latency=latency_group(ctx, predicted, measured.value, measured.p90, measured.measured_on, dense),
         runtime=runtime_group(ctx), policy=Policy.from_dict(winner.policy).to_dict(),
-        checks={"onnx_checker": {"ok": checker_error is None, "error": checker_error}, "parity": dict(parity.__dict__)},
-        provenance=provenance_group(ctx, winner.trial, versions(), conditions, started),
+        checks={"onnx_checker": {"ok": checked.checker_error is None, "error": checked.checker_error}, "parity": dict(checked.parity.__dict__)},
+        provenance=provenance_group(ctx, winner.trial, versions(), measured.conditions, checked.started),
+        recovery=recovery,
     )
+
+
+def verify_winner(ctx: RunContext, winner: Winner, model, result, started: float, dense: DenseReference | None = None) -> Manifest:
+    """Check, measure (alone, one round) and describe one exported file."""
+    checked = check_winner(ctx, winner, model, result, started)
+    measured = measure_files(ctx, {"file": checked.path if checked.runs else None})["file"]
+    return describe_winner(ctx, checked, measured, dense)
 
 
 def _quantized_kernels(path: Path) -> int | None:

@@ -26,6 +26,7 @@ from hwsearch.runtime.timing import MeasureSettings
 from hwsearch.tables.adaptation import validation_path
 from hwsearch.tables.table import file_sha256, model_statistic
 
+REBUILD_THREADS = 1  # torch threads of the search's workers (hwsearch.search.evaluate.Evaluator)
 PREDICTION_TOLERANCE = 0.01  # a fresh table prediction this far from the search's stored one is reported
 
 
@@ -157,6 +158,18 @@ class RunContext:
                 notes.append(f"device {dev.name!r}: table now predicts {value:.4f} ms, the search recorded {stored:.4f} ms (table changed since the search?)")
             out[dev.name] = None if value is None else float(value)
         return out, notes
+
+
+def single_threaded(fn, *args, **kwargs):
+    """``fn`` with torch on the search workers' thread count, so a fine-tune repeats the search's arithmetic."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(REBUILD_THREADS)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def load_run(run_dir: str | Path, study_name: str | None = None) -> RunContext:

@@ -58,6 +58,19 @@ class Lowering(Protocol):
 KernelTimer = Callable[[Any, Any, Any], Any]  # (Kernel, SessionSettings, MeasureSettings) -> Timing
 
 
+class Distillation(Protocol):
+    """One recovery's data and loss (:meth:`ModelFamily.distillation`): what a student learns from the dense teacher.
+
+    ``batch(step)`` depends only on the recovery's seed and ``step``, so a recovery resumed from a
+    checkpoint sees the batches it would have seen; ``loss`` is the scalar the optimizer minimises."""
+
+    loss_name: str  # how the loss reads in a manifest, e.g. "1 - cosine(student, teacher embedding)"
+
+    def batch(self, step: int) -> Any: ...  # noqa: E704 - protocol stubs
+
+    def loss(self, student: nn.Module, batch: Any) -> Any: ...  # noqa: E704 - a 0-d torch tensor
+
+
 class ModelFamily(ABC):
     """One kind of model (see the module docstring). Subclasses set ``name`` and the defaults."""
 
@@ -65,6 +78,9 @@ class ModelFamily(ABC):
     default_channel_multiple: int = 8
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # what its layers can run in
     default_precisions: tuple[str, ...] = ("fp32", "int8")  # what a search space offers unless told
+    default_finetune_lr: float = 0.01  # the search's short recovery (CompressOptions.finetune_lr None)
+    recovery_lr: float = 0.01  # an exported winner's recovery (hwsearch export --recover-steps): peak learning rate
+    recovery_batch: int = 64  # and batch size
 
     @abstractmethod
     def models(self) -> tuple[str, ...]:
@@ -91,6 +107,24 @@ class ModelFamily(ABC):
     @abstractmethod
     def recover(self, model: nn.Module, teacher: nn.Module, task: Any, options: CompressOptions) -> nn.Module:
         """Recovery after pruning (in place): BN recalibration, distilled fine-tune."""
+
+    def finetune_lr(self, options: CompressOptions) -> float:
+        """The search's fine-tune learning rate: the config's ``compress.finetune_lr``, else this family's default."""
+        return self.default_finetune_lr if options.finetune_lr is None else float(options.finetune_lr)
+
+    def distillation(self, teacher: nn.Module, task: Any, batch_size: int, seed: int) -> Distillation:
+        """The data and loss a pruned model is distilled from ``teacher`` with (``hwsearch export --recover-steps``)."""
+        raise HwsearchError(f"The {self.name} model family cannot recover exported winners: it has no distillation; implement ModelFamily.distillation, optimizer and finish_recovery.")
+
+    def optimizer(self, params: Any, lr: float) -> Any:
+        """The optimizer of a winner's recovery (AdamW unless a family says otherwise)."""
+        import torch
+
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+    def finish_recovery(self, model: nn.Module, task: Any, options: CompressOptions) -> nn.Module:
+        """After a winner's distillation (in place): e.g. BatchNorm statistics re-estimated on the final weights."""
+        return model.eval()
 
     @abstractmethod
     def precision_nodes(self, policy: Policy, space: SearchSpace) -> dict[str, str]:

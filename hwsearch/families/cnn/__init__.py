@@ -90,8 +90,21 @@ class CNNFamily(ModelFamily):
 
         # fine-tuning runs BatchNorm on batch statistics; the running statistics the exported model keeps are
         # re-estimated afterwards, on the final weights
-        finetune(model, task, options.finetune_steps, options.finetune_lr, teacher=teacher if options.distill else None)
+        finetune(model, task, options.finetune_steps, self.finetune_lr(options), teacher=teacher if options.distill else None)
         return recalibrate_bn(model, task, options.bn_recalib_batches)
+
+    def distillation(self, teacher: nn.Module, task: Any, batch_size: int, seed: int):
+        from hwsearch.families.cnn.recover import LogitDistillation
+
+        return LogitDistillation(teacher, task, batch_size, seed)
+
+    def optimizer(self, params: Any, lr: float) -> Any:
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+    def finish_recovery(self, model: nn.Module, task: Any, options: CompressOptions) -> nn.Module:
+        from hwsearch.families.cnn.recover import RECOVERY_BN_BATCHES, recalibrate_bn
+
+        return recalibrate_bn(model, task, max(options.bn_recalib_batches, RECOVERY_BN_BATCHES))
 
     def precision_nodes(self, policy: Policy, space: SearchSpace) -> dict[str, str]:
         return {layer: policy.precision_for(layer) for layer in space.layers}

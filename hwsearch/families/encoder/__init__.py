@@ -30,6 +30,9 @@ class EncoderFamily(ModelFamily):
     default_channel_multiple = 64
     precisions = ("fp32", "int8", "int8d")  # ORT's CPU provider has no fp16 MatMul
     default_precisions = ("fp32", "int8")
+    default_finetune_lr = 5e-5  # AdamW on a pretrained transformer; 0.01 (the CNNs' SGD rate) collapses every embedding to one vector
+    recovery_lr = 3e-4
+    recovery_batch = 32
 
     def models(self) -> tuple[str, ...]:
         return MODEL_NAMES
@@ -67,7 +70,12 @@ class EncoderFamily(ModelFamily):
     def recover(self, model: nn.Module, teacher: nn.Module, task: Any, options: CompressOptions) -> nn.Module:
         from hwsearch.families.encoder.prune import distill
 
-        return distill(model, teacher, task, options.finetune_steps, options.finetune_lr)
+        return distill(model, teacher, task, options.finetune_steps, self.finetune_lr(options))
+
+    def distillation(self, teacher: nn.Module, task: Any, batch_size: int, seed: int):
+        from hwsearch.families.encoder.recover import EmbeddingDistillation
+
+        return EmbeddingDistillation(teacher, task, batch_size, seed)
 
     def precision_nodes(self, policy: Policy, space: SearchSpace) -> dict[str, str]:
         from hwsearch.families.encoder.prune import check_policy, layer_nodes
