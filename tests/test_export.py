@@ -29,7 +29,7 @@ BUDGETS = {"cpu-1t": 0.5}
 PRUNED_FP32 = {"keep": {"features.0": 0.5, "features.4": 0.5}}
 PARTLY_INT8 = {"precision": {"features.4": "int8", "features.8": "int8"}}
 UNPRUNED = {"default_keep": 1.0}
-TOP = ["schema_version", "run", "trial", "ok", "flags", "warnings", *GROUPS]  # manifest.json's keys, in file order
+TOP = ["schema_version", "run", "trial", "ok", "flags", "warnings", *GROUPS, "recovery"]  # manifest.json's keys, in file order
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def distil(family: Any, task: Any, student: nn.Module, teacher: nn.Module, setti
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if checkpoint is not None and time.perf_counter() - saved >= settings.checkpoint_s and step + 1 < settings.steps:
             _save(checkpoint, snapshot(step + 1))
             saved = time.perf_counter()
