@@ -179,3 +179,19 @@ def test_cli_flags_are_checked_before_any_work(run_dir, capsys):
                          (["--targets", "2x", "--device", "gpu"], "Device 'gpu' is not one of the run's devices"), (["--rounds", "0"], "--rounds 0")):
         assert main(["export", str(run_dir), *argv]) == 2, argv
         assert needle in capsys.readouterr().err, argv
+
+
+def test_the_dashboard_shows_recovered_points_beside_the_front(run_dir):
+    from hwsearch.dashboard import write_dashboard
+    from hwsearch.dashboard.data import load_dashboard_data
+
+    export_run(run_dir, trials=[1], pareto=False, recovery=RecoverySettings(30, batch_size=32), rounds=1)  # reused when already recovered
+    m = json.loads((run_dir / "export" / "1" / "manifest.json").read_text())
+    data = load_dashboard_data(run_dir)
+    (point,) = [r for r in data.recovered if r.trial == 1]
+    assert point.before == m["recovery"]["before"]["validation_accuracy"] and point.after == m["recovery"]["after"]["validation_accuracy"]
+    assert point.kept == "recovered" and point.steps == 30 and point.predicted_ms["cpu-1t"] == m["latency"]["cpu-1t"]["predicted_ms"]
+    (row,) = [w for w in data.winner_rows if w.trial == 1]
+    assert row.recovery.startswith("recovered, 30 steps: validation ") and "→" in row.recovery
+    page = write_dashboard(run_dir).read_text()
+    assert "recovered export (after)" in page and "recovered, 30 steps" in page

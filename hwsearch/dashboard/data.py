@@ -121,6 +121,29 @@ class DashboardData:
     metric: str = "accuracy"
     dense_row: WinnerRow | None = None
     ort_defaults: tuple[Mapping[str, Any], ...] = ()  # ``--baseline ort-default``: ONNX Runtime's one-line recipes, measured
+    recovered: tuple[RecoveredPoint, ...] = ()  # exported winners recovered by ``hwsearch export --recover-steps``
+
+
+@dataclass(frozen=True)
+class RecoveredPoint:
+    """An exported winner before and after its recovery, at its predicted latency per device (validation scores, as the fronts)."""
+
+    trial: int
+    predicted_ms: Mapping[str, float | None]
+    before: float | None
+    after: float | None
+    kept: str
+    steps: int | None
+
+
+def recovered_points(exports: Sequence[ExportView]) -> tuple[RecoveredPoint, ...]:
+    out = []
+    for e in exports:
+        r = e.recovery
+        if r:
+            key = f"validation_{e.metric}"
+            out.append(RecoveredPoint(e.trial, dict(e.predicted_ms), (r.get("before") or {}).get(key), (r.get("after") or {}).get(key), str(r.get("kept")), r.get("steps")))
+    return tuple(out)
 
 
 def device_front(trials: Sequence[TrialPoint], device: str) -> Curve:
@@ -247,7 +270,7 @@ def load_dashboard_data(run_dir: str | Path) -> DashboardData:
     cols, table = trials_table(series, devices)
     return DashboardData(str(cfg.get("name") or run_dir.name), sampler, devices, panels, export_points(exports),
                          tuple(winner_layers(e) for e in pareto), cols, table, rows, info, metric, dense_row(index, devices, dense, metric),
-                         ort_defaults(run_dir))
+                         ort_defaults(run_dir), recovered_points(exports))
 
 
 def data_record(data: DashboardData) -> dict[str, Any]:

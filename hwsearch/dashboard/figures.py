@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hwsearch.dashboard.data import Curve, DashboardData, DevicePanel, WinnerLayers
+from hwsearch.dashboard.data import Curve, DashboardData, DevicePanel, RecoveredPoint, WinnerLayers
 from hwsearch.dashboard.reference import speedup
 
 COLORS = {"search": "#1f77b4", "uniform": "#ff7f0e", "random": "#2ca02c"}
@@ -65,6 +65,28 @@ def _front_panel(go, fig, p: DevicePanel, col: int, exported: set[int]) -> None:
         fig.update_yaxes(range=list(p.score_range), row=1, col=col)
 
 
+def _recovered(go, fig, p: DevicePanel, col: int, recovered: Sequence[RecoveredPoint]) -> None:
+    """Recovered exports: a dotted line from each winner's unrecovered score up (or down) to its recovered one, at its predicted latency."""
+    pts = [r for r in recovered if r.predicted_ms.get(p.device) is not None and r.before is not None and r.after is not None]
+    if not pts:
+        return
+    first = col == 1
+    xs = [v for r in pts for v in (r.predicted_ms[p.device], r.predicted_ms[p.device], None)]
+    ys = [v for r in pts for v in (r.before, r.after, None)]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"dash": "dot", "color": "#d62728", "width": 1.5}, name="recovery (before → after)",
+                             legendgroup="rec", showlegend=False, hoverinfo="skip"), 1, col)
+    fig.add_trace(go.Scatter(x=[r.predicted_ms[p.device] for r in pts], y=[r.after for r in pts], mode="markers", name="recovered export (after)",
+                             legendgroup="rec", showlegend=first, marker={"symbol": "star-triangle-up", "size": 13, "color": "#d62728", "line": {"color": "black", "width": 1}},
+                             customdata=[[r.trial, r.steps, r.before, r.kept] for r in pts],
+                             hovertemplate="trial %{customdata[0]} recovered (%{customdata[1]} steps, %{customdata[3]})<br>%{x:.4f} ms<br>"
+                                           "score %{customdata[2]:.4f} → %{y:.4f}<extra>recovered export</extra>"), 1, col)
+    if p.score_range is not None:  # the zoomed range grows to show every recovered score
+        lo, hi = p.score_range
+        top, bottom = max(r.after for r in pts), min(r.after for r in pts)
+        pad = 0.04 * (max(hi, top) - min(lo, bottom))
+        fig.update_yaxes(range=[min(lo, bottom - pad), max(hi, top + pad)], row=1, col=col)
+
+
 def _budget(fig, p: DevicePanel, col: int) -> None:
     """The budget line; a budget far right of every trial is named at the axis' right edge instead of stretching the axis."""
     if p.budget_ms is None:
@@ -80,9 +102,10 @@ def _budget(fig, p: DevicePanel, col: int) -> None:
                        text=f"budget {p.budget_ms:g} ms →", font={"color": "crimson"})
 
 
-def fronts_figure(panels: Sequence[DevicePanel], exported: set[int], metric: str = "accuracy"):
+def fronts_figure(panels: Sequence[DevicePanel], exported: set[int], metric: str = "accuracy", recovered: Sequence[RecoveredPoint] = ()):
     """Score vs latency, one subplot per device: fronts of every series (the search's labelled with
-    its speedup vs dense fp32), trials, warm starts, the dense point, the budget line, the zoomed range."""
+    its speedup vs dense fp32), trials, warm starts, the dense point, the budget line, the zoomed range, and
+    each recovered export's score before and after recovery."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -90,6 +113,7 @@ def fronts_figure(panels: Sequence[DevicePanel], exported: set[int], metric: str
     fig = make_subplots(rows=1, cols=max(1, len(panels)), subplot_titles=titles)
     for col, p in enumerate(panels, start=1):
         _front_panel(go, fig, p, col, exported)
+        _recovered(go, fig, p, col, recovered)
         fig.update_xaxes(title_text=f"predicted latency on {p.device} (ms); labels: speedup vs dense fp32", row=1, col=col)
         fig.update_yaxes(title_text=f"{metric} (validation)" if col == 1 else None, row=1, col=col)
     fig.update_layout(height=520, margin={"t": 50}, legend={"orientation": "h", "y": -0.22})

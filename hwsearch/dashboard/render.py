@@ -73,11 +73,13 @@ def _section(title: str, note: str, body: str) -> str:
 FRONTS_NOTE = ("Each subplot is one device. Lines: the Pareto front of the search and of each baseline (feasible trials only); the search's front points "
                "are labelled with their speedup over the dense fp32 model (black square) on the same device's predictions. Dots: the search's trials "
                "within budget; grey crosses: over budget; purple diamonds: warm starts (enqueued first, not sampled). Dashed red: the latency budget. "
-               "Stars: exported winners. ")
+               "Stars: exported winners; red triangles: exported winners after recovery (<code>hwsearch export --recover-steps</code>), "
+               "joined by a dotted line to their score before it. ")
 WINNERS_NOTE = ("The Pareto winners (and any other exported trial). Test scores, measured latency and files come from the export "
                 "(<code>hwsearch export RUN --pareto</code>); rows in grey are not exported yet and show predictions only. Speedups are against the "
                 "dense fp32 model (first row): measured over measured when the export measured both, else predicted over predicted. ★DEVICE: the pick "
-                "export/index.json recommends for that device. Paths are relative to the run directory.")
+                "export/index.json recommends for that device. Recovery: how export's distillation changed the shipped file's scores "
+                "(the validation column is the search's score, before recovery). Paths are relative to the run directory.")
 HV_NOTE = ("Area dominated by each series' feasible trials so far, by trial number, as a share of the reference box: from the reference "
            f"(the lowest score on the fronts inside the plotted range, less {HV_SCORE_MARGIN:.0%} of their span, and the lower of the budget and {HV_LATENCY_MARGIN:g}× the dense fp32 "
            "latency) to the best front score at 0 ms. The reference is recomputed from all trials each time the page is written, so collapsed "
@@ -88,7 +90,7 @@ def _figures(data: DashboardData, active: int, exported: set[int]) -> dict[str, 
     import plotly.io as pio
 
     warm = data.info.warm_starts if data.info else ()
-    figs = (("fronts", fronts_figure(data.panels, exported, data.metric)), ("latency", latency_check_figure(data)),
+    figs = (("fronts", fronts_figure(data.panels, exported, data.metric, data.recovered)), ("latency", latency_check_figure(data)),
             ("winner", winner_figure(data.winners, active)), ("hypervolume", hypervolume_figure(data.panels, warm)))
     return {name: pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"plot-{name}", config=PLOT_CONFIG) for name, fig in figs}
 

@@ -43,14 +43,15 @@ def _winner_cells(w, devs: Sequence[str]) -> list[str]:
         cells += [_cell(w.predicted_ms.get(d), _ms(w.predicted_ms.get(d))), _cell(w.measured_ms.get(d), _ms(w.measured_ms.get(d))),
                   _cell(sp, f"{sp:.2f}×" + (f" ({basis})" if basis else "") if sp is not None else None)]
     verdict = "not exported" if w.ok is None else ("ok" if w.ok else "FAILED")
-    return cells + [_cell(w.params), _cell(w.size_bytes, f"{w.size_bytes / 1024:.0f}" if w.size_bytes else None), _cell(verdict), _cell(w.file or None)]
+    return cells + [_cell(w.params), _cell(w.size_bytes, f"{w.size_bytes / 1024:.0f}" if w.size_bytes else None), _cell(verdict),
+                    _cell(getattr(w, "recovery", "") or None), _cell(w.file or None)]
 
 
 def winners_table_html(data: DashboardData) -> str:
     """One row per winner (and the dense fp32 model first): scores, latency predicted and measured, speedup vs dense, size, its file."""
     devs = data.devices
     cols = ["trial", "warm start", f"{data.metric} (val)", f"{data.metric} (test)"]
-    cols += [c for d in devs for c in (f"predicted ms {d}", f"measured ms {d}", f"speedup {d}")] + ["params", "size (KiB)", "export", "file"]
+    cols += [c for d in devs for c in (f"predicted ms {d}", f"measured ms {d}", f"speedup {d}")] + ["params", "size (KiB)", "export", "recovery", "file"]
     rows = [f'<tr class="{w.source}{" dense" if w.trial is None else ""}">' + "".join(_winner_cells(w, devs)) + "</tr>"
             for w in ((data.dense_row,) if data.dense_row else ()) + data.winner_rows]
     if not data.winner_rows:

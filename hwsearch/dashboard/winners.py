@@ -1,6 +1,6 @@
 """The winners table: each Pareto winner (and each exported trial) with its figures and files.
 
-Measured latency, test score and file paths come from the export (``export/<trial>/manifest.json``,
+Measured latency, test score, recovery and file paths come from the export (``export/<trial>/manifest.json``,
 read through :func:`export_view`, which reads the grouped manifest and the older flat one alike);
 a winner not exported yet shows its predicted latency and validation score only (``source`` says
 which). Speedups are against the dense fp32 model on the same basis (measured when both were
@@ -32,6 +32,20 @@ class ExportView:
     dense_measured_ms: Mapping[str, float | None] = field(default_factory=dict)
     dense_test_score: float | None = None
     metric: str = "accuracy"
+    recovery: Mapping[str, Any] | None = None  # the manifest's recovery group (None: shipped with the search's weights)
+
+    def recovery_text(self) -> str:
+        """``recovered, 1000 steps: val 0.7770 -> 0.9510, test ...`` ("" when not recovered)."""
+        r = self.recovery
+        if not r:
+            return ""
+        before, after = r.get("before") or {}, r.get("after") or {}
+
+        def pair(split: str) -> str:
+            b, a = before.get(f"{split}_{self.metric}"), after.get(f"{split}_{self.metric}")
+            return f"{split} " + ("n/a" if b is None or a is None else f"{b:.4f} → {a:.4f}")
+
+        return f"{r.get('kept')}, {r.get('steps')} steps: {pair('validation')}, {pair('test')}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class WinnerRow:
     ok: bool | None  # the export's verdict (None: not exported)
     source: str  # "export" or "predicted"
     recommended: tuple[str, ...] = ()  # devices export/index.json recommends this winner for
+    recovery: str = ""  # how export's recovery changed the shipped file's scores ("" when not recovered)
 
 
 def export_view(m: Mapping[str, Any], folder: str) -> ExportView:
@@ -61,7 +76,8 @@ def export_view(m: Mapping[str, Any], folder: str) -> ExportView:
         file = (m.get("model") or {}).get("file") or ""
         return ExportView(trial, ok, {d: v.get("predicted_ms") for d, v in lat.items()}, {d: v.get("measured_ms") for d, v in lat.items()},
                           scores.get(f"test_{metric}"), scores.get(f"validation_{metric}"), f"{folder}/{file}" if file else "",
-                          {d: v.get("dense_measured_ms") for d, v in lat.items()}, scores.get(f"dense_test_{metric}"), str(metric))
+                          {d: v.get("dense_measured_ms") for d, v in lat.items()}, scores.get(f"dense_test_{metric}"), str(metric),
+                          m.get("recovery") if isinstance(m.get("recovery"), dict) else None)
     file = m.get("onnx_path") or ""
     return ExportView(trial, ok, dict(m.get("predicted_latency_ms") or {}), dict(m.get("measured_latency_ms") or {}),
                       m.get("test_accuracy"), m.get("accuracy"), f"{folder}/{file}" if file else "")
@@ -135,5 +151,5 @@ def winner_rows(pareto: Sequence[Mapping[str, Any]], exports: Sequence[ExportVie
         rows.append(WinnerRow(n, n in warm, val if val is not None else (exp.val_score if exp else None), exp.test_score if exp else None, pred, meas,
                               {d: v[0] for d, v in sp.items()}, {d: v[1] for d, v in sp.items()}, entry.get("params", t.params if t else None),
                               entry.get("size_bytes", t.size_bytes if t else None), exp.file if exp else "", exp.ok if exp else None,
-                              "export" if exp else "predicted", picks.get(n, ())))
+                              "export" if exp else "predicted", picks.get(n, ()), exp.recovery_text() if exp else ""))
     return tuple(rows)

@@ -80,29 +80,17 @@ def build_models(ctx, out: Path, recipes: tuple[str, ...]) -> dict[str, tuple[st
 
 def measure_interleaved(devices, paths: dict[str, Path], feed, rounds: int) -> tuple[dict[str, dict[str, float | None]], list[str]]:
     """Per file and device: the fastest of ``rounds`` rounds (files interleaved within each round) of
-    the table's statistic, in ms; devices measured elsewhere (Ray resources) or whose provider this
-    machine lacks are None, with a note."""
+    the table's statistic, in ms (:func:`hwsearch.export.verify.interleaved`); devices measured elsewhere
+    (Ray resources) or whose provider this machine lacks are None, with a note."""
+    from hwsearch.export.verify import interleaved
     from hwsearch.export.winners import Device
-    from hwsearch.runtime.session import available_providers
-    from hwsearch.runtime.timing import time_model
 
-    out: dict[str, dict[str, float | None]] = {name: {} for name in paths}
-    notes: list[str] = []
-    for spec in devices:
-        dev = Device.from_spec(spec)
-        settings, timing = dev.settings(), dev.measure_settings()
-        if dev.ray_resources or settings.provider not in available_providers():
-            notes.append(f"device {dev.name!r}: not measured on this machine (Ray resources or provider {settings.provider} elsewhere)")
-            for name in paths:
-                out[name][dev.name] = None
-            continue
-        best: dict[str, float] = {}
-        for _ in range(rounds):
-            for name, path in paths.items():
-                ms = time_model(path, settings, timing, feed).value(dev.statistic()) / 1e3
-                best[name] = min(best.get(name, ms), ms)
-        for name in paths:
-            out[name][dev.name] = round(best[name], 4)
+    devs = [Device.from_spec(spec) for spec in devices]
+    remote = [d.name for d in devs if d.ray_resources]
+    value, _, file_notes, _ = interleaved([d for d in devs if not d.ray_resources], paths, feed, rounds)
+    notes = [f"device {name!r}: not measured on this machine (Ray resources elsewhere)" for name in remote]
+    notes += list(dict.fromkeys(n for per_file in file_notes.values() for n in per_file))
+    out = {name: {d.name: (None if d.name in remote or value[name].get(d.name) is None else round(value[name][d.name], 4)) for d in devs} for name in paths}
     return out, notes
 
 
