@@ -368,3 +368,18 @@ def test_encoder_validation_times_batches_of_models_in_interleaved_rounds(ctx, m
     assert report["n_models"] == 3 and report["repeatability"]["n_models"] == 3
     assert report["rounds"] == {"n": 2, "combine": "min", "batch": 2} and report["calibrated"]
     assert [c["predicted_ms"] for c in report["cases"]] == [round(c.predicted_ms, 4) for c in timed]
+
+
+def test_a_winners_recovery_batches_are_reproducible_and_the_teacher_scores_zero_loss(task, family, baseline):
+    """The recovery's batch depends on (seed, step) only (a resumed recovery sees the same data); half its sentences are cut
+    to a run of their words; the dense model distilled toward itself has zero loss (embeddings and every layer's states)."""
+    data = family.distillation(baseline.model, task, batch_size=8, seed=0)
+    feed, states, target = data.batch(3)
+    again = data.batch(3)[0]
+    assert all(torch.equal(feed[k], again[k]) for k in feed) and len(states) == len(baseline.model.layers) and target.shape == (8, 384)
+    lengths = [len(s.split()) for s in task.sentences("train")]
+    cut = [data._sentence(i, np.random.default_rng(i)) for i in range(len(lengths))]
+    shorter = [len(c.split()) < n for c, n in zip(cut, lengths, strict=True)]
+    assert 0.2 < np.mean(shorter) < 0.6 and all(c in " ".join(s.split()) for c, s in zip(cut, task.sentences("train"), strict=True))
+    assert float(data.loss(baseline.model, (feed, states, target))) == pytest.approx(0.0, abs=1e-6)
+    assert "every layer's token states" in data.loss_name

@@ -22,6 +22,7 @@ from tests.synthetic_run import record, write_run
 
 BUDGETS = {"cpu-1t": None}
 PRUNED = {"keep": {"features.0": 0.5, "features.4": 0.5}}
+LIGHT = {"keep": {"features.8": 0.875}}  # scores about as the dense model does without any recovery
 PRUNED_INT8 = {"keep": {"features.0": 0.5, "features.4": 0.5}, "default_precision": "int8"}
 FRONT = [Point(1, 0.95, 1.4), Point(2, 0.93, 2.1), Point(3, 0.90, 3.2), Point(4, 0.97, 1.1), Point(5, None, 9.0), Point(6, 0.80, None)]
 
@@ -114,7 +115,7 @@ def test_a_killed_recovery_resumes_from_its_checkpoint_and_ends_where_an_unbroke
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_vgg):
     recs = [record(0, 0.70, {"cpu-1t": 0.05}, PRUNED_INT8, {}), record(1, 0.74, {"cpu-1t": 0.08}, PRUNED, {}),
-            record(2, 0.80, {"cpu-1t": 0.5}, {"default_keep": 1.0}, {})]
+            record(2, 0.80, {"cpu-1t": 0.5}, {"default_keep": 1.0}, {}), record(3, 0.72, {"cpu-1t": 0.45}, LIGHT, {})]
     return write_run(tmp_path_factory.mktemp("recoverrun"), "rec", BUDGETS, recs, model_options=TINY_VGG, train=TINY_TRAIN,
                      compress={"finetune_steps": 0, "bn_recalib_batches": 0})
 
@@ -156,6 +157,7 @@ def test_the_manifest_records_the_recovery(run_dir, recovered):
 
 def test_recovery_lifts_a_pruned_winner_and_a_second_export_reuses_it(run_dir):
     """Trial 1 is pruned without any recovery in the search (its BatchNorm statistics are stale): distillation lifts it."""
+    (run_dir / "export" / "1" / "recovery.json").unlink(missing_ok=True)  # the targets' export may have recovered it already
     (m,) = export_run(run_dir, trials=[1], pareto=False, recovery=RecoverySettings(30, batch_size=32), rounds=1)
     r = m.recovery
     assert r["kept"] == "recovered" and r["weights"] == "recovered.pt" and not r["reused_finished_recovery"]
@@ -166,11 +168,19 @@ def test_recovery_lifts_a_pruned_winner_and_a_second_export_reuses_it(run_dir):
 
 
 def test_a_recovery_that_hurts_is_not_shipped(run_dir):
-    """A learning rate far too high wrecks the dense-policy trial's weights: the unrecovered file ships and the manifest says why."""
-    (m,) = export_run(run_dir, trials=[2], pareto=False, recovery=RecoverySettings(15, lr=0.9, batch_size=32), rounds=1)
+    """A learning rate far too high wrecks a lightly pruned winner's weights: the unrecovered file ships and the manifest says why."""
+    (m,) = export_run(run_dir, trials=[3], pareto=False, recovery=RecoverySettings(15, lr=0.9, batch_size=32), rounds=1)
     r = m.recovery
     assert r["kept"] == "unrecovered" and "lowered the validation score" in r["reason"] and r["weights"] is None
     assert r["after"]["validation_accuracy"] < r["before"]["validation_accuracy"] == m.validation_score
+
+
+def test_a_winner_that_prunes_nothing_is_not_distilled(run_dir):
+    """Its fp32 weights are the teacher's own: the recovery says so and ships the file as built."""
+    (m,) = export_run(run_dir, trials=[2], pareto=False, recovery=RecoverySettings(15, batch_size=32), rounds=1)
+    r = m.recovery
+    assert r["kept"] == "unrecovered" and "prunes nothing" in r["reason"] and r["steps"] == 0 and r["before"] == r["after"]
+    assert not (run_dir / "export" / "2" / "recovered.pt").exists()
 
 
 def test_cli_flags_are_checked_before_any_work(run_dir, capsys):

@@ -113,9 +113,9 @@ def distil(family: Any, task: Any, student: nn.Module, teacher: nn.Module, setti
     when the recovery ends); ``identity``: what else must match for a resume (e.g. the policy);
     ``progress`` is called after every step."""
     settings = settings.resolved(family)
-    key = json.dumps({"settings": settings.identity(), **dict(identity or {})}, sort_keys=True, default=str)
     torch.manual_seed(settings.seed)
     data = family.distillation(teacher, task, settings.batch_size, settings.seed)
+    key = json.dumps({"settings": settings.identity(), "loss": data.loss_name, **dict(identity or {})}, sort_keys=True, default=str)
     opt = family.optimizer(student.parameters(), settings.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(settings.steps))
     state = _load(checkpoint, key)

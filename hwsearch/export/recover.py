@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hwsearch.compress.realise import compressed_model, realise
+from hwsearch.compress.realise import compressed_model, pruned_anything, realise
 from hwsearch.compress.recover import RecoveryRun, RecoverySettings, distil
 from hwsearch.export.manifest import score_key
 from hwsearch.export.verify import Checked, check_winner, split_scores
@@ -95,9 +95,15 @@ def recover_winner(ctx: RunContext, checked: Checked, settings: RecoverySettings
     out_dir = checked.path.parent
     policy = Policy.from_dict(winner.policy)
     settings = settings.resolved(ctx.ctx.family)
+    if not pruned_anything(ctx.ctx.space, policy):  # its fp32 weights are the teacher's: distilling them cannot undo quantization error
+        say(progress, f"export: trial {winner.trial} ({position}): nothing pruned, nothing to recover; shipped as built")
+        return checked, _record(ctx, checked.scores, checked.scores, None, False, "kept unrecovered: the policy prunes nothing, so its weights are "
+                                "the dense model's and distillation (in fp32) has nothing to recover", False)
     key = identity(ctx, policy)
     student = single_threaded(compressed_model, ctx.ctx, policy)  # the search's weights: where recovery starts
     run = _finished(out_dir, key, settings)
+    if run is not None and run.loss != ctx.ctx.family.distillation(ctx.ctx.baseline.model, ctx.ctx.task, settings.batch_size, settings.seed).loss_name:
+        run = None  # recovered with another loss (an older hwsearch): recover again
     reused = run is not None
     if reused:
         student.load_state_dict(torch.load(out_dir / WEIGHTS, map_location="cpu", weights_only=True))
@@ -118,13 +124,17 @@ def recover_winner(ctx: RunContext, checked: Checked, settings: RecoverySettings
         shipped = checked
         reason = (f"kept unrecovered: recovery lowered the validation score ({before.get('val'):.4f} -> {after.get('val'):.4f}); "
                   f"try other --recover-lr / --recover-steps")
+    say(progress, f"export: trial {winner.trial} ({position}): validation {before.get('val')} -> {after.get('val')}: {reason}")
+    return shipped, _record(ctx, before, after, run, better, reason, reused)
+
+
+def _record(ctx: RunContext, before: dict, after: dict, run: RecoveryRun | None, better: bool, reason: str, reused: bool) -> dict[str, Any]:
+    """The manifest's ``recovery`` group (``run`` None: no recovery ran)."""
     metric = ctx.ctx.task.metric_name()
     base = ctx.ctx.baseline
-    record = {"kept": "recovered" if better else "unrecovered", "reason": reason,
-              "before": {score_key(s, metric): before.get(s) for s in ("test", "val")}, "after": {score_key(s, metric): after.get(s) for s in ("test", "val")},
-              **run.to_dict(),
-              "teacher": {"model": base.model_spec, "checkpoint": Path(str(base.checkpoint)).name, "what": "the run's dense fp32 baseline (the model the search compressed)"},
-              "data": "the task's train split", "weights": WEIGHTS if better else None, "reused_finished_recovery": reused,
-              "schedule": "linear warm-up over 5% of the steps, then cosine decay to 0"}
-    say(progress, f"export: trial {winner.trial} ({position}): validation {before.get('val')} -> {after.get('val')}: {reason}")
-    return shipped, record
+    ran = run.to_dict() if run is not None else {"steps": 0}
+    return {"kept": "recovered" if better else "unrecovered", "reason": reason,
+            "before": {score_key(s, metric): before.get(s) for s in ("test", "val")}, "after": {score_key(s, metric): after.get(s) for s in ("test", "val")},
+            **ran, "teacher": {"model": base.model_spec, "checkpoint": Path(str(base.checkpoint)).name, "what": "the run's dense fp32 baseline (the model the search compressed)"},
+            "data": "the task's train split", "weights": WEIGHTS if better else None, "reused_finished_recovery": reused,
+            "schedule": "linear warm-up over 5% of the steps, then cosine decay to 0"}

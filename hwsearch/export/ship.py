@@ -162,7 +162,7 @@ def _pick(ctx: RunContext, dense_built, checked: dict[int, Checked], targets: Se
     picks = pick_targets(points, targets, device, ctx.ctx.task.metric_name())
     save_targets(ctx.run_dir / "export", device, targets, picks, points, dense_ms)
     for p in picks:
-        say(True, f"target {label(p.target)}: " + (f"trial {p.trial} ({p.speedup:.2f}x measured, validation {p.score:.4f})" if p.trial is not None else p.reason))
+        say(progress, f"target {label(p.target)}: " + (f"trial {p.trial} ({p.speedup:.2f}x measured, validation {p.score:.4f})" if p.trial is not None else p.reason))
     return {p.trial for p in picks if p.trial is not None}
 
 

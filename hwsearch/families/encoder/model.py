@@ -144,11 +144,17 @@ class SentenceEncoder(nn.Module):
         return self.encoder.layer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.hidden_states(input_ids, attention_mask)[1]
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every layer's output (B, T, hidden) and the sentence embeddings (what a distillation can match)."""
         bias = attention_bias(attention_mask)
         x = self.embeddings(input_ids)
+        states = []
         for layer in self.encoder.layer:
             x = layer(x, bias)
-        return mean_pool(x, attention_mask)
+            states.append(x)
+        return states, mean_pool(x, attention_mask)
 
 
 def _hf_name(name: str) -> str:
