@@ -87,7 +87,7 @@ def measure_interleaved(devices, paths: dict[str, Path], feed, rounds: int) -> t
 
     devs = [Device.from_spec(spec) for spec in devices]
     remote = [d.name for d in devs if d.ray_resources]
-    value, _, file_notes, _ = interleaved([d for d in devs if not d.ray_resources], paths, feed, rounds)
+    value, _, file_notes, _ = interleaved([d for d in devs if not d.ray_resources], paths, feed, rounds, anchor="dense" if "dense" in paths else None)
     notes = [f"device {name!r}: not measured on this machine (Ray resources elsewhere)" for name in remote]
     notes += list(dict.fromkeys(n for per_file in file_notes.values() for n in per_file))
     out = {name: {d.name: (None if d.name in remote or value[name].get(d.name) is None else round(value[name][d.name], 4)) for d in devs} for name in paths}
