@@ -115,7 +115,7 @@ def test_a_killed_recovery_resumes_from_its_checkpoint_and_ends_where_an_unbroke
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_vgg):
     recs = [record(0, 0.70, {"cpu-1t": 0.05}, PRUNED_INT8, {}), record(1, 0.74, {"cpu-1t": 0.08}, PRUNED, {}),
-            record(2, 0.80, {"cpu-1t": 0.5}, {"default_keep": 1.0}, {}), record(3, 0.72, {"cpu-1t": 0.45}, LIGHT, {})]
+            record(2, 0.60, {"cpu-1t": 0.5}, {"default_keep": 1.0}, {}), record(3, 0.72, {"cpu-1t": 0.45}, LIGHT, {})]
     return write_run(tmp_path_factory.mktemp("recoverrun"), "rec", BUDGETS, recs, model_options=TINY_VGG, train=TINY_TRAIN,
                      compress={"finetune_steps": 0, "bn_recalib_batches": 0})
 
@@ -127,7 +127,7 @@ def recovered(run_dir):
 
 
 def test_targets_export_the_front_and_recover_only_the_picks(run_dir, recovered):
-    assert sorted(recovered) == [0, 1, 2]
+    assert sorted(recovered) == [0, 1]  # the front; trials 2 (prunes nothing) and 3 are dominated and exported by --trial only
     picks = json.loads((run_dir / "export" / "targets.json").read_text())
     assert picks["device"] == "cpu-1t" and picks["targets"] == ["1.01x", "1000x"]
     first, impossible = picks["picks"]

@@ -129,16 +129,17 @@ def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: boo
     for i, w in enumerate(winners, 1):
         say(progress, f"export: rebuilding trial {w.trial} ({i} of {len(winners)})")
         checked[w.trial] = check_built(ctx, w)
-    chosen = set(checked)
+    chosen, measured = set(checked), None
     if targets:
-        chosen = _pick(ctx, dense_built, checked, targets, target_device, rounds, progress)
+        chosen, measured = _pick(ctx, dense_built, checked, targets, target_device, rounds, progress)
     records: dict[int, dict] = {}
     if recovery is not None:
         todo = [checked[t] for t in sorted(chosen)]
         for i, c in enumerate(todo, 1):
             checked[c.winner.trial], records[c.winner.trial] = recover_winner(ctx, c, recovery, f"{i} of {len(todo)}", progress)
-    say(progress, f"export: measuring {len(checked) + 1} files ({rounds} interleaved rounds)")
-    measured = measure_files(ctx, {DENSE_DIR: Path(dense_built.onnx_path), **{t: (c.path if c.runs else None) for t, c in checked.items()}}, rounds)
+    if measured is None or records:  # the targets' pass already timed these very files unless recovery rewrote some
+        say(progress, f"export: measuring {len(checked) + 1} files ({rounds} interleaved rounds)")
+        measured = _measure_all(ctx, dense_built, checked, rounds)
     dense = dense_reference(ctx, dense_built, measured[DENSE_DIR])
     manifests = [_save(ctx, describe_winner(ctx, c, measured[t], dense, records.get(t)), c.started) for t, c in checked.items()]
     write_index(ctx.run_dir, **({} if tolerance is None else {"tolerance": tolerance}))
@@ -146,24 +147,30 @@ def export_run(run_dir: str | Path, trials: list[int] | None = None, pareto: boo
     return manifests
 
 
-def _pick(ctx: RunContext, dense_built, checked: dict[int, Checked], targets: Sequence[float], device: str, rounds: int, progress: bool) -> set[int]:
-    """Measure the front and the dense model side by side, pick a point per target (saved to export/targets.json)."""
+def _measure_all(ctx: RunContext, dense_built, checked: dict[int, Checked], rounds: int) -> dict:
+    """The dense file (first: the pass's anchor) and every winner's file that runs, in one interleaved pass."""
+    return measure_files(ctx, {DENSE_DIR: Path(dense_built.onnx_path), **{t: (c.path if c.runs else None) for t, c in checked.items()}}, rounds)
+
+
+def _pick(ctx: RunContext, dense_built, checked: dict[int, Checked], targets: Sequence[float], device: str, rounds: int,
+          progress: bool) -> tuple[set[int], dict]:
+    """Measure the front and the dense model side by side, pick a point per target among the files that passed their checks
+    (saved to export/targets.json); returns the picked trials and the pass's measurements."""
     say(progress, f"export: measuring the front ({len(checked)} files) and the dense model for the targets ({rounds} interleaved rounds)")
-    paths = {DENSE_DIR: Path(dense_built.onnx_path), **{t: c.path for t, c in checked.items() if c.runs and c.parity.ok and c.checker_error is None}}
-    measured = measure_files(ctx, paths, rounds)
+    measured = _measure_all(ctx, dense_built, checked, rounds)
     dense_ms = measured[DENSE_DIR].value.get(device)
     if dense_ms is None:
         raise HwsearchError(f"Device {device!r} cannot be measured here ({'; '.join(measured[DENSE_DIR].notes) or 'no measurement'}), so speedup targets cannot be "
                             "picked on it; pass --device with a device this machine (or its Ray node) runs.")
     points = []
     for trial, c in checked.items():
-        ms = measured[trial].value.get(device) if trial in measured else None
+        ms = measured[trial].value.get(device) if c.parity.ok and c.checker_error is None else None  # a flagged file is never picked
         points.append(Point(trial, c.scores.get("val"), round(dense_ms / ms, 4) if ms else None, ms))
     picks = pick_targets(points, targets, device, ctx.ctx.task.metric_name())
     save_targets(ctx.run_dir / "export", device, targets, picks, points, dense_ms)
     for p in picks:
         say(progress, f"target {label(p.target)}: " + (f"trial {p.trial} ({p.speedup:.2f}x measured, validation {p.score:.4f})" if p.trial is not None else p.reason))
-    return {p.trial for p in picks if p.trial is not None}
+    return {p.trial for p in picks if p.trial is not None}, measured
 
 
 def _note_study(ctx: RunContext) -> None:

@@ -85,15 +85,12 @@ def measure_devices(devices: Sequence[Device], path: Path, feed: dict[str, np.nd
             if measured_on is not None:
                 measured_on[dev.name] = router.where()
             continue
+        v, p, n, where = interleaved([dev], {"file": path}, feed)  # this machine: the one local timing loop, one file
+        value |= v["file"]
+        p90 |= p["file"]
+        notes += n["file"]
         if measured_on is not None:
-            measured_on[dev.name] = {"routed": False, "host": socket.gethostname()}
-        if settings.provider not in available_providers():
-            value[dev.name] = p90[dev.name] = None
-            notes.append(f"device {dev.name!r}: provider {settings.provider} is not available here, latency not re-measured")
-            continue
-        timing = dev.measure_settings()
-        t = time_model(path, settings, timing, feed)
-        value[dev.name], p90[dev.name] = t.value(timing.statistic) / 1e3, t.p90_us / 1e3
+            measured_on |= where
     return value, p90, notes
 
 
