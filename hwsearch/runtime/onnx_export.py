@@ -1,5 +1,6 @@
 """ONNX export of a torch model, with the conv/linear nodes named after the torch modules they come from.
 
+A zero Pad before a Conv (a TF "SAME"-padded stride-2 conv) is folded into the conv's pads.
 Exported Conv/Gemm/MatMul nodes carry the module names (for example ``layer1.0.conv1``), so
 per-layer precision choices select ONNX nodes by those names: the n-th weighted compute node is
 the n-th conv/linear module the forward pass runs, so a model must call each such module once.
@@ -64,6 +65,7 @@ def export(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, .
         raise HwsearchError(f"Export produced {len(nodes)} conv/matmul nodes for {len(layer_names)} conv/linear modules; the model must call each layer once per forward.")
     for node, name in zip(nodes, layer_names):
         node.name = name
+    _fold_pads(proto)
     _unshare_initializers(proto)
     onnx.save(proto, str(path))
     return path
@@ -99,6 +101,76 @@ def _unshare_initializers(proto) -> None:
     used = {name for n in proto.graph.node for name in n.input}
     for init in [i for i in proto.graph.initializer if i.name not in used]:
         proto.graph.initializer.remove(init)
+
+
+def _constant_value(graph, name: str):
+    """The value of tensor ``name`` when only initializers and Constant-fed nodes produce it (else None)."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {i.name: i for i in graph.initializer}
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    producer = {o: n for n in graph.node for o in n.output}
+    needed, todo, used_inits = [], [name], []
+    while todo:
+        t = todo.pop()
+        if t in inits:
+            used_inits.append(inits[t])
+            continue
+        node = producer.get(t)
+        if node is None:  # a graph input: not a constant
+            return None
+        if node not in needed:
+            needed.append(node)
+            todo += [i for i in node.input if i]
+    order = [n for n in graph.node if n in needed]
+    sub = onnx.helper.make_model(onnx.helper.make_graph(order, "const", [], [onnx.helper.make_tensor_value_info(name, 0, None)], used_inits),
+                                 opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    return ReferenceEvaluator(sub).run(None, {})[0]
+
+
+def _fold_pads(proto) -> None:
+    """Fold a zero, constant, spatial-only Pad into the Conv it feeds (the conv's pads become asymmetric).
+
+    ORT's optimiser does the same at load time; doing it in the file keeps the graph the quantizer
+    sees and the kernels the lowering parses to plain convs (a TF "SAME"-padded stride-2 conv)."""
+    from onnx import helper
+
+    graph = proto.graph
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            users.setdefault(t, []).append(n)
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        after = users.get(pad.output[0], [])
+        mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
+        if len(after) != 1 or after[0].op_type != "Conv" or mode not in (b"constant", "constant") or len(pad.input) > 3 and pad.input[3]:
+            continue
+        pads = _constant_value(graph, pad.input[1])
+        value = _constant_value(graph, pad.input[2]) if len(pad.input) > 2 and pad.input[2] else 0
+        if pads is None or value is None or float(value) != 0 or len(pads) != 8 or any(int(pads[i]) for i in (0, 1, 4, 5)) or min(pads) < 0:
+            continue
+        conv = after[0]
+        old = next((list(helper.get_attribute_value(a)) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
+        new = [old[0] + int(pads[2]), old[1] + int(pads[3]), old[2] + int(pads[6]), old[3] + int(pads[7])]
+        for a in [a for a in conv.attribute if a.name in ("pads", "auto_pad")]:
+            conv.attribute.remove(a)
+        conv.attribute.append(helper.make_attribute("pads", new))
+        conv.input[0] = pad.input[0]
+        graph.node.remove(pad)
+    _drop_dead_nodes(graph)
+
+
+def _drop_dead_nodes(graph) -> None:
+    """Remove nodes none of whose outputs reach a graph output."""
+    live = {o.name for o in graph.output}
+    for node in reversed(list(graph.node)):
+        if any(o in live for o in node.output):
+            live.update(i for i in node.input if i)
+        else:
+            graph.node.remove(node)
 
 
 def _is_weight(proto, name: str) -> bool:

@@ -60,7 +60,7 @@ def int8_node_names(graph, layers: Iterable[str]) -> list[str]:
             continue
         names.append(node.name)
         users = _consumers(graph, node.output[0])
-        if len(users) == 1 and users[0].op_type == "Relu":
+        if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):  # a fused activation (ReLU6 is a Clip) is quantized with its conv
             names.append(users[0].name)
     return names
 

@@ -8,15 +8,19 @@ from hwsearch.errors import HwsearchError
 from hwsearch.imports import import_object
 from hwsearch.tasks.base import Agreement, Split, Task
 
-BUILTIN_TASKS = ("digits", "cifar10", "minilm")
+BUILTIN_TASKS = ("digits", "cifar10", "fashion", "imagenet-photos", "minilm")
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """Build a task by built-in name (``digits``, ``cifar10``, ``minilm``) or ``package.module:function``."""
+    """Build a task by built-in name (``digits``, ``cifar10``, ``fashion``, ``imagenet-photos``, ``minilm``) or ``package.module:function``."""
     if name == "digits":
         from hwsearch.tasks.digits import make_task
     elif name == "cifar10":
         from hwsearch.tasks.cifar10 import make_task
+    elif name == "fashion":
+        from hwsearch.tasks.fashion import make_task
+    elif name == "imagenet-photos":
+        from hwsearch.tasks.photos import make_task
     elif name == "minilm":
         from hwsearch.tasks.minilm import make_task
     elif ":" in name:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from hwsearch.errors import HwsearchError
 
-SUPPORTED = ("Conv", "Gemm", "Relu", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Identity")
+SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Identity", "Constant")
+ACTIVATIONS = ("Relu", "Clip")  # fused into the conv / add before them (ReLU6 exports as Clip(0, 6)); one kernel key "relu" for both
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,13 @@ def parse_units(path: str | Path):
 
     def fuse_relu(out: str) -> tuple[str, bool]:
         nxt = users.get(out, [])
-        if len(nxt) == 1 and nxt[0].op_type == "Relu":
+        if len(nxt) == 1 and nxt[0].op_type in ACTIVATIONS:
             fused.add(nxt[0].name)
             return nxt[0].output[0], True
         return out, False
 
     for node in graph.node:
-        if node.op_type == "Identity" or node.name in fused and node.op_type == "Relu":
+        if node.op_type in ("Identity", "Constant") or node.name in fused and node.op_type in ACTIVATIONS:
             continue
         x = node.input[0]
         hw = tuple(shapes.get(alias.get(x, x), [1, 1, 1, 1])[2:4]) or (1, 1)
@@ -111,7 +112,7 @@ def parse_units(path: str | Path):
             s = _attr(node, "strides", [1])[0]
             units.append(Unit(kind, node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw, k, s))
         else:
-            raise HwsearchError(f"ReLU node {node.name!r} does not follow a conv or add; latency tables support only fused ReLUs.")
+            raise HwsearchError(f"{node.op_type} node {node.name!r} does not follow a conv or add; latency tables support only fused activations (ReLU, ReLU6).")
     consumers: list[list[int]] = [[] for _ in source]
     for i, u in enumerate(units):
         for t in u.inputs:

@@ -90,7 +90,8 @@ def train_steps(model: nn.Module, task: Task, cfg: TrainConfig, steps: int, lr: 
 
 def _key(task: Task, model: nn.Module, model_spec: str, model_options: dict[str, Any], cfg: TrainConfig) -> str:
     """Cache key: task data, model name/options, its architecture (repr: layers, strides) and training."""
-    blob = json.dumps({"task": task.fingerprint(), "model": model_spec, "options": model_options, "arch": repr(model), "train": asdict(cfg)}, sort_keys=True, default=str)
+    train = {k: v for k, v in asdict(cfg).items() if v is not None}  # an unset field leaves earlier keys unchanged
+    blob = json.dumps({"task": task.fingerprint(), "model": model_spec, "options": model_options, "arch": repr(model), "train": train}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -134,9 +135,10 @@ def _lock(path: Path) -> Iterator[None]:
 
 def _train(task: Task, model: nn.Module, model_spec: str, options: dict[str, Any], cfg: TrainConfig, path: Path, verbose: bool) -> Baseline:
     start = time.time()
-    steps = cfg.epochs * -(-len(task.split("train")) // cfg.batch_size)
+    steps = cfg.steps if cfg.steps is not None else cfg.epochs * -(-len(task.split("train")) // cfg.batch_size)
     if verbose:
-        print(f"training baseline {task.name}/{model_spec} for {cfg.epochs} epochs ({steps} steps) -> {path}", file=sys.stderr)
+        what = f"{steps} steps" if cfg.steps is not None else f"{cfg.epochs} epochs ({steps} steps)"
+        print(f"training baseline {task.name}/{model_spec} for {what} -> {path}", file=sys.stderr)
     train_steps(model, task, cfg, steps, cfg.lr)
     test_acc = task.score(torch_logits(model, task.split("test")), task.split("test").y)
     val_acc = task.score(torch_logits(model, task.split("val")), task.split("val").y)
