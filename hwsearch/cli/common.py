@@ -12,7 +12,7 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 from hwsearch.options import CompressOptions
 
-CHANNEL_MULTIPLE_HELP = "channel rounding (default: the model family's, 8 for CNNs, 64 FFN neurons for the encoder)"
+CHANNEL_MULTIPLE_HELP = "channel rounding (default: the model family's, 8 for CNNs, 16 for the pretrained edge CNNs, 64 FFN neurons for the encoder)"
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
@@ -28,12 +28,13 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def model_args(p: argparse.ArgumentParser, several: bool = False, trains: bool = True) -> None:
-    """``--task``, ``--model``, ``--model-option``, ``--data-dir``; ``--epochs`` unless the command never trains."""
-    p.add_argument("--task", default="digits", help="digits, cifar10, minilm, or package.module:function (code: imported and called; default: digits)")
+    """``--task``, ``--task-option``, ``--model``, ``--model-option``, ``--data-dir``; ``--epochs`` unless the command never trains."""
+    p.add_argument("--task", default="digits", help="digits, cifar10, fashion, imagenet-photos, minilm, or package.module:function (code: imported and called; default: digits)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=JSON", help="task option, e.g. size=224 or normalize=tf (repeatable; bare words are strings)")
     if several:
         p.add_argument("--model", action="append", default=None, help="model name; repeat to cover several models (default: the task's)")
     else:
-        p.add_argument("--model", default=None, help="resnet20, mobilenetv2, vgg, all-minilm-l6-v2 or package.module:function (code: imported and called; default: the task's)")
+        p.add_argument("--model", default=None, help="resnet20, mobilenetv2, vgg, mobilenetv2_imagenet, efficientnet_lite0, all-minilm-l6-v2 or package.module:function (code: imported and called; default: the task's)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON", help="model factory option, e.g. widths=[16,32,64]")
     p.add_argument("--data-dir", default=None, help="dataset directory (cifar10: the CIFAR-10 python batches)")
     if trains:
@@ -53,7 +54,8 @@ def context_from_args(args: argparse.Namespace, model: str | None = None, *, ran
     if getattr(args, "epochs", None) is not None:
         at_least("--epochs", args.epochs, 1)
         train["epochs"] = args.epochs
-    return context.build(args.task, model or (args.model if isinstance(args.model, str) else None), task_options={"data_dir": args.data_dir} if args.data_dir else {},
+    task_options = ({"data_dir": args.data_dir} if args.data_dir else {}) | dict(parse_option(o) for o in getattr(args, "task_option", []))
+    return context.build(args.task, model or (args.model if isinstance(args.model, str) else None), task_options=task_options,
                          model_options=model_options(args), train=train, channel_multiple=getattr(args, "channel_multiple", None), options=options,
                          random_init=random_init, retrain=retrain, verbose=True)
 

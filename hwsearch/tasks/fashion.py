@@ -223,5 +223,5 @@ def make_task(**options: Any) -> FashionTask:
         raise HwsearchError(f"fashion task option data_dir={opts['data_dir']!r} is not a directory path; use a directory holding {EXPECTED}.")
     size = opts["size"]
     return FashionTask(name="fashion", in_channels=1, num_classes=len(CLASSES), input_size=(size, size), families=("cnn", "edge"),
-                       default_model="mobilenetv2_imagenet", train_config=TrainConfig(steps=300, batch_size=64, lr=0.01, shift_px=2),
+                       default_model="mobilenetv2_imagenet", train_config=TrainConfig(steps=600, batch_size=64, lr=0.01, shift_px=2),
                        **{**opts, "data_dir": str(opts["data_dir"])})

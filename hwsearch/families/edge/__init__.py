@@ -7,7 +7,8 @@ its tables) with three differences:
   fidelity task such as ``imagenet-photos``), else the pretrained backbone with a new head,
   fine-tuned on the task's training split and cached (``fashion``);
 - channels are cut in multiples of 16 (int8 kernels slow down on other counts).
-A model checks the task's input convention (``task.normalize``) and size before it is built.
+A model checks the task's input size, and where its ImageNet outputs are used as they are, the
+task's input convention (``task.normalize``), before it is built.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class EdgeFamily(CNNFamily):
             raise HwsearchError(f"Model {spec!r} needs inputs of at least {MIN_INPUT}x{MIN_INPUT} pixels, but task {task.name!r} gives {task.input_size[0]}x{task.input_size[1]}; "
                                 f"set the task's size option to {MIN_INPUT} or more (224 for ImageNet fidelity, 64 for fashion).")
         want, got = WEIGHTS[spec].normalize, getattr(task, "normalize", None)
-        if got is not None and got != want:
+        if task.num_classes == 1000 and got is not None and got != want:  # the ImageNet outputs used as they are (a fine-tune adapts)
             raise HwsearchError(f"Model {spec!r} was trained on {want!r}-normalised inputs, but task {task.name!r} uses normalize={got!r}; set the task option normalize = {want!r}.")
         size = {"image_size": tuple(task.input_size)} if spec == "efficientnet_lite0" else {}  # its "SAME" paddings depend on the size
         model = _factories()[spec](in_channels=task.in_channels, num_classes=task.num_classes, **size)
