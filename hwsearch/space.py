@@ -78,9 +78,10 @@ class SearchSpace:
         return tuple(g.name for g in self.groups)
 
     def kept_channels(self, group: GroupInfo, ratio: float) -> int:
-        """Channels a group keeps at ``ratio``: rounded to the channel multiple, at least one multiple."""
+        """Channels a group keeps at ``ratio``: rounded to the channel multiple, at least one multiple;
+        all of them at ratio 1 (a group of 40 channels in multiples of 16 is not cut to 32 unasked)."""
         m = self.channel_multiple
-        if group.channels <= m:
+        if group.channels <= m or ratio >= 1.0:
             return group.channels
         return int(min(group.channels, max(m, round(ratio * group.channels / m) * m)))
 

@@ -86,8 +86,10 @@ def test_channels_are_cut_in_multiples_of_16():
     ctx = context.build("imagenet-photos", "efficientnet_lite0", task_options={"size": 64, "views_per_photo": 1, "normalize": "tf"})
     space = ctx.space
     assert space.channel_multiple == 16 and len(space.groups) == 24
-    kept = {space.kept_channels(g, r) for g in space.groups for r in space.keep_choices}
-    assert all(c % 16 == 0 for c in kept) and min(kept) >= 16
+    for g in space.groups:
+        kept = {space.kept_channels(g, r) for r in space.keep_choices}
+        assert space.kept_channels(g, 1.0) == g.channels  # keep 1.0 cuts nothing, even 40 or 24 channels
+        assert all(c % 16 == 0 for c in kept - {g.channels}) and min(kept) >= 16, (g.name, g.channels, kept)
 
 
 @pytest.mark.slow
@@ -107,3 +109,18 @@ def test_fashion_baseline_fine_tunes_the_pretrained_backbone_with_a_new_head(tmp
     pruned = realise(ctx.with_options(finetune_steps=1), Policy.from_dict({"default_keep": 0.5}), tmp_path / "p.onnx")
     assert Path(tmp_path / "p.onnx").stat().st_size < 0.6 * export(model, ctx.task.example_input(), tmp_path / "d.onnx").stat().st_size
     assert 0.0 <= pruned.accuracy <= 1.0
+
+
+def test_recovery_on_a_fidelity_task_uses_labels_only_where_there_are_labels(tmp_path):
+    """imagenet-photos' training photos are mostly unlabeled (-1): the distilled fine-tune must not index by -1."""
+    from hwsearch.families.cnn.train import labeled_cross_entropy
+    from hwsearch.options import CompressOptions
+
+    out = torch.randn(4, 10, requires_grad=True)
+    assert labeled_cross_entropy(out, torch.full((4,), -1)).item() == 0.0
+    mixed = labeled_cross_entropy(out, torch.tensor([3, -1, 5, -1]))
+    assert torch.isclose(mixed, torch.nn.functional.cross_entropy(out[[0, 2]], torch.tensor([3, 5])))
+    ctx = context.build("imagenet-photos", "mobilenetv2_imagenet", task_options={"size": 64, "views_per_photo": 2},
+                        options=CompressOptions(finetune_steps=2, bn_recalib_batches=1, calib_samples=16))
+    cand = realise(ctx, Policy.from_dict({"default_keep": 0.75}), tmp_path / "m.onnx")
+    assert 0.0 < cand.accuracy <= 1.0

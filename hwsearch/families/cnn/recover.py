@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwsearch.families.cnn.train import batches, train_steps
+from hwsearch.families.cnn.train import batches, labeled_cross_entropy, train_steps
 from hwsearch.tasks.base import Task
 
 RECOVERY_BN_BATCHES = 16  # BatchNorm statistics after a winner's recovery: at least this many training batches
@@ -38,7 +38,7 @@ def finetune(model: nn.Module, task: Task, steps: int, lr: float = 0.01, teacher
 
 class LogitDistillation:
     """A winner's recovery data and loss: training images with random shifts; KL divergence to the teacher's
-    softened logits (temperature 2) plus cross-entropy on the labels."""
+    softened logits (temperature 2) plus cross-entropy on the labels (where there are labels)."""
 
     loss_name = "KL(student || teacher logits, T=2) x 4 + cross-entropy on labels"
     temperature = 2.0
@@ -63,4 +63,4 @@ class LogitDistillation:
             soft = F.softmax(self.teacher(xb) / self.temperature, dim=1)
         out = student(xb)
         kl = F.kl_div(F.log_softmax(out / self.temperature, dim=1), soft, reduction="batchmean")
-        return kl * self.temperature**2 + F.cross_entropy(out, yb)
+        return kl * self.temperature**2 + labeled_cross_entropy(out, yb)

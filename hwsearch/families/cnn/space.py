@@ -27,9 +27,9 @@ class CNNSpace(SearchSpace):
         return dict(self.divisors).get(group.name, 1)
 
     def kept_channels(self, group: GroupInfo, ratio: float) -> int:
-        """Channels a group keeps at ``ratio``: rounded to lcm(channel multiple, divisor), at least one such multiple."""
+        """Channels a group keeps at ``ratio``: rounded to lcm(channel multiple, divisor), at least one such multiple; all at ratio 1."""
         m = math.lcm(self.channel_multiple, self.divisor(group))
-        if group.channels <= m:
+        if group.channels <= m or ratio >= 1.0:
             return group.channels
         return int(min(group.channels, max(m, round(ratio * group.channels / m) * m)))
 

@@ -57,6 +57,14 @@ def torch_logits(model: nn.Module, split: Split, batch_size: int = 256) -> np.nd
     return np.concatenate([model(xb).numpy() for xb, _ in batches(split, batch_size)])
 
 
+def labeled_cross_entropy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the rows with a label (a fidelity task's unlabeled inputs carry -1); 0 when none has one."""
+    known = labels >= 0
+    if bool(known.all()):
+        return F.cross_entropy(out, labels)
+    return F.cross_entropy(out[known], labels[known]) if bool(known.any()) else out.sum() * 0.0
+
+
 def train_steps(model: nn.Module, task: Task, cfg: TrainConfig, steps: int, lr: float, teacher: nn.Module | None = None) -> nn.Module:
     """Train for ``steps`` SGD steps (cosine learning rate), in place; used for baselines and fine-tunes.
 
@@ -73,7 +81,7 @@ def train_steps(model: nn.Module, task: Task, cfg: TrainConfig, steps: int, lr: 
         for xb, yb in batches(train, cfg.batch_size, gen):
             xb = shifted(xb, cfg.shift_px, gen)
             out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            loss = labeled_cross_entropy(out, yb)
             if teacher is not None:
                 with torch.no_grad():
                     soft = F.softmax(teacher(xb) / 2.0, dim=1)
