@@ -51,15 +51,19 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 	touch $(BENCH_STAMP)
 
 # which experiments to rerun (the others' results in experiments/results/ are kept and rendered);
-# `recover` (bench_recover.py: MiniLM winners distilled per speedup target) is left out by default: it takes about an hour
+# `recover` (bench_recover.py: MiniLM winners distilled per speedup target) is left out by default: it takes about an hour;
+# so is `edge` (bench_edge.py: the pretrained edge CNNs on Fashion-MNIST, dense / int8 / uniform / ORT in one pass, about 20 min
+# after their baselines; add a search's exports with BENCH_EDGE_RUNS="mobilenetv2_imagenet=runs/fashion_mbv2 ...")
 BENCH_STEPS ?= speedup predict search compress
 BENCH_RECOVER_STEPS ?= 1000
+BENCH_EDGE_RUNS ?=
 
 bench: $(BENCH_STAMP)
 	$(if $(filter speedup,$(BENCH_STEPS)),$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --jobs $(BENCH_JOBS) --work $(BENCH_WORK))
 	$(if $(filter predict,$(BENCH_STEPS)),$(BIN)/python experiments/bench_predict.py --models $(BENCH_MODELS))
 	$(if $(filter search,$(BENCH_STEPS)),$(BIN)/python experiments/bench_search.py --trials $(BENCH_SEARCH_TRIALS))
 	$(if $(filter compress,$(BENCH_STEPS)),$(BIN)/python experiments/bench_compress.py --models $(BENCH_MODELS))
+	$(if $(filter edge,$(BENCH_STEPS)),$(BIN)/python experiments/bench_edge.py --work $(BENCH_WORK)-edge $(foreach r,$(BENCH_EDGE_RUNS),--run $(r)))
 	$(if $(filter recover,$(BENCH_STEPS)),$(BIN)/python experiments/bench_recover.py --steps $(BENCH_RECOVER_STEPS) --work $(BENCH_WORK)-recover)
 	$(BIN)/python experiments/write_benchmarks.py
 

@@ -9,7 +9,10 @@ dense model, then BatchNorm re-estimated) and ORT's one-line ``quantize_static``
 (its defaults: QDQ, int8 activations and weights, MinMax; and with uint8 activations). Every file is
 scored on the 10,000 official test images and all files of a model are timed together at 1 ORT
 thread, batch 1 (``--rounds`` interleaved rounds under the measurement lock, the dense file at both
-ends of each round, each file keeping its fastest round). Writes experiments/results/edge_fashion.json.
+ends of each round, each file keeping its fastest round). ``--run MODEL=RUN_DIR`` (repeatable) adds
+the files ``hwsearch export RUN_DIR --pareto`` wrote for that model (a search's front, or a
+``--baseline uniform`` sweep's) to the same pass, so the search stands beside what a user gets
+without it. Writes experiments/results/edge_fashion.json.
 """
 
 from __future__ import annotations
@@ -31,7 +34,18 @@ POLICIES = {"int8 (every layer)": {"default_precision": "int8"},
 ORT = ("ort-static-s8s8", "ort-static-u8s8")
 
 
-def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path, table: str) -> dict:
+def exported(runs: list[Path]) -> dict[str, tuple[Path, dict]]:
+    """Every exported file of the run directories: "<run name> trial N" -> (model.onnx, policy)."""
+    out = {}
+    for run in runs:
+        for manifest in sorted((run / "export").glob("*/manifest.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1):
+            m = json.loads(manifest.read_text())
+            if (manifest.parent / "model.onnx").is_file():
+                out[f"{run.name} trial {m['trial']}"] = (manifest.parent / "model.onnx", m["policy"])
+    return out
+
+
+def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path, table: str, runs: list[Path]) -> dict:
     from hwsearch import context
     from hwsearch.compress.realise import realise, score_onnx
     from hwsearch.config import DeviceSpec
@@ -53,6 +67,9 @@ def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path,
         files[name] = path
         seconds[name] = round(time.perf_counter() - start, 1)
         print(f"{model}: {name} realised ({seconds[name]} s)", file=sys.stderr)
+    extra = exported(runs)
+    files |= {name: path for name, (path, _) in extra.items()}
+    policies = POLICIES | {name: policy for name, (_, policy) in extra.items()}
     device = DeviceSpec("cpu-1t", table)
     with measure_lock():
         ms, notes = measure_interleaved([device], files, ctx.task.latency_feed(), rounds)
@@ -60,7 +77,7 @@ def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path,
     rows = {}
     for name, path in files.items():
         rows[name] = {"ms": ms[name]["cpu-1t"], "speedup": round(dense / ms[name]["cpu-1t"], 3), "test_accuracy": round(score_onnx(ctx, path, "test"), 4),
-                      "size_mb": round(path.stat().st_size / 1e6, 2), "policy": POLICIES.get(name), "call": built.get(name, (None,))[0], "realise_s": seconds.get(name)}
+                      "size_mb": round(path.stat().st_size / 1e6, 2), "policy": policies.get(name), "call": built.get(name, (None,))[0], "realise_s": seconds.get(name)}
         print(f"{model}: {name}: {rows[name]}", file=sys.stderr)
     return {"baseline_test_accuracy": ctx.baseline.test_accuracy, "baseline_val_accuracy": ctx.baseline.val_accuracy, "checkpoint": str(ctx.baseline.checkpoint),
             "params": sum(p.numel() for p in ctx.baseline.model.parameters()), "notes": notes, "files": rows}
@@ -73,12 +90,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--table", default="latency_tables/edge-cpu-1t", help="the 1-thread table whose timing settings are used")
     ap.add_argument("--work", default="/tmp/hwbench-edge", help="ONNX files (reused when present)")
+    ap.add_argument("--run", action="append", default=[], metavar="MODEL=RUN_DIR", help="add a run's exported files (hwsearch export RUN_DIR --pareto) to MODEL's pass")
     args = ap.parse_args()
+    runs: dict[str, list[Path]] = {}
+    for item in args.run:
+        model, _, run = item.partition("=")
+        if model not in MODELS or not (Path(run) / "export").is_dir():
+            ap.error(f"--run {item!r}: use MODEL=RUN_DIR with MODEL one of {', '.join(MODELS)} and a run directory holding export/ (hwsearch export RUN_DIR --pareto)")
+        runs.setdefault(model, []).append(Path(run))
     start = time.time()
     result = {"command": "python experiments/bench_edge.py " + " ".join(sys.argv[1:]), "machine": machine_info(), "steps": args.steps, "rounds": args.rounds,
               "threads": 1, "models": {}}
     for model in args.models:
-        result["models"][model] = bench_model(model, MODELS[model], args.steps, args.rounds, Path(args.work), str(Path(args.table).resolve()))
+        result["models"][model] = bench_model(model, MODELS[model], args.steps, args.rounds, Path(args.work), str(Path(args.table).resolve()), runs.get(model, []))
     result["total_s"] = round(time.time() - start)
     path = write_json(RESULTS / "edge_fashion.json", result)
     print(json.dumps({"wrote": str(path), "seconds": result["total_s"]}))
