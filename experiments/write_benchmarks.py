@@ -535,6 +535,18 @@ def _edge_source(name: str, f: dict, steps: int) -> str | None:
     return "hwsearch int8 (every layer)" if "int8" in name else None
 
 
+def _edge_how(name: str, f: dict) -> str:
+    """A variant's recipe in a few words: the ORT call, the uniform policy, or what a search point cuts and quantizes."""
+    if f.get("call"):
+        return f"`{f['call']}`"
+    p = f.get("policy") or {}
+    if " trial " not in name:
+        return f"`{json.dumps(p)}`"
+    cut = sum(1 for v in (p.get("keep") or {}).values() if v < 1.0)
+    int8 = sum(1 for v in (p.get("precision") or {}).values() if v == "int8")
+    return f"{cut} of {len(p.get('keep') or {})} channel groups cut, {int8} of {len(p.get('precision') or {})} layers int8"
+
+
 def edge_section() -> list[str]:
     """Issue 15's per-model figures: the pretrained edge CNNs fine-tuned on Fashion-MNIST, every variant timed in one pass."""
     path = RESULTS / "edge_fashion.json"
@@ -545,12 +557,14 @@ def edge_section() -> list[str]:
            f"From `experiments/results/edge_fashion.json`, written by `{q['command']}` ({q['total_s'] / 60:.0f} min). {_machine_line(q['machine'])} "
            "Each model is the ImageNet-pretrained backbone (1-channel stem: RGB weights summed) with a new 10-class head, fine-tuned 600 SGD steps of 64 at 64 px. "
            f"The uniform cuts are distilled {q['steps']} steps from the dense model. All files of a model were timed together at 1 ORT thread, batch 1 "
-           f"({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round); accuracy is on the 10,000 official test images.", ""]
+           f"({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round); accuracy is on the 10,000 official test images. "
+           "Rows named `RUN trial N` are the front of a search (`hwsearch search experiments/fashion_mbv2.toml`, 40 trials, NSGA-II with uniform warm starts) as "
+           "`hwsearch export RUN --pareto` wrote it; their recovery is the search's own (40 distilled steps), not the uniform rows' longer one.", ""]
     for model, m in q["models"].items():
         dense = m["files"]["dense"]
         out += [f"**{model}** ({m['params'] / 1e6:.2f} M params; dense fp32 {dense['ms']:.2f} ms, test accuracy {dense['test_accuracy']:.2%}):", ""]
         body = [[name, f"{f['ms']:.2f}", f"{f['speedup']:.2f}×", f"{f['test_accuracy']:.2%}", f"{(f['test_accuracy'] - dense['test_accuracy']) * 100:+.1f}",
-                 f"{f['size_mb']:.1f}", f"`{f['call']}`" if f.get("call") else (f"`{json.dumps(f['policy'])}`" if f.get("policy") else "torch.onnx.export")]
+                 f"{f['size_mb']:.1f}", _edge_how(name, f)]
                 for name, f in m["files"].items()]
         out += _table(["variant", "ms", "speedup vs dense", "test accuracy", "points vs dense", "MB", "how"], body) + [""]
         best = {}

@@ -118,6 +118,9 @@ class FashionTask(Task):
     test_size: int = 10000
     normalize: str = "imagenet"  # the input convention a model family checks against its model's
     seed: int = 0
+    # parity of an int8 file with its own torch model: MobileNetV2's all-int8 export (test accuracy 91.10% vs 91.16%)
+    # agrees on 98.2% of the test images (the pruned int8 front points 98.2-98.8%) (near-tied Shirt / T-shirt / Pullover flip); a broken graph agrees on ~10%
+    min_top1_agreement: float = 0.97
     _splits: dict[str, Split] = field(default_factory=dict, repr=False)
     _indices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # rows of the source file per split
     _files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # name, bytes, sha256 of each IDX file
