@@ -76,7 +76,7 @@ def test_idx_parsing_matches_the_arrays_written(tmp_path, gz):
 def test_task_fields_and_shapes(task):
     assert isinstance(task, Task) and task.name == "fashion" and task.in_channels == 1 and task.num_classes == 10
     assert task.input_size == (16, 16) and task.families == ("cnn", "edge") and task.default_model == "mobilenetv2_imagenet"
-    assert task.train_config.steps == 300 and task.train_config.lr == 0.01 and task.train_config.batch_size == 64
+    assert task.train_config.steps == 600 and task.train_config.lr == 0.01 and task.train_config.batch_size == 64
     assert task.normalize == "imagenet" and task.class_names() == list(CLASSES) and task.class_names()[9] == "Ankle boot"
     for name, n in (("train", 150), ("val", 50), ("test", N_TEST)):
         s = task.split(name)
