@@ -24,10 +24,13 @@ SAMPLES=${SAMPLES:-210}
 CAL_SAMPLES=${CAL_SAMPLES:-150}
 export HWSEARCH_CACHE=${HWSEARCH_CACHE:-/tmp/hwcache}
 LOCK=${LOCK:-/tmp/hwsearch-measure.lock}  # held per step, so that other measurements on the machine do not overlap
-MODELS=(--task digits --model resnet20 --model mobilenetv2 --model vgg --random-init)
+# PREFIX, THREADS and MODELS select other tables (experiments/build_edge_tables.sh sets them)
+PREFIX=${PREFIX:-cpu}
+THREADS=${THREADS:-1 2}
+read -r -a MODELS <<< "${MODELS:---task digits --model resnet20 --model mobilenetv2 --model vgg --random-init}"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-for threads in 1 2; do
-  name=cpu-${threads}t
+for threads in $THREADS; do
+  name=${PREFIX}-${threads}t
   if [ "${FRESH:-0}" = 1 ]; then rm -rf "latency_tables/$name"; fi
   # 2 threads: predictions sum kernel medians (a kernel's p10 there is its luckiest hand-off between
   # the threads, which a whole model never gets at every kernel); whole models are timed by p10 either way

@@ -23,6 +23,14 @@ class GroupInfo:
     layers: tuple[str, ...]  # layers whose outputs (or depthwise channels) are cut
 
 
+def round_channels(channels: int, ratio: float, multiple: int) -> int:
+    """Channels kept of ``channels`` at ``ratio``: rounded to ``multiple``, at least one multiple; all of
+    them at ratio 1 (a group of 40 channels in multiples of 16 is not cut to 32 unasked)."""
+    if channels <= multiple or ratio >= 1.0:
+        return channels
+    return int(min(channels, max(multiple, round(ratio * channels / multiple) * multiple)))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Channel groups with their keep choices, and layers with their precision choices."""
@@ -78,12 +86,8 @@ class SearchSpace:
         return tuple(g.name for g in self.groups)
 
     def kept_channels(self, group: GroupInfo, ratio: float) -> int:
-        """Channels a group keeps at ``ratio``: rounded to the channel multiple, at least one multiple;
-        all of them at ratio 1 (a group of 40 channels in multiples of 16 is not cut to 32 unasked)."""
-        m = self.channel_multiple
-        if group.channels <= m or ratio >= 1.0:
-            return group.channels
-        return int(min(group.channels, max(m, round(ratio * group.channels / m) * m)))
+        """Channels a group keeps at ``ratio``: rounded to the channel multiple (:func:`round_channels`)."""
+        return round_channels(group.channels, ratio, self.channel_multiple)
 
     def keep_channels(self, policy: Policy) -> dict[str, int]:
         self.validate(policy)

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from hwsearch.space import GroupInfo, SearchSpace
+from hwsearch.space import GroupInfo, SearchSpace, round_channels
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,8 @@ class CNNSpace(SearchSpace):
         return dict(self.divisors).get(group.name, 1)
 
     def kept_channels(self, group: GroupInfo, ratio: float) -> int:
-        """Channels a group keeps at ``ratio``: rounded to lcm(channel multiple, divisor), at least one such multiple; all at ratio 1."""
-        m = math.lcm(self.channel_multiple, self.divisor(group))
-        if group.channels <= m or ratio >= 1.0:
-            return group.channels
-        return int(min(group.channels, max(m, round(ratio * group.channels / m) * m)))
+        """Channels a group keeps at ``ratio``: the base rule (:func:`~hwsearch.space.round_channels`) with lcm(channel multiple, divisor)."""
+        return round_channels(group.channels, ratio, math.lcm(self.channel_multiple, self.divisor(group)))
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
