@@ -92,7 +92,9 @@ def test_search_on_a_two_node_loopback_cluster_survives_losing_a_node(tmp_path: 
         failed = [t for t in study.trials if t.state.name == "FAIL"]
         assert stats.completed == 5 and len(complete) == 5
         assert failed and all(t.user_attrs["error"].startswith("Worker died") for t in failed)
-        assert len(failed) == len(lost)  # only the trials that were on the lost node failed
+        # only trials that were on the lost node failed: at most one per actor seen evaluating there (an actor can finish
+        # its trial between the /proc read that named it and the node's end, so fewer may fail, never more)
+        assert 1 <= len(failed) <= len(lost)
         workers = {int(t.user_attrs["worker"]) for t in complete}
         raylets = set(info["raylets"].values()) | set(json.loads(info_path.read_text())["raylets"].values())
         assert workers <= set(seen) and set(seen.values()) <= raylets and len({seen[w] for w in workers}) >= 2  # in the cluster's workers, on its nodes
