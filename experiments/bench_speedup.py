@@ -1,12 +1,13 @@
-"""Speedup at equal accuracy and front quality: hwsearch (NSGA-II) vs TPE, random search, uniform pruning, int8.
+"""Speedup at equal accuracy and front quality: hwsearch (guided, NSGA-II) vs TPE, random search, uniform pruning, int8.
 
     HWSEARCH_CACHE=/tmp/hwcache .venv/bin/python experiments/bench_speedup.py --trials 30 --seeds 3
 
 Three phases, each resumable (searches resume from their storage under --work):
 
 1. Search. For every model, one ``uniform`` sweep (``hwsearch search --baseline uniform``: every keep
-   ratio of the space, all-fp32 and all-int8) and, per seed, an NSGA-II run (the hwsearch default,
-   with its warm start), a TPE run (same warm start) and a random search (``--baseline random``) at
+   ratio of the space, all-fp32 and all-int8) and, per seed, an NSGA-II run (with its warm start), a
+   guided run (sampler ``guided``: sensitivity profile, surrogate and table; same warm start, its probes
+   counted in the budget), a TPE run (same warm start) and a random search (``--baseline random``) at
    the same trial budget. The config is experiments/quickstart.toml with overrides (the model, the
    seed, ``n_trials``, ``population_size = 0`` (the budget's default generation size), ``workers = 0`` and both devices, cpu-1t and cpu-2t, so one search predicts
    the latency of every trial on both tables; NSGA-II then optimises accuracy and both latencies).
@@ -44,7 +45,7 @@ from bench_common import RESULTS, machine_info, measure, write_csv, write_json  
 
 CONFIG = "experiments/quickstart.toml"
 DEVICES = {"cpu-1t": 1, "cpu-2t": 2}
-METHODS = ("nsga2", "tpe", "random")
+METHODS = ("nsga2", "tpe", "random", "guided")
 PICKS = 3  # per run and device, the predicted-fastest trials within 1 validation point are rebuilt too
 
 
@@ -72,7 +73,7 @@ def search_job(spec: tuple) -> dict:
 
     torch.set_num_threads(1)
     model, method, seed, trials, out, extra = spec
-    cfg = load_config(CONFIG, overrides(model, seed, max(trials, 1), Path(out), extra) + ([f"sampler={method}"] if method in ("nsga2", "tpe") else []))
+    cfg = load_config(CONFIG, overrides(model, seed, max(trials, 1), Path(out), extra) + ([f"sampler={method}"] if method in ("nsga2", "tpe", "guided") else []))
     t0 = time.perf_counter()
     if method in ("uniform", "random"):
         stats = run_baseline(cfg, method, progress=False)
@@ -81,8 +82,11 @@ def search_job(spec: tuple) -> dict:
         stats = run_search(cfg, prepare=warm_start(cfg), progress=False)
         where = Path(cfg.output_dir)
     print(f"[search] {model} {method} seed {seed}: {stats.completed} trials in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    guided = json.loads((where / "guided.json").read_text()) if (where / "guided.json").is_file() else {}
     return {"model": model, "method": method, "seed": seed, "trials": stats.completed, "failed": stats.failed,
-            "search_wall_s": round(stats.wall_s, 1), "run_dir": str(where)}
+            "search_wall_s": round(stats.wall_s, 1), "driver_share": round(stats.driver_share, 4), "run_dir": str(where),
+            "probes": (guided.get("profile") or {}).get("planned"), "proposal_s": guided.get("proposal_s"),
+            "surrogate_spearman": (guided.get("proposals") or {}).get("spearman_predicted_vs_measured")}
 
 
 def _front(rows: pd.DataFrame, col: str) -> list[int]:
@@ -186,6 +190,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="measurement passes over all ONNX files (lowest median kept)")
     ap.add_argument("--work", default="/tmp/hwbench", help="run directories and ONNX files (resumable)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides for every run")
+    ap.add_argument("--results", default=str(RESULTS), help="folder the CSV/JSON results are written to (write_benchmarks.py reads "
+                    "experiments/results, and experiments/results/guided for the guided-search section)")
     args = ap.parse_args()
     work, started = Path(args.work), time.time()
     info = machine_info()
@@ -223,16 +229,18 @@ def main() -> None:
     load.append(_loadavg())
 
     cols = ["model", "method", "seed", "number", "selected", "policy_id", "val_accuracy"] + [f"predicted_ms_{d}" for d in DEVICES] + ["eval_seconds"]
-    write_csv(RESULTS / "bench_trials.csv", trials[cols].to_dict("records"))
-    write_csv(RESULTS / "bench_candidates.csv", [{k: v for k, v in r.items() if k != "onnx"} for r in cands])
-    write_csv(RESULTS / "bench_runs.csv", [{k: v for k, v in r.items() if k != "run_dir"} for r in runs])
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    write_csv(results / "bench_trials.csv", trials[cols].to_dict("records"))
+    write_csv(results / "bench_candidates.csv", [{k: v for k, v in r.items() if k != "onnx"} for r in cands])
+    write_csv(results / "bench_runs.csv", [{k: v for k, v in r.items() if k != "run_dir"} for r in runs])
     cmd = ".venv/bin/python experiments/bench_speedup.py " + " ".join(sys.argv[1:])
-    write_json(RESULTS / "bench_speedup.json", {
+    write_json(results / "bench_speedup.json", {
         "command": cmd.strip(), "config": CONFIG, "overrides": overrides("MODEL", 0, args.trials, Path("RUN"), args.set)[2:],
         "models": args.models, "trials": args.trials, "seeds": args.seeds, "methods": args.methods, "devices": DEVICES,
         "acc_window": args.acc_window, "rounds": args.rounds, "measure": {"warmup": 30, "runs": 60, "min_time_s": 0.1}, "machine": info, "loadavg_1min_measure_start_end": load, "phase_s": {"search": round(t_search), "rebuild": round(t_build), "measure": round(t_measure)},
     })
-    print(f"wrote {RESULTS}/bench_trials.csv, bench_candidates.csv, bench_runs.csv, bench_speedup.json in {time.time() - started:.0f} s", file=sys.stderr)
+    print(f"wrote {results}/bench_trials.csv, bench_candidates.csv, bench_runs.csv, bench_speedup.json in {time.time() - started:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

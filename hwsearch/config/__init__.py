@@ -6,7 +6,7 @@ Layout (every key but ``[devices]`` is optional; top-level keys come before the 
     task = "digits"                 # built-in name or package.module:function (code: imported and called;
     model = "resnet20"              # built-in name or package.module:function   see the README's "Security")
     objectives = ["accuracy", "latency_ms"]   # + "size_bytes"; latency_ms = one objective per device
-    sampler = "nsga2"               # nsga2 | tpe | random
+    sampler = "nsga2"               # nsga2 | tpe | random | guided (sensitivity profile + surrogate + table: hwsearch.search.guided)
     n_trials = 40
     workers = 2                     # Ray actors; 0 evaluates in-process
     ray_address = ""                # "" starts a private local Ray; else joins that cluster

@@ -14,7 +14,7 @@ from hwsearch.config.builtin import display_name
 from hwsearch.options import CompressOptions
 from hwsearch.space import DEFAULT_KEEP_CHOICES
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("nsga2", "tpe", "random", "guided")
 ADAPT_MODES = ("auto", "off", "require")  # a device table's machine adaptation (hwsearch.tables.adaptation)
 OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
 TABLES = ("task_options", "model_options", "baseline", "devices", "compress", "space")

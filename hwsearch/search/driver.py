@@ -119,6 +119,9 @@ def _fill(study, space, executor, loop: _Loop) -> None:
         # could ever be a parent. Asking for the relative parameters registers it (cached; cheap).
         trial.relative_params  # noqa: B018
         policy = space.suggest(trial).to_dict()
+        note = getattr(study.sampler, "note", None)  # the guided sampler's word on this trial (profile probe or proposal)
+        if callable(note) and note(trial.number):
+            trial.set_user_attr("guided", note(trial.number))
         key = policy_key(space, policy)
         earlier = loop.seen.get(key, next((n for n, (_, p) in loop.in_flight.items() if policy_key(space, p) == key), None))
         if earlier is not None:
@@ -184,8 +187,9 @@ def run_loop(study, cfg: ExperimentConfig, space, executor, loop: _Loop, run_dir
                     raise HwsearchError(f"{loop.failed} trials failed in this session (max_failures={cfg.failure_limit}); the last error was: {record.error.splitlines()[0] if record.error else '?'} Fix the cause or raise max_failures.")
             if bar is not None:
                 bar.n = loop.completed
+                extra = study.sampler.status() if callable(getattr(study.sampler, "status", None)) else {}  # guided: its profile's progress
                 bar.set_postfix(failed=sum(r.state == "FAIL" for r in loop.records.values()),
-                                pareto=len(pareto_records(list(loop.records.values()), cfg.objective_names)), refresh=False)
+                                pareto=len(pareto_records(list(loop.records.values()), cfg.objective_names)), refresh=False, **extra)
                 bar.refresh()
             if time.monotonic() - last_write > WRITE_EVERY_S:
                 write_results(run_dir, sorted(loop.records.values(), key=lambda r: r.number), cfg.objective_names)
@@ -223,7 +227,8 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
         study = open_study(cfg, run_dir, study_name or cfg.name, None)  # first: a storage holding another run's study is an error
         check_resume(cfg, run_dir)
         # reseeded per session: a resumed session does not replay the first session's proposals
-        study.sampler = make_sampler(cfg, sampler, len(study.trials)) if sampler is None or isinstance(sampler, str) else sampler
+        guided = (sampler or cfg.sampler) == "guided"  # built below, once the model and its tables are loaded
+        study.sampler = make_sampler(cfg, "random" if guided else sampler, len(study.trials)) if sampler is None or isinstance(sampler, str) else sampler
         label_study(study, cfg)  # metric names, config and devices for optuna-dashboard
         stale = fail_stale_trials(study, run_dir)
         if _complete(study) >= cfg.n_trials:
@@ -238,7 +243,9 @@ def run_search(cfg: ExperimentConfig, run_dir: str | Path | None = None, *, stud
         # tables checked (and adapted) on this machine before any worker predicts; then the dense model's reference
         adapted = {d.name: context.ensure_adaptation(d, progress, cfg.ray_address) for d in cfg.devices}
         (run_dir / "adaptation.json").write_text(json.dumps(adapted, indent=1, sort_keys=True) + "\n")
-        write_dense(run_dir, ctx)
+        dense = write_dense(run_dir, ctx)
+        if guided:
+            study.sampler = make_sampler(cfg, "guided", len(study.trials), {"space": space, "predictors": ctx.predictors(), "dense_score": dense["score"], "run_dir": run_dir})
         executor = make_executor(cfg.to_dict(), cfg.workers, cfg.ray_address)
         guard.started = True
         startup = time.perf_counter() - start

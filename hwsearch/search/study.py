@@ -43,13 +43,22 @@ def constraint_values(latency_ms: Mapping[str, float], budgets: Mapping[str, flo
     return {f"latency_ms:{dev}": float(latency_ms.get(dev, float("inf"))) - budget for dev, budget in sorted(budgets.items())}
 
 
-def make_sampler(cfg: ExperimentConfig, kind: str | None = None, trials_so_far: int = 0):
+def make_sampler(cfg: ExperimentConfig, kind: str | None = None, trials_so_far: int = 0, guide: Mapping[str, Any] | None = None):
     """The configured sampler (``kind`` overrides it: baselines use ``random``), seeded by
-    ``cfg.seed + trials_so_far`` (a resumed session must not replay the first session's proposals)."""
+    ``cfg.seed + trials_so_far`` (a resumed session must not replay the first session's proposals).
+
+    ``guided`` needs ``guide``: the keyword arguments of :class:`~hwsearch.search.guided.GuidedSampler`
+    that come from the loaded model (``space``, ``predictors``, ``dense_score``, ``run_dir``)."""
     import optuna
 
     kind = kind or cfg.sampler
     seed = cfg.seed + trials_so_far
+    if kind == "guided":
+        from hwsearch.search.guided import GuidedSampler
+
+        if guide is None:
+            raise HwsearchError("Sampler 'guided' is built from the loaded model (its space and latency predictors); pass guide=... (run_search does).")
+        return GuidedSampler(n_trials=cfg.n_trials, seed=seed, budgets=cfg.budgets, **guide)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=cfg.effective_population, seed=seed)
     if kind == "tpe":
