@@ -24,7 +24,7 @@ DOCS = Path("docs")
 ACC_TOL = 0.01  # "equal accuracy": within 1 point of the baseline's test accuracy
 HV_ACC_SPAN = 0.10  # hypervolume reference point: (baseline accuracy - 0.10, baseline latency)
 DEVICES = ("cpu-1t", "cpu-2t")
-METHOD_LABEL = {"nsga2": "hwsearch NSGA-II", "tpe": "TPE", "random": "random search", "uniform": "uniform sweep",
+METHOD_LABEL = {"guided": "hwsearch guided", "nsga2": "hwsearch NSGA-II", "tpe": "TPE", "random": "random search", "uniform": "uniform sweep",
                 "int8": "whole-model int8", "uniform_fp32": "uniform pruning fp32", "uniform_int8": "uniform pruning int8"}
 
 
@@ -54,15 +54,16 @@ def _mean_sd(values: list[float], fmt: str = "{:.2f}", unit: str = "") -> str:
 class Bench:
     """The speedup benchmark's raw rows, joined: runs -> selected trials -> measured candidates."""
 
-    def __init__(self) -> None:
-        self.meta = json.loads((RESULTS / "bench_speedup.json").read_text())
-        cands = _read(RESULTS / "bench_candidates.csv")
+    def __init__(self, root: Path = RESULTS) -> None:
+        self.root = root
+        self.meta = json.loads((root / "bench_speedup.json").read_text())
+        cands = _read(root / "bench_candidates.csv")
         self.cand = {(r["model"], r["policy_id"]): r for r in cands}
         self.base = {r["model"]: r for r in cands if r["is_baseline"] == "1"}
         self.models = [m for m in self.meta["models"] if m in self.base]
         self.runs: dict[tuple[str, str, int], list[dict]] = {}
         self.predicted: dict[tuple[str, str], dict] = {}
-        for t in _read(RESULTS / "bench_trials.csv"):
+        for t in _read(root / "bench_trials.csv"):
             self.predicted[(t["model"], t["policy_id"])] = t
             if t["selected"] == "1" and (t["model"], t["policy_id"]) in self.cand:
                 self.runs.setdefault((t["model"], t["method"], int(t["seed"])), []).append(self.cand[(t["model"], t["policy_id"])])
@@ -106,7 +107,7 @@ class Bench:
         """Method -> list of runs (one per seed), each a list of measured candidate rows."""
         out = {"int8": [self.uniform_rows(model, "int8", 1.0)], "uniform_fp32": [self.uniform_rows(model, "fp32")],
                "uniform_int8": [self.uniform_rows(model, "int8")]}
-        for meth in ("random", "tpe", "nsga2"):
+        for meth in ("random", "tpe", "nsga2", "guided"):
             if self.seeds(model, meth):
                 out[meth] = self.seeds(model, meth)
         return out
@@ -577,6 +578,69 @@ def edge_section() -> list[str]:
     return out
 
 
+GUIDED_ORDER = ["int8", "uniform_int8", "uniform", "random", "tpe", "nsga2", "guided"]
+
+
+def guided_section(b: Bench) -> list[str]:
+    """Sampler guided beside NSGA-II, TPE, random and the uniform sweep: same runs, rebuilds and measurement passes."""
+    meta, n = b.meta, b.meta["trials"]
+    runs = _read(b.root / "bench_runs.csv")
+    out = ["## Guided search vs NSGA-II, TPE, random and the uniform sweep", "",
+           f"Command: `{meta['command']}` (phases: search {meta['phase_s']['search']} s, rebuild {meta['phase_s']['rebuild']} s, measure "
+           f"{meta['phase_s']['measure']} s). {_machine_line(meta['machine'])} Same harness as the digits sections above (config, overrides, rebuild of each "
+           f"run's predicted front and picks, test accuracy on the ONNX files, interleaved measurement passes), all in this one run: {n} trials per run, "
+           f"{meta['seeds']} seeds (mean ± sd). Guided's sensitivity-profile probes are trials of its run, so they are inside its {n}-trial budget; "
+           "so are the 6 uniform warm starts every method but random gets.", ""]
+    body = []
+    for model in b.models:
+        methods = b.methods(model) | {"uniform": [b.uniform_rows(model)]}
+        for dev in DEVICES:
+            cells = [model, dev]
+            for k in GUIDED_ORDER:
+                vals = [b.best(model, dev, rows)[0] for rows in methods.get(k, []) if rows]
+                hvs = [b.hv(model, dev, rows) for rows in methods.get(k, []) if rows]
+                cells.append(f"{_mean_sd(vals, unit='×')}; HV {_mean_sd(hvs, '{:.3f}')}" if vals else "—")
+            body.append(cells)
+    out += ["Best measured speedup at ≤ 1 point of test accuracy, and measured hypervolume (HV, as defined above):", ""]
+    out += _table(["model", "table"] + [METHOD_LABEL[k] for k in GUIDED_ORDER], body) + [""]
+    rows = []
+    for meth in ("nsga2", "tpe", "random", "guided"):
+        mine = [r for r in runs if r["method"] == meth]
+        if mine:
+            rows.append([METHOD_LABEL[meth], _mean_sd([float(r["search_wall_s"]) for r in mine], "{:.0f}", " s"),
+                         _mean_sd([float(r["driver_share"]) * 100 for r in mine if r.get("driver_share")], "{:.1f}", "%"),
+                         ", ".join(r["surrogate_spearman"] for r in mine if r.get("surrogate_spearman")) or "—",
+                         ", ".join(r["probes"] for r in mine if r.get("probes")) or "—"])
+    out += ["Search cost per run (one process, 1 torch thread, two runs at a time) and the guided sampler's own figures: the probes it planned, and the "
+            "Spearman rank correlation between the score its surrogate predicted for each proposal and the score measured (proposals the surrogate "
+            "had not seen), per seed:", ""]
+    out += _table(["method", "search wall time", "driver share", "surrogate Spearman (per seed)", "probes (per seed)"], rows) + [""]
+    return out + guided_verdict(b)
+
+
+def guided_verdict(b: Bench) -> list[str]:
+    """Generated from the data: where guided's mean is below another method's, said plainly."""
+    lines = []
+    for model in b.models:
+        methods = b.methods(model) | {"uniform": [b.uniform_rows(model)]}
+        for dev in DEVICES:
+            g = [r for r in methods.get("guided", []) if r]
+            if not g:
+                continue
+            gs, gh = statistics.fmean(b.best(model, dev, r)[0] for r in g), statistics.fmean(b.hv(model, dev, r) for r in g)
+            for k in GUIDED_ORDER[:-1]:
+                other = [r for r in methods.get(k, []) if r]
+                if not other:
+                    continue
+                os_, oh = statistics.fmean(b.best(model, dev, r)[0] for r in other), statistics.fmean(b.hv(model, dev, r) for r in other)
+                if os_ >= gs * 0.995:
+                    lines.append(f"- {model} / {dev}: {METHOD_LABEL[k]}'s best speedup {os_:.2f}× {'ties' if os_ <= gs * 1.005 else 'beats'} guided's {gs:.2f}×.")
+                if k not in {"int8", "uniform_int8"} and oh >= gh * 0.995:
+                    lines.append(f"- {model} / {dev}: {METHOD_LABEL[k]}'s hypervolume {oh:.3f} {'ties' if oh <= gh * 1.005 else 'beats'} guided's {gh:.3f}.")
+    head = ["Where guided does not win (generated from the rows above):", ""]
+    return head + (lines or ["- Guided's mean is above every other method's in every row, on speedup and hypervolume."]) + [""]
+
+
 def main() -> None:
     lines = ["# Benchmarks", "",
              "Generated by `experiments/write_benchmarks.py` from the raw results in `experiments/results/` and `latency_tables/*/validation.json`; "
@@ -589,6 +653,8 @@ def main() -> None:
         front_lines, hv = front_section(b)
         plots = plot_fronts(b)
         lines += speed_lines + front_lines + [f"![{Path(p).stem}]({p})" for p in plots] + [""] + lose_section(b, speed, hv, pred)
+    if (RESULTS / "guided" / "bench_speedup.json").exists():
+        lines += guided_section(Bench(RESULTS / "guided"))
     lines += prediction_section(pred) + adaptation_section() + search_section() + compress_section() + minilm_section() + quant_section() + recover_section() + edge_section()
     Path("BENCHMARKS.md").write_text("\n".join(lines))
     print("wrote BENCHMARKS.md" + (" and " + ", ".join(plots) if plots else ""), file=sys.stderr)

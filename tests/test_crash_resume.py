@@ -165,10 +165,11 @@ def _kill_once(cmd: list[str], db: Path, rng: random.Random) -> tuple[list[int],
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_sigkilled_drivers_leave_nothing_behind_and_resume_completes_every_warm_start_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["random", "guided"])
+def test_sigkilled_drivers_leave_nothing_behind_and_resume_completes_every_warm_start_once(tmp_path: Path, sampler: str) -> None:
     kills = int(os.environ.get("HWSEARCH_TEST_KILLS", "2"))  # the acceptance probe: HWSEARCH_TEST_KILLS=20
     n_trials = max(6, 4 * kills)  # sessions complete trials before each kill; the run must still be unfinished at the last one
-    path = write_config(tmp_path, "exp", n_trials=n_trials, workers=2, warm_start=[1.0, 0.5], sampler="random")
+    path = write_config(tmp_path, "exp", n_trials=n_trials, workers=2, warm_start=[1.0, 0.5], sampler=sampler)
     cfg = load_config(path)
     run_dir = Path(cfg.output_dir)
     db = run_dir / "study.db"

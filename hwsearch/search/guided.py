@@ -219,8 +219,8 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         pending: list[tuple[float, float]] = []
         pairs: list[tuple[float, float]] = []
         for t in study.get_trials(deepcopy=False):
-            if t.number == number:
-                continue
+            if t.number == number or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+                continue  # an interrupted trial (its driver or worker died) may be proposed again: it was not the policy's fault
             if "policy" in t.user_attrs:
                 policy = Policy.from_dict(t.user_attrs["policy"])
             else:
