@@ -115,6 +115,36 @@ class SearchSpace:
         quant = {key: trial.suggest_categorical(f"quant:{key}", list(values)) for key, values in self.quant_choices}
         return Policy(keep=keep, precision=precision, quant=QuantRecipe.from_dict(quant))
 
+    def params(self, policy: Policy, where: str) -> dict[str, Any]:
+        """Optuna parameters that make :meth:`suggest` return ``policy``; every choice must be in the space
+        (else an error naming ``where``, the choice and the space's choices)."""
+        self.validate(policy)
+        params: dict[str, Any] = {}
+        for g in self.group_names:
+            ratio = policy.keep_for(g)
+            if ratio not in self.keep_choices:
+                raise HwsearchError(f"{where}: keep {ratio} for group {g!r} is not one of space.keep_choices {list(self.keep_choices)}; use one of those ratios.")
+            params[f"keep:{g}"] = ratio
+        for layer in self.layers:
+            prec = policy.precision_for(layer)
+            if prec not in self.precisions:
+                raise HwsearchError(f"{where}: precision {prec!r} for layer {layer!r} is not one of space.precisions {list(self.precisions)}; add it to space.precisions or change the policy.")
+            params[f"precision:{layer}"] = prec
+        for key, values in self.quant_choices:
+            value = getattr(policy.quant, key)
+            if value not in values:
+                raise HwsearchError(f"{where}: quantization setting {key}={value!r} is not one of the space's choices {list(values)}; change the policy or the choices.")
+            params[f"quant:{key}"] = value
+        return params
+
+    def policy_from_params(self, params: Mapping[str, Any]) -> Policy | None:
+        """The policy of a trial's parameters (the inverse of :meth:`params`), or None when some are missing."""
+        names = [f"keep:{g}" for g in self.group_names] + [f"precision:{layer}" for layer in self.layers] + [f"quant:{key}" for key, _ in self.quant_choices]
+        if any(name not in params for name in names):
+            return None
+        return Policy(keep={g: float(params[f"keep:{g}"]) for g in self.group_names}, precision={layer: str(params[f"precision:{layer}"]) for layer in self.layers},
+                      quant=QuantRecipe.from_dict({key: params[f"quant:{key}"] for key, _ in self.quant_choices}))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "groups": [asdict(g) | {"layers": list(g.layers)} for g in self.groups],

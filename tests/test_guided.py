@@ -14,7 +14,7 @@ import pytest
 from hwsearch.config import load_config
 from hwsearch.policy import Policy
 from hwsearch.search import run_search
-from hwsearch.search.guided import GuidedSampler, plan_probes, policy_of, rank_correlation
+from hwsearch.search.guided import GuidedSampler, plan_probes, rank_correlation
 from hwsearch.search.study import policy_key, storage_url
 from hwsearch.search.surrogate import Features, fit, profile_prior
 from hwsearch.space import GroupInfo, SearchSpace
@@ -137,7 +137,7 @@ def test_guided_search_profiles_then_proposes_and_resumes_without_repeats(tmp_pa
     keys = [policy_key(space, t.user_attrs["policy"]) for t in study.trials if t.state.name == "COMPLETE"]
     assert resumed.completed == 12 and len(keys) == 12 and len(set(keys)) == 12 and resumed.session_duplicates == 0
     assert [t.user_attrs["guided"]["phase"] for t in study.trials[9:]] == ["proposal"] * 3  # the profile is reused, not run again
-    assert all(policy_of(space, t.params) is not None for t in study.trials)
+    assert all(space.policy_from_params(t.params) == Policy.from_dict(t.user_attrs["policy"]) for t in study.trials)
 
 
 def test_guided_proposals_stay_within_a_latency_budget(tmp_path: Path, _tiny) -> None:

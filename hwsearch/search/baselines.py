@@ -65,25 +65,8 @@ def _requeue(study, trial) -> None:
 
 
 def policy_params(space, policy: Policy, where: str) -> dict[str, Any]:
-    """Optuna parameters that make ``space.suggest`` return ``policy``; every choice must be in the space."""
-    space.validate(policy)
-    params = {}
-    for g in space.group_names:
-        ratio = policy.keep_for(g)
-        if ratio not in space.keep_choices:
-            raise HwsearchError(f"{where}: keep {ratio} for group {g!r} is not one of space.keep_choices {list(space.keep_choices)}; use one of those ratios.")
-        params[f"keep:{g}"] = ratio
-    for layer in space.layers:
-        prec = policy.precision_for(layer)
-        if prec not in space.precisions:
-            raise HwsearchError(f"{where}: precision {prec!r} for layer {layer!r} is not one of space.precisions {list(space.precisions)}; add it to space.precisions or change the policy.")
-        params[f"precision:{layer}"] = prec
-    for key, values in space.quant_choices:
-        value = getattr(policy.quant, key)
-        if value not in values:
-            raise HwsearchError(f"{where}: quantization setting {key}={value!r} is not one of the space's choices {list(values)}; change the policy or the choices.")
-        params[f"quant:{key}"] = value
-    return params
+    """Optuna parameters that make ``space.suggest`` return ``policy`` (:meth:`~hwsearch.space.SearchSpace.params`)."""
+    return space.params(policy, where)
 
 
 def layerwise_policies(space, entries) -> list[tuple[str, Policy]]:

@@ -37,7 +37,6 @@ import optuna
 
 from hwsearch.policy import Policy, QuantRecipe
 from hwsearch.results import hypervolume, pareto_front
-from hwsearch.search.baselines import policy_params
 from hwsearch.search.surrogate import Features, Surrogate, fit, profile_prior
 from hwsearch.space import SearchSpace
 
@@ -90,15 +89,6 @@ def plan_probes(space: SearchSpace, n_trials: int) -> list[Probe]:
             else:
                 probes.append(Probe(f"{kind}: {label}", Policy(precision={layer: kind for layer in block}, quant=base)))
     return probes
-
-
-def policy_of(space: SearchSpace, params: Mapping[str, Any]) -> Policy | None:
-    """The policy of a trial's parameters, or None when they are incomplete."""
-    names = [f"keep:{g}" for g in space.group_names] + [f"precision:{layer}" for layer in space.layers] + [f"quant:{key}" for key, _ in space.quant_choices]
-    if any(name not in params for name in names):
-        return None
-    return Policy(keep={g: float(params[f"keep:{g}"]) for g in space.group_names}, precision={layer: str(params[f"precision:{layer}"]) for layer in space.layers},
-                  quant=QuantRecipe.from_dict({key: params[f"quant:{key}"] for key, _ in space.quant_choices}))
 
 
 def rank_correlation(pairs: list[tuple[float, float]]) -> float | None:
@@ -187,7 +177,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             if self.key(probe.policy) not in tried:
                 self._notes[number] = {"phase": "profile", "probe": probe.name}
                 self._report(probes, None, done, dense)
-                return policy_params(self.space, probe.policy, f"guided probe {probe.name!r}")
+                return self.space.params(probe.policy, f"guided probe {probe.name!r}")
         prior = profile_prior(self.features, [(p.policy, dense - r[0]) for p, r in probes if r is not None])
         if not done:
             return {}
@@ -198,7 +188,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             return {}
         policy, score, lat, n = choice
         self._notes[number] = {"phase": "proposal", "predicted_score": round(score, 6), "predicted_latency_ms": round(lat, 6), "candidates": n}
-        return policy_params(self.space, policy, "guided proposal")
+        return self.space.params(policy, "guided proposal")
 
     def _keep_plan(self, study) -> None:
         """The profile planned by the run's first guided session (a study attribute), so a resumed session with
@@ -224,7 +214,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             if "policy" in t.user_attrs:
                 policy = Policy.from_dict(t.user_attrs["policy"])
             else:
-                policy = policy_of(self.space, t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params", {}))
+                policy = self.space.policy_from_params(t.params if t.state != TrialState.WAITING else t.system_attrs.get("fixed_params", {}))
             if policy is None:
                 continue
             key = self.key(policy)
