@@ -528,7 +528,9 @@ def _edge_source(name: str, f: dict, steps: int) -> str | None:
     if name == "dense":
         return None
     if " trial " in name:  # a run's exported file: its search, or its --baseline uniform sweep
-        return "uniform sweep (search's recovery)" if "uniform" in name else "hwsearch search front"
+        if "uniform" in name:
+            return "uniform sweep (search's recovery)"
+        return "hwsearch guided search front" if "guided" in name.split(" trial ", maxsplit=1)[0] else "hwsearch NSGA-II search front"
     if f.get("call"):
         return "ORT one-line quantize_static"
     if "uniform" in name:
@@ -559,8 +561,10 @@ def edge_section() -> list[str]:
            "Each model is the ImageNet-pretrained backbone (1-channel stem: RGB weights summed) with a new 10-class head, fine-tuned 600 SGD steps of 64 at 64 px. "
            f"The uniform cuts are distilled {q['steps']} steps from the dense model. All files of a model were timed together at 1 ORT thread, batch 1 "
            f"({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round); accuracy is on the 10,000 official test images. "
-           "Rows named `RUN trial N` are the front of a search (`hwsearch search experiments/fashion_mbv2.toml`, 40 trials, NSGA-II with uniform warm starts) as "
-           "`hwsearch export RUN --pareto` wrote it; their recovery is the search's own (40 distilled steps), not the uniform rows' longer one.", ""]
+           "Rows named `RUN trial N` are the front of a search as `hwsearch export RUN --pareto` wrote it: `fashion_mbv2` is "
+           "`hwsearch search experiments/fashion_mbv2.toml` (40 trials, NSGA-II with uniform warm starts), `fashion_mbv2_guided` the same config with "
+           "`--set sampler='\"guided\"'` (40 trials, its sensitivity-profile probes included); their recovery is the search's own (40 distilled steps), "
+           "not the uniform rows' longer one.", ""]
     for model, m in q["models"].items():
         dense = m["files"]["dense"]
         out += [f"**{model}** ({m['params'] / 1e6:.2f} M params; dense fp32 {dense['ms']:.2f} ms, test accuracy {dense['test_accuracy']:.2%}):", ""]
