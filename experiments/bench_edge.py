@@ -36,13 +36,13 @@ ORT = ("ort-static-s8s8", "ort-static-u8s8")
 
 
 def exported(runs: list[Path]) -> dict[str, tuple[Path, dict]]:
-    """Every exported file of the run directories: "<run name> trial N" -> (model.onnx, policy)."""
+    """Every exported file of the run directories: "<run name> trial N" -> (model.onnx, policy, recovery steps or None)."""
     out = {}
     for run in runs:
         for manifest in sorted((run / "export").glob("*/manifest.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1):
             m = json.loads(manifest.read_text())
             if (manifest.parent / "model.onnx").is_file():
-                out[f"{run.name} trial {m['trial']}"] = (manifest.parent / "model.onnx", m["policy"])
+                out[f"{run.name} trial {m['trial']}"] = (manifest.parent / "model.onnx", m["policy"], (m.get("recovery") or {}).get("steps") if (m.get("recovery") or {}).get("kept") == "recovered" else None)
     return out
 
 
@@ -69,8 +69,9 @@ def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path,
         seconds[name] = round(time.perf_counter() - start, 1)
         print(f"{model}: {name} realised ({seconds[name]} s)", file=sys.stderr)
     extra = exported(runs)
-    files |= {name: path for name, (path, _) in extra.items()}
-    policies = POLICIES | {name: policy for name, (_, policy) in extra.items()}
+    files |= {name: path for name, (path, _, _) in extra.items()}
+    policies = POLICIES | {name: policy for name, (_, policy, _) in extra.items()}
+    recovered = {name: steps for name, (_, _, steps) in extra.items() if steps}  # shipped after `hwsearch export --recover-steps N`
     device = DeviceSpec("cpu-1t", table)
     with measure_lock():
         ms, notes = measure_interleaved([device], files, ctx.task.latency_feed(), rounds)
@@ -78,7 +79,8 @@ def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path,
     rows = {}
     for name, path in files.items():
         rows[name] = {"ms": ms[name]["cpu-1t"], "speedup": round(dense / ms[name]["cpu-1t"], 3), "test_accuracy": round(score_onnx(ctx, path, "test"), 4),
-                      "size_mb": round(path.stat().st_size / 1e6, 2), "policy": policies.get(name), "call": built.get(name, (None,))[0], "realise_s": seconds.get(name)}
+                      "size_mb": round(path.stat().st_size / 1e6, 2), "policy": policies.get(name), "call": built.get(name, (None,))[0], "realise_s": seconds.get(name),
+                      "recovered_steps": recovered.get(name)}
         print(f"{model}: {name}: {rows[name]}", file=sys.stderr)
     return {"baseline_train": TRAIN.get(model, {}), "baseline_test_accuracy": ctx.baseline.test_accuracy, "baseline_val_accuracy": ctx.baseline.val_accuracy, "checkpoint": str(ctx.baseline.checkpoint),
             "params": sum(p.numel() for p in ctx.baseline.model.parameters()), "notes": notes, "files": rows}

@@ -530,6 +530,8 @@ def _edge_source(name: str, f: dict, steps: int) -> str | None:
     if " trial " in name:  # a run's exported file: its search, or its --baseline uniform sweep
         if "uniform" in name:
             return "uniform sweep (search's recovery)"
+        if f.get("recovered_steps"):
+            return f"hwsearch search front point recovered ({f['recovered_steps']} steps)"
         return "hwsearch guided search front" if "guided" in name.split(" trial ", maxsplit=1)[0] else "hwsearch NSGA-II search front"
     if f.get("call"):
         return "ORT one-line quantize_static"
@@ -547,7 +549,8 @@ def _edge_how(name: str, f: dict) -> str:
         return f"`{json.dumps(p)}`"
     cut = sum(1 for v in (p.get("keep") or {}).values() if v < 1.0)
     int8 = sum(1 for v in (p.get("precision") or {}).values() if v == "int8")
-    return f"{cut} of {len(p.get('keep') or {})} channel groups cut, {int8} of {len(p.get('precision') or {})} layers int8"
+    recovered = f"; recovered: `hwsearch export RUN --trial N --recover-steps {f['recovered_steps']}`" if f.get("recovered_steps") else ""
+    return f"{cut} of {len(p.get('keep') or {})} channel groups cut, {int8} of {len(p.get('precision') or {})} layers int8{recovered}"
 
 
 def edge_section() -> list[str]:
@@ -564,7 +567,8 @@ def edge_section() -> list[str]:
            "Rows named `RUN trial N` are the front of a search as `hwsearch export RUN --pareto` wrote it: `fashion_mbv2` is "
            "`hwsearch search experiments/fashion_mbv2.toml` (40 trials, NSGA-II with uniform warm starts), `fashion_mbv2_guided` the same config with "
            "`--set sampler='\"guided\"'` (40 trials, its sensitivity-profile probes included); their recovery is the search's own (40 distilled steps), "
-           "not the uniform rows' longer one.", ""]
+           "not the uniform rows' longer one, unless the row says it was recovered after the search (issue 18: distilled from the dense model on the "
+           "task's train split, BatchNorm re-estimated, re-quantized, verified).", ""]
     for model, m in q["models"].items():
         dense = m["files"]["dense"]
         out += [f"**{model}** ({m['params'] / 1e6:.2f} M params; dense fp32 {dense['ms']:.2f} ms, test accuracy {dense['test_accuracy']:.2%}):", ""]
