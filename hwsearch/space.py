@@ -12,6 +12,7 @@ from hwsearch.errors import HwsearchError
 from hwsearch.policy import LINEAR_ONLY, PRECISIONS, Policy, QuantRecipe, check_precision
 
 DEFAULT_KEEP_CHOICES = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+_QUANT_FIELDS = tuple(f.name for f in dataclasses.fields(QuantRecipe))
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,12 @@ class SearchSpace:
         precision = {name: str(trial.suggest_categorical(f"precision:{name}", list(self.choices(name)))) for name in self.layers}
         quant = {key: trial.suggest_categorical(f"quant:{key}", list(values)) for key, values in self.quant_choices}
         return Policy(keep=keep, precision=precision, quant=QuantRecipe.from_dict(quant))
+
+    def identity(self, policy: Policy) -> tuple:
+        """What makes two policies build the same model: every group's keep ratio (rounded to 6 digits) and every
+        layer's precision with the defaults folded in, and the static-int8 recipe."""
+        return (tuple(round(policy.keep_for(g), 6) for g in self.group_names), tuple(policy.precision_for(layer) for layer in self.layers),
+                tuple(getattr(policy.quant, name) for name in _QUANT_FIELDS))
 
     def params(self, policy: Policy, where: str) -> dict[str, Any]:
         """Optuna parameters that make :meth:`suggest` return ``policy``; every choice must be in the space

@@ -120,8 +120,8 @@ def _fill(study, space, executor, loop: _Loop) -> None:
         trial.relative_params  # noqa: B018
         policy = space.suggest(trial).to_dict()
         note = getattr(study.sampler, "note", None)  # the guided sampler's word on this trial (profile probe or proposal)
-        if callable(note) and note(trial.number):
-            trial.set_user_attr("guided", note(trial.number))
+        if callable(note) and (said := note(trial.number)):
+            trial.set_user_attr("guided", said)
         key = policy_key(space, policy)
         earlier = loop.seen.get(key, next((n for n, (_, p) in loop.in_flight.items() if policy_key(space, p) == key), None))
         if earlier is not None:

@@ -118,10 +118,13 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self._proposals: dict[int, dict[str, Any]] = {}
         self._notes: dict[int, dict[str, Any]] = {}
-        self._latency: dict[tuple[str, str], float] = {}
+        self._latency: dict[tuple[str, tuple], float] = {}
         self._deltas: dict[tuple[str, str, Any], float] | None = None
         self.proposal_s = 0.0
         self._choices = {layer: space.choices(layer) for layer in space.layers}
+        # what a mutation may change (fixed by the space)
+        self._dims = ([("keep", g) for g in space.group_names if len(space.keep_choices) > 1] + [("precision", layer) for layer in space.layers if len(self._choices[layer]) > 1]
+                      + [("quant", key) for key, values in space.quant_choices if len(values) > 1])
         self._pairs: list[tuple[float, float]] = []
         self._profile_done = 0
 
@@ -155,10 +158,8 @@ class GuidedSampler(optuna.samplers.BaseSampler):
 
     # ------------------------------------------------------------------ proposals
     def key(self, policy: Policy) -> tuple:
-        """A policy's identity (as :func:`~hwsearch.search.study.policy_key`, without its JSON round trip)."""
-        q = policy.quant
-        return (tuple(round(policy.keep_for(g), 6) for g in self.space.group_names), tuple(policy.precision_for(layer) for layer in self.space.layers),
-                (q.activation_type, q.calibration, q.percentile, q.calib_samples, q.preprocess))
+        """A policy's identity (:meth:`~hwsearch.space.SearchSpace.identity`, as :func:`~hwsearch.search.study.policy_key` without its JSON)."""
+        return self.space.identity(policy)
 
     def latency(self, policy: Policy, device: str | None = None) -> float:
         device = device or self.device
@@ -228,7 +229,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
                 pending.append((note["predicted_score"], note["predicted_latency_ms"]))
         return done, tried, pending, pairs
 
-    def _dense(self, done: Mapping[str, tuple[Policy, tuple[float, float]]]) -> float:
+    def _dense(self, done: Mapping[tuple, tuple[Policy, tuple[float, float]]]) -> float:
         if self.dense_score is not None:
             return float(self.dense_score)
         own = done.get(self.key(Policy()))
@@ -273,9 +274,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
 
     def _mutate(self, policy: Policy) -> Policy:
         keep, precision = {g: policy.keep_for(g) for g in self.space.group_names}, {layer: policy.precision_for(layer) for layer in self.space.layers}
-        quant = policy.quant.to_dict()
-        dims = [("keep", g) for g in keep if len(self.space.keep_choices) > 1] + [("precision", layer) for layer in precision if len(self._choices[layer]) > 1]
-        dims += [("quant", key) for key, values in self.space.quant_choices if len(values) > 1]
+        quant, dims = policy.quant.to_dict(), self._dims
         for _ in range(int(self.rng.integers(1, 4)) if dims else 0):
             kind, name = dims[int(self.rng.integers(len(dims)))]
             if kind == "keep":
@@ -346,7 +345,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         if self.run_dir is None:
             return
         out = {"sampler": "guided", "device": self.device, "dense_score": dense, "proposal_s": round(self.proposal_s, 3),
-               "profile": {"planned": len(probes), "done": sum(r is not None for _, r in probes),
+               "profile": {"planned": len(probes), "done": self._profile_done,
                            "probes": [{"name": p.name, "score": None if r is None else r[0], "drop": None if r is None else round(dense - r[0], 6)} for p, r in probes]}}
         if surrogate is not None:
             out["surrogate"] = {"trials": surrogate.trials, "largest_costs": surrogate.top_costs()}

@@ -67,14 +67,11 @@ def make_sampler(cfg: ExperimentConfig, kind: str | None = None, trials_so_far: 
 
 
 def policy_key(space, policy: Mapping[str, Any]) -> str:
-    """A policy's canonical form: every group's keep ratio and every layer's precision with the
-    defaults folded in, sorted, ratios rounded to 6 digits; two policies that build the same model
-    have the same key; the static-int8 recipe (``quant``, defaults filled in) is part of it."""
+    """A policy's canonical form (:meth:`~hwsearch.space.SearchSpace.identity` as JSON): two policies that
+    build the same model have the same key; the static-int8 recipe (``quant``, defaults filled in) is part of it."""
     from hwsearch.policy import Policy
 
-    pol = Policy.from_dict(policy)
-    keep = {g: round(pol.keep_for(g), 6) for g in sorted(space.group_names)}
-    return json.dumps({"keep": keep, "precision": {name: pol.precision_for(name) for name in sorted(space.layers)}, "quant": pol.quant.to_dict()}, sort_keys=True)
+    return json.dumps(space.identity(Policy.from_dict(policy)))
 
 
 def completed_policies(study, space) -> dict[str, int]:
