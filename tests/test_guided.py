@@ -14,7 +14,7 @@ import pytest
 from hwsearch.config import load_config
 from hwsearch.policy import Policy
 from hwsearch.search import run_search
-from hwsearch.search.guided import GuidedSampler, plan_probes, rank_correlation
+from hwsearch.search.guided import BASE_ATTR, BASE_TOL, GuidedSampler, plan_probes, probe_keep, rank_correlation
 from hwsearch.search.study import policy_key, storage_url
 from hwsearch.search.surrogate import Features, fit, profile_prior
 from hwsearch.space import GroupInfo, SearchSpace
@@ -39,11 +39,22 @@ def test_probes_cover_every_group_and_layer_once_within_the_budget_share() -> No
     assert len(probes) == 12
     assert sorted(_members(probes, "cut")) == sorted(space.group_names) and sorted(_members(probes, "int8")) == sorted(space.layers)
     assert len(_members(probes, "cut")) == 12 and sum(bool(p.policy.keep) for p in probes) == 8  # cuts get 2/3 of the probes
-    assert all(k == 0.25 for p in probes for k in p.policy.keep.values())  # the smallest keep choice
+    assert all(k == 0.5 for p in probes for k in p.policy.keep.values())  # the probe keep: mid-range, not the smallest
+    assert [p.on_base for p in probes] == [False] * 4 + [True] * 8  # precisions first, then the cuts (on the cut base)
     single = plan_probes(space, 200)  # room for one probe per group and per layer
     assert len(single) == 34 and all(len(p.policy.keep) + len(p.policy.precision) == 1 for p in single)
     three = plan_probes(_space(4, 6, ("fp32", "int8", "fp16")), 10)  # a kind per precision, each at least one probe
     assert len(three) == 3 and sorted(_members(three, "fp16")) == sorted(f"l{i}" for i in range(6))
+
+
+def test_the_probe_keep_is_the_choice_nearest_the_middle_of_the_range() -> None:
+    def keep(*choices):
+        return probe_keep(SearchSpace.build([GroupInfo("g", 32, ("g",))], ["l"], keep_choices=choices, precisions=("fp32",)))
+
+    assert keep(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0) == 0.625
+    assert keep(0.5, 0.625, 0.75, 0.875, 1.0) == 0.75
+    assert keep(0.25, 0.5, 0.75, 1.0) == 0.5  # a tie: the deeper cut
+    assert keep(0.5, 1.0) == 0.5 and keep(1.0) == 1.0
 
 
 def test_surrogate_recovers_additive_costs_and_names_the_costliest_choice() -> None:
@@ -70,6 +81,8 @@ def test_a_block_probe_shares_its_drop_among_the_choices_it_made() -> None:
     named = dict(zip(feats.names, prior))
     assert named["cut:g0"] == pytest.approx(0.05) and named["cut2:g2"] == pytest.approx(0.05) and named["cut:g3"] == 0
     assert named["int8:l0"] == pytest.approx(0.01) and named["int8:l3"] == 0 and named["cut:mean"] == 0
+    half = Policy(keep={"g0": 0.625, "g1": 0.625})  # features of 0.5 (and 0.25 squared): the prior still predicts the probe's drop
+    assert feats.vector(half) @ profile_prior(feats, [(half, 0.04)]) == pytest.approx(0.04)
 
 
 class _AdditiveLatency:
@@ -127,6 +140,12 @@ def test_guided_search_profiles_then_proposes_and_resumes_without_repeats(tmp_pa
     assert planned == 3 and report["profile"]["done"] == planned  # 30% of 9 trials: two cut blocks and all layers in int8 ...
     phases = [t.user_attrs.get("guided", {}).get("phase") for t in trials]
     assert phases == [None, None, "profile", "profile"] + ["proposal"] * 5  # ... which the int8 warm start already measured
+    int8_drop = trials[0].values[0] - trials[1].values[0]  # the warm starts: dense fp32, all int8
+    base = study.user_attrs[BASE_ATTR]
+    assert base == ("int8" if int8_drop <= BASE_TOL else "fp32") and report["profile"]["cut_base"] == base
+    for t in trials[2:4]:  # the cut probes: half the groups each at the probe keep, every layer in the cut base
+        policy = Policy.from_dict(t.user_attrs["policy"])
+        assert set(policy.keep.values()) - {1.0} == {0.5} and set(policy.precision.values()) - {"fp32"} == {base} - {"fp32"}
     for t in trials[4:]:  # proposals carry their predictions; the table's is the trial's latency
         note = t.user_attrs["guided"]
         assert note["predicted_latency_ms"] == pytest.approx(t.user_attrs["latency_ms"]["cpu-1t"], rel=1e-4) and 0 <= note["predicted_score"] <= 1.5
@@ -151,3 +170,37 @@ def _space_of(cfg):
     from hwsearch import context
 
     return context.from_config(context.resolve(cfg), random_init=True).space
+
+
+def _cuts(policy: Policy) -> dict[str, float]:
+    return {g: k for g, k in policy.keep.items() if k < 1.0}
+
+
+def _layers(policy: Policy) -> dict[str, str]:
+    return {layer: p for layer, p in policy.precision.items() if p != "fp32"}
+
+
+def _completed(space: SearchSpace, policy: Policy, score: float, ms: float) -> optuna.trial.FrozenTrial:
+    params = space.params(policy, "test")
+    dists = {k: optuna.distributions.CategoricalDistribution(sorted({*space.keep_choices} if k.startswith("keep:") else space.precisions)) for k in params}
+    return optuna.trial.create_trial(params=params, distributions=dists, values=[score, ms], user_attrs={"policy": policy.to_dict(), "latency_ms": {"dev": ms}})
+
+
+@pytest.mark.parametrize("int8_drop", [0.0, 0.03])
+def test_cuts_are_probed_on_a_free_whole_model_precision_and_its_block_probes_are_skipped(int8_drop: float) -> None:
+    space = _space(4, 6)
+    sampler = GuidedSampler(space, {"dev": _AdditiveLatency(space)}, n_trials=20, dense_score=0.9)  # 6 probes: 2 int8 blocks, 4 cut blocks
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dense, int8 = Policy(), Policy(precision={layer: "int8" for layer in space.layers})
+    for policy, score in ((dense, 0.9), (int8, 0.9 - int8_drop)):  # the warm starts
+        study.add_trial(_completed(space, policy, score, sampler.latency(policy)))
+    proposed = space.policy_from_params(sampler._propose(study, 99))
+    if int8_drop == 0.0:  # int8 is free: no int8 block probe; the first cut probe keeps every layer in int8
+        assert study.user_attrs[BASE_ATTR] == "int8" and _cuts(proposed) == {"g0": 0.5} and _layers(proposed) == {layer: "int8" for layer in space.layers}
+        assert sampler.status() == {"profile": "2/6"}
+    else:  # int8 costs: its block probes run first (from fp32), and the base is not decided until they are out
+        assert BASE_ATTR not in study.user_attrs and not _cuts(proposed) and _layers(proposed) == {layer: "int8" for layer in space.layers[:3]}
+        for half in (proposed, Policy(precision={layer: "int8" for layer in space.layers[3:]})):
+            study.add_trial(_completed(space, half, 0.9 - int8_drop / 2, sampler.latency(half)))
+        cut = space.policy_from_params(sampler._propose(study, 99))
+        assert study.user_attrs[BASE_ATTR] == "fp32" and _cuts(cut) == {"g0": 0.5} and not _layers(cut)

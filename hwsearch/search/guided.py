@@ -1,18 +1,26 @@
 """Sampler ``guided``: real evaluations only where a cheap accuracy model and the exact latency table
 point at the front.
 
-1. **Sensitivity profile.** Probes change one kind of choice from the dense fp32 model: a block of
-   consecutive channel groups cut to the smallest keep choice, or a block of consecutive layers in
-   one precision (one probe per group / layer when the budget allows; at most
-   :data:`PROFILE_SHARE` of ``n_trials``, so the profile is part of the trial budget). Probes are
+1. **Sensitivity profile.** Probes change one kind of choice: first a block of consecutive layers
+   in one precision (from the dense fp32 model), then a block of consecutive channel groups cut to
+   the *probe keep* (:func:`probe_keep`: the keep choice nearest the middle of the range, where
+   the front's useful cuts are, rather than the smallest, where models collapse). The cuts are
+   probed on the *cut base*: the fastest whole-model precision measured within
+   :data:`BASE_TOL` of the dense score (int8 for CNNs; fp32 when none is), decided when the first
+   cut probe is due and stored with the study, so every cut probe is itself a candidate for the
+   front. One probe per group / layer when the budget allows; at most :data:`PROFILE_SHARE` of
+   ``n_trials``, so the profile is part of the trial budget. A precision probe is skipped when the
+   whole model in that precision (a warm start) was measured within :data:`BASE_TOL`. Probes are
    ordinary trials of the study: stored with it, shown on the dashboard and reused on resume.
 2. **Surrogate** (:mod:`hwsearch.search.surrogate`): additive in the probes' costs plus a ridge
    correction, refitted on every completed trial before each proposal.
 3. **Proposals.** A greedy path from the dense model (each step the choice with the most latency
-   saved per predicted score lost), random mutations of its points and of the measured front,
-   every one predicted by the surrogate and the latency table; of the predicted Pareto front, the
-   candidate with the largest predicted hypervolume gain over the measured front (in-flight
-   proposals counted at their predictions) is sent for real evaluation. With a latency budget,
+   saved per predicted score lost), the uniform policies (every keep choice in each whole-model
+   precision: what a sweep would try), random mutations of all of these and of the measured front,
+   every one predicted by the surrogate and every device's latency table; of the predicted Pareto
+   fronts, the candidate with the largest predicted hypervolume gain over the measured front
+   (in-flight proposals counted at their predictions), summed over the devices with each device's
+   reference box normalised to 1, is sent for real evaluation. With a latency budget,
    only candidates predicted within it count and the budget is the reference latency, so
    proposals hug it.
 
@@ -47,12 +55,17 @@ HV_SPAN = 0.10  # hypervolume reference: dense score minus this, the dense (or b
 EPS_DROP = 1e-4
 REPORT = "guided.json"
 PLAN_ATTR = "guided_profile"  # study user attribute: the probes planned (names and policies)
+BASE_ATTR = "guided_cut_base"  # study user attribute: the precision the cut probes run in, once decided
+BASE_TOL = 0.005  # a whole-model precision is the cut base when it loses at most this much score
 
 
 @dataclass(frozen=True)
 class Probe:
+    """``policy``: what the probe changes; ``on_base``: a cut probe, run with every layer in the cut base."""
+
     name: str
     policy: Policy
+    on_base: bool = False
 
 
 def _blocks(items: list[str], n: int) -> list[list[str]]:
@@ -64,15 +77,31 @@ def first_quant(space: SearchSpace) -> QuantRecipe:
     return QuantRecipe.from_dict({key: values[0] for key, values in space.quant_choices})
 
 
+def probe_keep(space: SearchSpace) -> float:
+    """The keep choice the cut probes use: of those below 1, the nearest to the middle between the smallest and 1
+    (the deeper one on a tie); 1.0 when the space cuts nothing."""
+    below = sorted(k for k in space.keep_choices if k < 1.0)
+    if not below:
+        return 1.0
+    middle = (below[0] + 1.0) / 2
+    return min(below, key=lambda k: (abs(k - middle), k))
+
+
+def whole_model(space: SearchSpace, precision: str, keep: float = 1.0) -> Policy:
+    """Every group at ``keep``, every layer that can take ``precision`` in it (the others fp32), the first recipe."""
+    return Policy(keep={g: keep for g in space.group_names} if keep < 1.0 else {},
+                  precision={layer: precision for layer in space.layers if precision != "fp32" and precision in space.choices(layer)}, quant=first_quant(space))
+
+
 def plan_probes(space: SearchSpace, n_trials: int) -> list[Probe]:
-    """The sensitivity profile's probes (see the module docstring), in order: cuts, then precisions."""
-    kmin = min(space.keep_choices)
+    """The sensitivity profile's probes (see the module docstring), in order: precisions, then cuts."""
+    kprobe = probe_keep(space)
     kinds: dict[str, list[str]] = {}
-    if kmin < 1.0 and space.groups:
-        kinds["cut"] = list(space.group_names)
     for p in space.precisions:
         if p != "fp32" and any(p in space.choices(layer) for layer in space.layers):
             kinds[p] = [layer for layer in space.layers if p in space.choices(layer)]
+    if kprobe < 1.0 and space.groups:
+        kinds["cut"] = list(space.group_names)
     cap = max(len(kinds), round(PROFILE_SHARE * n_trials))
     weight = {k: GROUP_WEIGHT if k == "cut" else 1.0 for k in kinds}
     count = {k: min(len(v), max(1, math.floor(cap * weight[k] / sum(weight.values())))) for k, v in kinds.items()}
@@ -85,7 +114,7 @@ def plan_probes(space: SearchSpace, n_trials: int) -> list[Probe]:
         for block in _blocks(members, count[kind]):
             label = block[0] if len(block) == 1 else f"{block[0]}..{block[-1]} ({len(block)})"
             if kind == "cut":
-                probes.append(Probe(f"keep {kmin:g}: {label}", Policy(keep={g: kmin for g in block}, quant=base)))
+                probes.append(Probe(f"keep {kprobe:g}: {label}", Policy(keep={g: kprobe for g in block}, quant=base), on_base=True))
             else:
                 probes.append(Probe(f"{kind}: {label}", Policy(precision={layer: kind for layer in block}, quant=base)))
     return probes
@@ -120,6 +149,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         self._notes: dict[int, dict[str, Any]] = {}
         self._latency: dict[tuple[str, tuple], float] = {}
         self._deltas: dict[tuple[str, str, Any], float] | None = None
+        self._sweep: list[Policy] | None = None
         self.proposal_s = 0.0
         self._choices = {layer: space.choices(layer) for layer in space.layers}
         # what a mutation may change (fixed by the space)
@@ -127,6 +157,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
                       + [("quant", key) for key, values in space.quant_choices if len(values) > 1])
         self._pairs: list[tuple[float, float]] = []
         self._profile_done = 0
+        self._base: str | None = None
 
     # ------------------------------------------------------------------ the Optuna sampler interface
     def infer_relative_search_space(self, study, trial) -> dict:
@@ -172,42 +203,94 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         self._keep_plan(study)
         done, tried, pending, self._pairs = self._read(study, number)
         dense = self._dense(done)
-        probes = [(p, (done.get(self.key(p.policy)) or (None, None))[1]) for p in self.probes]
-        self._profile_done = sum(r is not None for _, r in probes)
-        for probe, _ in probes:
-            if self.key(probe.policy) not in tried:
+        whole = {p: self._measured_whole_drop(p, done, dense) for p in self.space.precisions if p != "fp32"}
+        free = {p for p, drop in whole.items() if drop is not None and drop <= BASE_TOL}
+        base = study.user_attrs.get(BASE_ATTR)
+        if base is None and all(p.on_base or self._skipped(p, free) or self.key(p.policy) in tried for p in self.probes):
+            base = self._decide_base(study, done, dense)  # the precision probes are out: the cut probes are due
+        self._base = base
+        probes = [(p, self._probe_policy(p, base)) for p in self.probes]
+        results = [(p, pol, None if pol is None else (done.get(self.key(pol)) or (None, None))[1]) for p, pol in probes]
+        self._profile_done = sum(r is not None or self._skipped(p, free) for p, _, r in results)
+        for probe, policy, _ in results:
+            if policy is not None and self.key(policy) not in tried and not self._skipped(probe, free):
                 self._notes[number] = {"phase": "profile", "probe": probe.name}
-                self._report(probes, None, done, dense)
-                return self.space.params(probe.policy, f"guided probe {probe.name!r}")
-        prior = profile_prior(self.features, [(p.policy, dense - r[0]) for p, r in probes if r is not None])
+                self._report(results, None, done, dense)
+                return self.space.params(policy, f"guided probe {probe.name!r}")
+        base_drop = self._base_drop(base, done, dense)
+        prior = profile_prior(self.features, [(p.policy, dense - r[0] - (base_drop if p.on_base else 0.0)) for p, _, r in results if r is not None])
         if not done:
             return {}
         surrogate = fit(self.features, [pol for pol, _ in done.values()], [score for _, (score, _) in done.values()], dense, prior)
         choice = self._select(surrogate, done, tried, pending, dense)
-        self._report(probes, surrogate, done, dense)
+        self._report(results, surrogate, done, dense)
         if choice is None:
             return {}
         policy, score, lat, n = choice
         self._notes[number] = {"phase": "proposal", "predicted_score": round(score, 6), "predicted_latency_ms": round(lat, 6), "candidates": n}
         return self.space.params(policy, "guided proposal")
 
+    def _probe_policy(self, probe: Probe, base: str | None) -> Policy | None:
+        """The policy a probe evaluates (None: a cut probe whose base is not decided yet)."""
+        if not probe.on_base:
+            return probe.policy
+        if base is None:
+            return None
+        return Policy(keep=dict(probe.policy.keep), precision=whole_model(self.space, base).precision, quant=probe.policy.quant)
+
+    def _decide_base(self, study, done, dense: float) -> str:
+        """The cut base (see the module docstring): the fastest whole-model precision whose drop is within
+        :data:`BASE_TOL`, from its measured trial or else the sum of its completed block probes; stored with the study."""
+        best, best_ms = "fp32", self.latency(Policy())
+        for p in self.space.precisions:
+            drop = self._whole_drop(p, done, dense)
+            if p != "fp32" and drop is not None and drop <= BASE_TOL and self.latency(whole_model(self.space, p)) < best_ms:
+                best, best_ms = p, self.latency(whole_model(self.space, p))
+        study.set_user_attr(BASE_ATTR, best)
+        return best
+
+    @staticmethod
+    def _skipped(probe: Probe, free: set[str]) -> bool:
+        """A precision probe is not run when the whole model in its precision was measured within BASE_TOL: its blocks are taken as free."""
+        return not probe.on_base and bool(probe.policy.precision) and set(probe.policy.precision.values()) <= free
+
+    def _measured_whole_drop(self, precision: str, done, dense: float) -> float | None:
+        measured = done.get(self.key(whole_model(self.space, precision)))
+        return None if measured is None else dense - measured[1][0]
+
+    def _whole_drop(self, precision: str, done, dense: float) -> float | None:
+        measured = self._measured_whole_drop(precision, done, dense)
+        if measured is not None:
+            return measured
+        blocks = [p for p in self.probes if not p.on_base and set(p.policy.precision.values()) == {precision}]
+        results = [done.get(self.key(p.policy)) for p in blocks]
+        if not blocks or any(r is None for r in results):
+            return None
+        return sum(max(0.0, dense - r[1][0]) for r in results)
+
+    def _base_drop(self, base: str | None, done, dense: float) -> float:
+        """What the cut base alone loses (subtracted from the cut probes' drops; 0 for fp32 or when unknown)."""
+        if base in (None, "fp32"):
+            return 0.0
+        return max(0.0, self._whole_drop(base, done, dense) or 0.0)
+
     def _keep_plan(self, study) -> None:
         """The profile planned by the run's first guided session (a study attribute), so a resumed session with
         another ``n_trials`` measures the same probes instead of re-blocking them."""
         saved = study.user_attrs.get(PLAN_ATTR)
         if saved is None:
-            study.set_user_attr(PLAN_ATTR, [{"name": p.name, "policy": p.policy.to_dict()} for p in self.probes])
+            study.set_user_attr(PLAN_ATTR, [{"name": p.name, "policy": p.policy.to_dict(), "on_base": p.on_base} for p in self.probes])
         elif [p.name for p in self.probes] != [e["name"] for e in saved]:
-            self.probes = [Probe(e["name"], Policy.from_dict(e["policy"])) for e in saved]
+            self.probes = [Probe(e["name"], Policy.from_dict(e["policy"]), bool(e.get("on_base"))) for e in saved]
 
     def _read(self, study, number: int):
         """key -> (policy, (score, latency_ms)) of the COMPLETE trials; the keys every trial has had; the in-flight
-        proposals' (predicted score, latency); (predicted, measured score) of the completed proposals."""
+        proposals' (policy, predicted score); (predicted, measured score) of the completed proposals."""
         from optuna.trial import TrialState
 
         done: dict[tuple, tuple[Policy, tuple[float, float]]] = {}
         tried: set[tuple] = set()
-        pending: list[tuple[float, float]] = []
+        pending: list[tuple[Policy, float]] = []
         pairs: list[tuple[float, float]] = []
         for t in study.get_trials(deepcopy=False):
             if t.number == number or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
@@ -226,7 +309,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
                 if "predicted_score" in note:
                     pairs.append((float(note["predicted_score"]), float(t.values[0])))
             elif t.state in (TrialState.RUNNING, TrialState.WAITING) and "predicted_score" in note:
-                pending.append((note["predicted_score"], note["predicted_latency_ms"]))
+                pending.append((policy, float(note["predicted_score"])))
         return done, tried, pending, pairs
 
     def _dense(self, done: Mapping[tuple, tuple[Policy, tuple[float, float]]]) -> float:
@@ -235,35 +318,38 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         own = done.get(self.key(Policy()))
         return own[1][0] if own else max((v[1][0] for v in done.values()), default=1.0)
 
-    def _select(self, surrogate: Surrogate, done, tried: set[tuple], pending: list[tuple[float, float]], dense: float):
-        """(policy, predicted score, predicted latency, candidates) with the largest predicted hypervolume gain."""
-        dense_ms = self.latency(Policy())
-        ref = (dense - HV_SPAN, min(dense_ms, self.budgets.get(self.device, math.inf)))
-        measured = [v[1] for v in done.values()] + pending
+    def _select(self, surrogate: Surrogate, done, tried: set[tuple], pending: list[tuple[Policy, float]], dense: float):
+        """(policy, predicted score, predicted latency on the main device, candidates) with the largest predicted
+        hypervolume gain, summed over the devices (each normalised by its reference box)."""
         entries = list(done.values())
         bases = [entries[i][0] for i in pareto_front([e[1] for e in entries])]
         cands = self._candidates(surrogate, bases, tried)
         if not cands:
             return None
-        scores = surrogate.predict(self.features.matrix(cands))
-        lats = [self.latency(c) for c in cands]
-        points = list(zip(scores.tolist(), lats))
-        keep = [i for i in pareto_front(points) if self._feasible(cands[i])]
-        base = hypervolume(measured, ref)
-        gains = [(hypervolume(measured + [points[i]], ref) - base, points[i][0], i) for i in keep]
-        if not gains:
+        scores = surrogate.predict(self.features.matrix(cands)).tolist()
+        lats = {d: [self.latency(c, d) for c in cands] for d in self.predictors}
+        keep = sorted({i for d in self.predictors for i in pareto_front(list(zip(scores, lats[d])))})
+        keep = [i for i in keep if self._feasible(cands[i])]
+        if not keep:
             return None
-        gain, _, best = max(gains)
-        if gain <= 0:  # nothing predicted to improve the front: the most accurate predicted point not yet tried
-            best = max(keep, key=lambda i: points[i][0])
-        return cands[best], points[best][0], points[best][1], len(cands)
+        gains = dict.fromkeys(keep, 0.0)
+        for d in self.predictors:
+            ref = (dense - HV_SPAN, min(self.latency(Policy(), d), self.budgets.get(d, math.inf)))
+            measured = [(score, self.latency(policy, d)) for policy, (score, _) in entries] + [(score, self.latency(policy, d)) for policy, score in pending]
+            base, norm = hypervolume(measured, ref), HV_SPAN * ref[1]
+            for i in keep:
+                gains[i] += (hypervolume(measured + [(scores[i], lats[d][i])], ref) - base) / norm
+        best = max(keep, key=lambda i: (gains[i], scores[i]))
+        if gains[best] <= 0:  # nothing predicted to improve the front: the most accurate predicted point not yet tried
+            best = max(keep, key=lambda i: scores[i])
+        return cands[best], scores[best], lats[self.device][best], len(cands)
 
     def _feasible(self, policy: Policy) -> bool:
         return all(self.latency(policy, d) <= budget for d, budget in self.budgets.items() if d in self.predictors)
 
     def _candidates(self, surrogate: Surrogate, bases: list[Policy], tried: set[tuple]) -> list[Policy]:
-        """The greedy path and mutations of its points and of ``bases``, without policies already tried."""
-        path = self._greedy_path(surrogate)
+        """The greedy path, the uniform policies, and mutations of these and of ``bases``, without policies already tried."""
+        path = self._greedy_path(surrogate) + self._uniform()
         pool = path + bases
         out: dict[tuple, Policy] = {}
         for policy in path + [self._mutate(pool[int(self.rng.integers(len(pool)))]) for _ in range(MUTATIONS if pool else 0)]:
@@ -271,6 +357,12 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             if key not in tried:
                 out.setdefault(key, policy)
         return list(out.values())
+
+    def _uniform(self) -> list[Policy]:
+        """Every keep choice in each whole-model precision (a uniform sweep's policies)."""
+        if self._sweep is None:
+            self._sweep = [whole_model(self.space, p, k) for k in self.space.keep_choices for p in self.space.precisions]
+        return self._sweep
 
     def _mutate(self, policy: Policy) -> Policy:
         keep, precision = {g: policy.keep_for(g) for g in self.space.group_names}, {layer: policy.precision_for(layer) for layer in self.space.layers}
@@ -345,8 +437,8 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         if self.run_dir is None:
             return
         out = {"sampler": "guided", "device": self.device, "dense_score": dense, "proposal_s": round(self.proposal_s, 3),
-               "profile": {"planned": len(probes), "done": self._profile_done,
-                           "probes": [{"name": p.name, "score": None if r is None else r[0], "drop": None if r is None else round(dense - r[0], 6)} for p, r in probes]}}
+               "profile": {"planned": len(probes), "done": self._profile_done, "probe_keep": probe_keep(self.space), "cut_base": self._base,
+                           "probes": [{"name": p.name, "score": None if r is None else r[0], "drop": None if r is None else round(dense - r[0], 6)} for p, _, r in probes]}}
         if surrogate is not None:
             out["surrogate"] = {"trials": surrogate.trials, "largest_costs": surrogate.top_costs()}
         out["proposals"] = {"completed": len(self._pairs), "spearman_predicted_vs_measured": rank_correlation(self._pairs)}

@@ -10,11 +10,13 @@ A policy's features (each in [0, 1]):
 - global terms for what single choices miss (many cuts together cost more than their sum):
   ``cut:mean`` and its square ``cut:mean2``, and per precision ``int8:share`` (the share of layers in it).
 
-The model predicts a policy's score drop from the dense model as ``features @ coef``. ``coef`` is
-ridge regression on the completed trials, pulled towards the *prior* of the sensitivity profile
-(each probe's measured drop shared equally among the features it set) with weight
-:data:`PRIOR_WEIGHT` per coefficient, and only lightly (:data:`GLOBAL_WEIGHT`) towards zero for the
-global terms, so the completed trials teach it the interactions.
+The model predicts a policy's score drop from the dense model as ``features @ coef`` (at least 0).
+``coef`` is ridge regression on the completed trials, with every single-choice coefficient at
+least 0 (a trial scoring above the dense model is validation noise, not a gain to chase), pulled
+towards the *prior* of the sensitivity profile (each probe's measured drop shared among the
+features it set, in proportion to their values) with weight :data:`PRIOR_WEIGHT` per coefficient,
+and only lightly (:data:`GLOBAL_WEIGHT`) towards zero for the global terms, which may take either
+sign, so the completed trials teach it the interactions.
 """
 
 from __future__ import annotations
@@ -82,12 +84,13 @@ class Features:
 
 
 def profile_prior(features: Features, probes: Sequence[tuple[Policy, float]]) -> np.ndarray:
-    """Per-choice coefficients from probes: each probe's drop (clipped at 0) shared equally among
-    the single-choice features it set, in proportion to their values."""
+    """Per-choice coefficients from probes: each probe's drop (clipped at 0) shared among the
+    single-choice features it set, in proportion to their values, scaled so that the prior predicts
+    the probe's drop exactly (``features @ prior == drop`` for a probe alone)."""
     prior = np.zeros(len(features.names))
     for policy, drop in probes:
         local = features.vector(policy)[: features.n_local]
-        total = local.sum()
+        total = float(local @ local)
         if total > 0:
             prior[: features.n_local] += max(0.0, min(DROP_CAP, drop)) * local / total
     return prior
@@ -103,7 +106,8 @@ class Surrogate:
     trials: int  # completed trials it was fitted on
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.dense_score - np.atleast_2d(x) @ self.coef
+        """Predicted scores, at most the dense model's."""
+        return self.dense_score - np.maximum(0.0, np.atleast_2d(x) @ self.coef)
 
     def predict_policy(self, policy: Policy) -> float:
         return float(self.predict(self.features.vector(policy))[0])
@@ -117,11 +121,16 @@ class Surrogate:
 
 
 def fit(features: Features, policies: Sequence[Policy], scores: Sequence[float], dense_score: float, prior: np.ndarray) -> Surrogate:
-    """Ridge regression of the score drops of ``policies`` on their features, pulled towards ``prior``."""
+    """Ridge regression of the score drops of ``policies`` on their features, pulled towards ``prior``, every
+    single-choice coefficient bounded below by 0 (see the module docstring)."""
+    from scipy.optimize import lsq_linear
+
     x = features.matrix(policies)
     y = np.clip(dense_score - np.asarray(scores, dtype=float), -DROP_CAP, DROP_CAP)
     root = np.sqrt(features.weights())
     a = np.vstack([x, np.diag(root)])
     b = np.concatenate([y, root * prior])
-    coef = np.linalg.lstsq(a, b, rcond=None)[0]
+    lower = np.zeros(len(features.names))
+    lower[features.n_local:] = -np.inf  # the global terms may correct either way
+    coef = lsq_linear(a, b, bounds=(lower, np.inf)).x
     return Surrogate(features, float(dense_score), coef, len(policies))
