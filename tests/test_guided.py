@@ -204,3 +204,21 @@ def test_cuts_are_probed_on_a_free_whole_model_precision_and_its_block_probes_ar
             study.add_trial(_completed(space, half, 0.9 - int8_drop / 2, sampler.latency(half)))
         cut = space.policy_from_params(sampler._propose(study, 99))
         assert study.user_attrs[BASE_ATTR] == "fp32" and _cuts(cut) == {"g0": 0.5} and not _layers(cut)
+
+
+def test_proposals_cut_at_most_one_keep_choice_deeper_than_any_completed_trial() -> None:
+    groups = [GroupInfo(f"g{i}", 32, (f"g{i}",)) for i in range(4)]
+    space = SearchSpace.build(groups, [f"l{i}" for i in range(6)], keep_choices=(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), precisions=("fp32", "int8"))
+    sampler = GuidedSampler(space, {"dev": _AdditiveLatency(space)}, n_trials=40, dense_score=0.9)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for policy in (Policy(), Policy(precision={layer: "int8" for layer in space.layers})):
+        study.add_trial(_completed(space, policy, 0.9, sampler.latency(policy)))
+    ks = list(space.keep_choices)
+    deepest = dict.fromkeys(space.group_names, 1.0)
+    for n in range(16):  # 4 cut probes at 0.625, then proposals: every cut is cheap, so a deeper one is always predicted better
+        policy = space.policy_from_params(sampler._propose(study, 99))
+        if sampler.note(99)["phase"] == "proposal":
+            assert all(ks.index(policy.keep_for(g)) >= ks.index(deepest[g]) - 1 for g in space.group_names), (n, policy.keep, deepest)
+        deepest = {g: min(k, policy.keep_for(g)) for g, k in deepest.items()}
+        study.add_trial(_completed(space, policy, 0.9 - 0.001 * sum(1 - k for k in policy.keep.values()), sampler.latency(policy)))
+    assert min(deepest.values()) == 0.25  # yet it got to the bottom, a step at a time

@@ -17,7 +17,8 @@ point at the front.
 3. **Proposals.** A greedy path from the dense model (each step the choice with the most latency
    saved per predicted score lost), the uniform policies (every keep choice in each whole-model
    precision: what a sweep would try), random mutations of all of these and of the measured front,
-   every one predicted by the surrogate and every device's latency table; of the predicted Pareto
+   none cutting a group more than one keep choice deeper than a completed trial did (a trust
+   region: the explored depth grows a step at a time), every one predicted by the surrogate and every device's latency table; of the predicted Pareto
    fronts, the candidate with the largest predicted hypervolume gain over the measured front
    (in-flight proposals counted at their predictions), summed over the devices with each device's
    reference box normalised to 1, is sent for real evaluation. With a latency budget,
@@ -324,6 +325,11 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         entries = list(done.values())
         bases = [entries[i][0] for i in pareto_front([e[1] for e in entries])]
         cands = self._candidates(surrogate, bases, tried)
+        ks = sorted(self.space.keep_choices)
+        deepest = {g: min((ks.index(p.keep_for(g)) for p, _ in entries if p.keep_for(g) in ks), default=len(ks) - 1) for g in self.space.group_names}
+        trusted = [c for c in cands if self._trusted(c, deepest, ks)]
+        if any(self._feasible(c) for c in trusted):  # else (a budget beyond the region) the whole candidate set
+            cands = trusted
         if not cands:
             return None
         scores = surrogate.predict(self.features.matrix(cands)).tolist()
@@ -357,6 +363,12 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             if key not in tried:
                 out.setdefault(key, policy)
         return list(out.values())
+
+    def _trusted(self, policy: Policy, deepest: Mapping[str, int], ks: list[float]) -> bool:
+        """No group cut more than one keep choice deeper than any completed trial cut it: the surrogate's cost of a
+        depth nothing measured is an extrapolation, so the explored depth grows one step at a time (unless no
+        candidate in the region meets the latency budget)."""
+        return all(ks.index(policy.keep_for(g)) >= deepest[g] - 1 for g in self.space.group_names if policy.keep_for(g) in ks)
 
     def _uniform(self) -> list[Policy]:
         """Every keep choice in each whole-model precision (a uniform sweep's policies)."""
