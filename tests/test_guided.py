@@ -187,9 +187,9 @@ def _completed(space: SearchSpace, policy: Policy, score: float, ms: float) -> o
 
 
 @pytest.mark.parametrize("int8_drop", [0.0, 0.03])
-def test_cuts_are_probed_on_a_free_whole_model_precision_and_its_block_probes_are_skipped(int8_drop: float) -> None:
+def test_cuts_are_probed_on_a_free_whole_model_precision_and_its_block_probes_are_skipped(int8_drop: float, tmp_path: Path) -> None:
     space = _space(4, 6)
-    sampler = GuidedSampler(space, {"dev": _AdditiveLatency(space)}, n_trials=20, dense_score=0.9)  # 6 probes: 2 int8 blocks, 4 cut blocks
+    sampler = GuidedSampler(space, {"dev": _AdditiveLatency(space)}, n_trials=20, dense_score=0.9, run_dir=tmp_path)  # 6 probes: 2 int8 blocks, 4 cut blocks
     study = optuna.create_study(directions=["maximize", "minimize"])
     dense, int8 = Policy(), Policy(precision={layer: "int8" for layer in space.layers})
     for policy, score in ((dense, 0.9), (int8, 0.9 - int8_drop)):  # the warm starts
@@ -198,6 +198,8 @@ def test_cuts_are_probed_on_a_free_whole_model_precision_and_its_block_probes_ar
     if int8_drop == 0.0:  # int8 is free: no int8 block probe; the first cut probe keeps every layer in int8
         assert study.user_attrs[BASE_ATTR] == "int8" and _cuts(proposed) == {"g0": 0.5} and _layers(proposed) == {layer: "int8" for layer in space.layers}
         assert sampler.status() == {"profile": "2/6"}
+        report = json.loads((tmp_path / "guided.json").read_text())["profile"]
+        assert [bool(p.get("skipped")) for p in report["probes"]] == [True, True, False, False, False, False] and report["cut_base"] == "int8"
     else:  # int8 costs: its block probes run first (from fp32), and the base is not decided until they are out
         assert BASE_ATTR not in study.user_attrs and not _cuts(proposed) and _layers(proposed) == {layer: "int8" for layer in space.layers[:3]}
         for half in (proposed, Policy(precision={layer: "int8" for layer in space.layers[3:]})):
