@@ -101,6 +101,11 @@ def test_baselines_live_beside_the_main_run(tmp_path: Path) -> None:
         ({0.5}, {"fp32"}), ({0.5}, {"int8"}), ({1.0}, {"fp32"}), ({1.0}, {"int8"})]
     rnd = run_baseline(cfg, "random", progress=False)
     assert rnd.completed == 2 and (Path(cfg.output_dir) / "baselines" / "random" / "pareto.json").is_file()
+    from hwsearch.export.winners import recorded_study  # export finds a baseline's study (NAME-uniform), not the config's name
+
+    for kind in ("uniform", "random"):
+        assert recorded_study(Path(cfg.output_dir) / "baselines" / kind) == f"base-{kind}"
+    assert recorded_study(tmp_path) is None
 
 
 def test_warm_start_policies_are_the_first_trials_and_must_fit_the_space(tmp_path: Path) -> None:

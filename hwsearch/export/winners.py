@@ -181,7 +181,22 @@ def load_run(run_dir: str | Path, study_name: str | None = None) -> RunContext:
         raise HwsearchError(f"Run directory {str(run_dir)!r} has no config.json; pass a directory written by `hwsearch search`, e.g. runs/NAME.")
     cfg = context.resolve(load_config(run_dir / "config.json"))
     devices = tuple(Device.from_spec(d) for d in cfg.devices)
-    return RunContext(run_dir, cfg.name, cfg, study_name or cfg.name, context.from_config(cfg), devices)
+    return RunContext(run_dir, cfg.name, cfg, study_name or recorded_study(run_dir) or cfg.name, context.from_config(cfg), devices)
+
+
+def recorded_study(run_dir: Path) -> str | None:
+    """The study name the run's last session recorded in ``sessions.jsonl`` (a baseline run's is ``NAME-uniform``
+    or ``NAME-random``, not the config's name); None when there is no record."""
+    path = run_dir / "sessions.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in reversed(lines):
+        try:
+            name = json.loads(line).get("study")
+        except (ValueError, AttributeError):
+            continue
+        if name:
+            return str(name)
+    return None
 
 
 def _winner(entry: Mapping[str, Any]) -> Winner:
