@@ -565,8 +565,9 @@ def edge_section() -> list[str]:
            f"The uniform cuts are distilled {q['steps']} steps from the dense model. All files of a model were timed together at 1 ORT thread, batch 1 "
            f"({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round); accuracy is on the 10,000 official test images. "
            "Rows named `RUN trial N` are the front of a search as `hwsearch export RUN --pareto` wrote it: `fashion_mbv2` is "
-           "`hwsearch search experiments/fashion_mbv2.toml` (40 trials, NSGA-II with uniform warm starts), `fashion_mbv2_guided` the same config with "
-           "`--set sampler='\"guided\"'` (40 trials, its sensitivity-profile probes included); their recovery is the search's own (40 distilled steps), "
+           "`hwsearch search experiments/fashion_mbv2.toml` (40 trials, NSGA-II with uniform warm starts), `fashion_mbv2_guided2` the same config with "
+           "`--set sampler='\"guided\"' --set output_dir='\"runs/fashion_mbv2_guided2\"'` (40 trials, its sensitivity-profile probes included), "
+           "`uniform` its `--baseline uniform` sweep (every keep choice in fp32 and in int8: 10 trials); their recovery is the search's own (40 distilled steps), "
            "not the uniform rows' longer one, unless the row says it was recovered after the search (issue 18: distilled from the dense model on the "
            "task's train split, BatchNorm re-estimated, re-quantized, verified).", ""]
     for model, m in q["models"].items():

@@ -18,12 +18,12 @@ point at the front.
    saved per predicted score lost), the uniform policies (every keep choice in each whole-model
    precision: what a sweep would try), random mutations of all of these and of the measured front,
    none cutting a group more than one keep choice deeper than a completed trial did (a trust
-   region: the explored depth grows a step at a time), every one predicted by the surrogate and every device's latency table; of the predicted Pareto
-   fronts, the candidate with the largest predicted hypervolume gain over the measured front
-   (in-flight proposals counted at their predictions), summed over the devices with each device's
-   reference box normalised to 1, is sent for real evaluation. With a latency budget,
-   only candidates predicted within it count and the budget is the reference latency, so
-   proposals hug it.
+   region: the explored depth grows a step at a time), every one predicted by the surrogate and
+   every device's latency table; of the predicted Pareto fronts, the candidate with the largest
+   predicted hypervolume gain over the measured front (in-flight proposals counted at their
+   predictions), summed over the devices with each device's reference box normalised to 1, is
+   sent for real evaluation. With a latency budget, only candidates predicted within it count
+   and the budget is the reference latency, so proposals hug it.
 
 The sampler reads the study (completed trials' ``policy`` and values; running and waiting trials'
 parameters) and never proposes a policy any trial has already had. It writes ``guided.json`` in
