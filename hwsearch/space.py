@@ -116,6 +116,19 @@ class SearchSpace:
         quant = {key: trial.suggest_categorical(f"quant:{key}", list(values)) for key, values in self.quant_choices}
         return Policy(keep=keep, precision=precision, quant=QuantRecipe.from_dict(quant))
 
+    def default_recipe(self) -> QuantRecipe:
+        """The static-int8 recipe of a policy that names none: each quantization setting's default where the space
+        offers it, else the setting's first choice."""
+        default = QuantRecipe()
+        return QuantRecipe.from_dict({key: getattr(default, key) if getattr(default, key) in values else values[0] for key, values in self.quant_choices})
+
+    def uniform(self, keep: float, precision: str) -> Policy:
+        """A sweep's point: ``keep`` on every group, ``precision`` on every layer that can take it (the others their
+        first choice, e.g. a conv for int8d), the default recipe."""
+        return Policy(keep={g: keep for g in self.group_names},
+                      precision={layer: precision if precision in self.choices(layer) else self.choices(layer)[0] for layer in self.layers},
+                      quant=self.default_recipe())
+
     def identity(self, policy: Policy) -> tuple:
         """What makes two policies build the same model: every group's keep ratio (rounded to 6 digits) and every
         layer's precision with the defaults folded in, and the static-int8 recipe."""

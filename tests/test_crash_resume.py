@@ -18,7 +18,7 @@ import pytest
 from hwsearch.cli import main
 from hwsearch.config import load_config
 from hwsearch.search import run_search
-from hwsearch.search.baselines import policy_params, warm_start
+from hwsearch.search.baselines import warm_start
 from hwsearch.search.cleanup import OWNER_FILE, make_private_dir, owner_alive, session_pids, sweep
 from hwsearch.search.study import open_study, policy_key
 from tests.search_helpers import write_config
@@ -189,7 +189,7 @@ def test_sigkilled_drivers_leave_nothing_behind_and_resume_completes_every_warm_
     space = _space(cfg)
     keys = _keys(study, space)
     assert len(keys) == n_trials and len(set(keys)) == n_trials  # exactly n_trials, no policy completed (or evaluated) twice
-    warm = [policy_params(space, policy, "warm") for policy in _uniform_policies(space, [1.0, 0.5])]
+    warm = [space.params(policy, "warm") for policy in _uniform_policies(space, [1.0, 0.5])]
     complete_params = [t.params for t in study.get_trials() if t.state.name == "COMPLETE"]
     assert all(p in complete_params for p in warm)  # ... and every warm start still completed
     import pandas as pd
@@ -219,7 +219,7 @@ def test_warm_start_interrupted_by_a_dead_driver_is_enqueued_again(tmp_path: Pat
     running = study.ask()  # ... and the trial its driver was evaluating when it was SIGKILLed (left RUNNING)
     space.suggest(running)
     interrupted = dict(running.params)
-    assert running.params == policy_params(space, _uniform_policies(space, [0.5])[0], "warm")
+    assert running.params == space.params(_uniform_policies(space, [0.5])[0], "warm")
     stats = run_search(cfg, prepare=warm_start(cfg), progress=False)
     assert stats.completed == 3 and stats.stale_failed == 1
     study = _study(run_dir)
@@ -252,8 +252,8 @@ def test_a_policy_proposed_again_is_answered_by_its_first_trial_not_evaluated(tm
         explicit = Policy(keep={g: 0.5 for g in space.group_names}, precision={name: "fp32" for name in space.layers})
         assert policy_key(space, explicit.to_dict()) == policy_key(space, {"default_keep": 0.5000000001})  # defaults folded in, rounded
         assert policy_key(space, explicit.to_dict()) != policy_key(space, {"default_keep": 0.25})
-        study.enqueue_trial(policy_params(space, Policy(default_keep=0.5), "a"))
-        study.enqueue_trial(policy_params(space, explicit, "b"))
+        study.enqueue_trial(space.params(Policy(default_keep=0.5), "a"))
+        study.enqueue_trial(space.params(explicit, "b"))
 
     stats = run_search(cfg, prepare=prepare, progress=False)
     study = _study(Path(cfg.output_dir))

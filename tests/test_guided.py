@@ -182,7 +182,8 @@ def _layers(policy: Policy) -> dict[str, str]:
 
 def _completed(space: SearchSpace, policy: Policy, score: float, ms: float) -> optuna.trial.FrozenTrial:
     params = space.params(policy, "test")
-    dists = {k: optuna.distributions.CategoricalDistribution(sorted({*space.keep_choices} if k.startswith("keep:") else space.precisions)) for k in params}
+    choices = {"keep": list(space.keep_choices), "precision": list(space.precisions)} | {f"quant:{key}": list(values) for key, values in space.quant_choices}
+    dists = {k: optuna.distributions.CategoricalDistribution(choices[k] if k.startswith("quant:") else choices[k.split(":")[0]]) for k in params}
     return optuna.trial.create_trial(params=params, distributions=dists, values=[score, ms], user_attrs={"policy": policy.to_dict(), "latency_ms": {"dev": ms}})
 
 
@@ -224,3 +225,17 @@ def test_proposals_cut_at_most_one_keep_choice_deeper_than_any_completed_trial()
         deepest = {g: min(k, policy.keep_for(g)) for g, k in deepest.items()}
         study.add_trial(_completed(space, policy, 0.9 - 0.001 * sum(1 - k for k in policy.keep.values()), sampler.latency(policy)))
     assert min(deepest.values()) == 0.25  # yet it got to the bottom, a step at a time
+
+
+def test_the_sampler_finds_the_uniform_warm_starts_when_the_default_recipe_is_not_the_first_choice() -> None:
+    from hwsearch.search.baselines import uniform_params
+
+    space = _space(4, 6).with_quant_choices({"activation_type": ["int8", "uint8"]})  # the default (uint8) listed second
+    sampler = GuidedSampler(space, {"dev": _AdditiveLatency(space)}, n_trials=20, dense_score=0.9)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for precision in ("fp32", "int8"):  # the warm starts, as baselines.warm_start enqueues them
+        policy = space.policy_from_params(uniform_params(space, 1.0, precision))
+        assert policy.quant.activation_type == "uint8"
+        study.add_trial(_completed(space, policy, 0.9, sampler.latency(policy)))
+    first = space.policy_from_params(sampler._propose(study, 99))
+    assert study.user_attrs[BASE_ATTR] == "int8" and _cuts(first) == {"g0": 0.5} and first.quant.activation_type == "uint8"

@@ -338,17 +338,16 @@ def test_each_recipe_setting_changes_the_quantized_model_as_it_says(resnet_ctx, 
 def test_recipe_settings_are_search_dimensions_when_the_space_offers_them(resnet_ctx):
     import optuna
 
-    from hwsearch.search.baselines import policy_params
 
     space = resnet_ctx.space.with_quant_choices({"activation_type": ["uint8", "int8"], "calibration": ["minmax", "percentile"]})
     assert space.to_dict()["quant_choices"] == {"activation_type": ["uint8", "int8"], "calibration": ["minmax", "percentile"]}
     wanted = Policy(precision={"fc": "int8d"}, quant=Policy.from_dict({"quant": {"activation_type": "int8", "calibration": "percentile"}}).quant)
-    params = policy_params(space, wanted, "test")
+    params = space.params(wanted, "test")
     assert space.suggest(optuna.trial.FixedTrial(params)).quant == wanted.quant
     with pytest.raises(HwsearchError, match=r"calibration='kl' is unknown"):
         resnet_ctx.space.with_quant_choices({"calibration": ["minmax", "kl"]})
     with pytest.raises(HwsearchError, match=r"quantization setting calibration='entropy' is not one of the space's choices"):
-        policy_params(space, Policy(quant=Policy.from_dict({"quant": {"calibration": "entropy"}}).quant), "warm_start_policies[0]")
+        space.params(Policy(quant=Policy.from_dict({"quant": {"calibration": "entropy"}}).quant), "warm_start_policies[0]")
 
 
 # ----------------------------------------------------------------------------- int8d rows in a table

@@ -36,11 +36,8 @@ def uniform_points(keep_choices: tuple[float, ...], offered: tuple[str, ...] = (
 
 
 def uniform_params(space, ratio: float, precision: str) -> dict[str, Any]:
-    """Optuna parameters that make ``space.suggest`` return the uniform policy (a layer whose type cannot
-    take ``precision``, e.g. a conv for int8d, keeps its first choice)."""
-    quant = {f"quant:{key}": getattr(Policy().quant, key) if getattr(Policy().quant, key) in values else values[0] for key, values in space.quant_choices}
-    precision_of = {layer: precision if precision in space.choices(layer) else space.choices(layer)[0] for layer in space.layers}
-    return {f"keep:{g}": ratio for g in space.group_names} | {f"precision:{layer}": p for layer, p in precision_of.items()} | quant
+    """Optuna parameters that make ``space.suggest`` return the uniform policy (:meth:`~hwsearch.space.SearchSpace.uniform`)."""
+    return space.params(space.uniform(ratio, precision), f"uniform point (keep {ratio:g}, {precision})")
 
 
 def _with_uniform_precisions(space):
@@ -64,11 +61,6 @@ def _requeue(study, trial) -> None:
     study.enqueue_trial(dict(trial.params))
 
 
-def policy_params(space, policy: Policy, where: str) -> dict[str, Any]:
-    """Optuna parameters that make ``space.suggest`` return ``policy`` (:meth:`~hwsearch.space.SearchSpace.params`)."""
-    return space.params(policy, where)
-
-
 def layerwise_policies(space, entries) -> list[tuple[str, Policy]]:
     """One change at a time from the dense fp32 model: a precision entry puts each precision layer
     that can take it alone in it, a keep-ratio entry prunes each group alone to it (entries in order, layers in the
@@ -88,8 +80,8 @@ def warm_start(cfg: ExperimentConfig) -> Callable[[Any, Any], None]:
     def prepare(study, space) -> None:
         if len(study.trials) == 0:  # a fresh study only: a resumed run keeps what it has
             precs = [p for p in uniform_precisions(space.precisions) if p in space.precisions]
-            params = [policy_params(space, Policy.from_dict(p), f"warm_start_policies[{i}]") for i, p in enumerate(cfg.warm_start_policies)]
-            params += [policy_params(space, p, f"warm_start_layerwise ({label})") for label, p in layerwise_policies(space, cfg.warm_start_layerwise)]
+            params = [space.params(Policy.from_dict(p), f"warm_start_policies[{i}]") for i, p in enumerate(cfg.warm_start_policies)]
+            params += [space.params(p, f"warm_start_layerwise ({label})") for label, p in layerwise_policies(space, cfg.warm_start_layerwise)]
             enqueue_uniform(study, space, [(r, p) for r in cfg.warm_start for p in precs])
             for p in params:
                 study.enqueue_trial(p)

@@ -73,11 +73,6 @@ def _blocks(items: list[str], n: int) -> list[list[str]]:
     return [list(b) for b in np.array_split(np.array(items, dtype=object), max(1, min(n, len(items)))) if len(b)]
 
 
-def first_quant(space: SearchSpace) -> QuantRecipe:
-    """The static-int8 recipe of each quantization dimension's first choice (the default recipe when there are none)."""
-    return QuantRecipe.from_dict({key: values[0] for key, values in space.quant_choices})
-
-
 def probe_keep(space: SearchSpace) -> float:
     """The keep choice the cut probes use: of those below 1, the nearest to the middle between the smallest and 1
     (the deeper one on a tie); 1.0 when the space cuts nothing."""
@@ -86,12 +81,6 @@ def probe_keep(space: SearchSpace) -> float:
         return 1.0
     middle = (below[0] + 1.0) / 2
     return min(below, key=lambda k: (abs(k - middle), k))
-
-
-def whole_model(space: SearchSpace, precision: str, keep: float = 1.0) -> Policy:
-    """Every group at ``keep``, every layer that can take ``precision`` in it (the others fp32), the first recipe."""
-    return Policy(keep={g: keep for g in space.group_names} if keep < 1.0 else {},
-                  precision={layer: precision for layer in space.layers if precision != "fp32" and precision in space.choices(layer)}, quant=first_quant(space))
 
 
 def plan_probes(space: SearchSpace, n_trials: int) -> list[Probe]:
@@ -109,7 +98,7 @@ def plan_probes(space: SearchSpace, n_trials: int) -> list[Probe]:
     for k in sorted(kinds, key=lambda k: -weight[k]):  # what rounding left over goes to the kinds with room
         spare = cap - sum(count.values())
         count[k] += max(0, min(spare, len(kinds[k]) - count[k]))
-    base = first_quant(space)
+    base = space.default_recipe()
     probes = []
     for kind, members in kinds.items():
         for block in _blocks(members, count[kind]):
@@ -238,16 +227,16 @@ class GuidedSampler(optuna.samplers.BaseSampler):
             return probe.policy
         if base is None:
             return None
-        return Policy(keep=dict(probe.policy.keep), precision=whole_model(self.space, base).precision, quant=probe.policy.quant)
+        return Policy(keep=dict(probe.policy.keep), precision=self.space.uniform(1.0, base).precision, quant=probe.policy.quant)
 
     def _decide_base(self, study, done, dense: float) -> str:
         """The cut base (see the module docstring): the fastest whole-model precision whose drop is within
         :data:`BASE_TOL`, from its measured trial or else the sum of its completed block probes; stored with the study."""
         best, best_ms = "fp32", self.latency(Policy())
         for p in self.space.precisions:
-            drop = self._whole_drop(p, done, dense)
-            if p != "fp32" and drop is not None and drop <= BASE_TOL and self.latency(whole_model(self.space, p)) < best_ms:
-                best, best_ms = p, self.latency(whole_model(self.space, p))
+            drop, ms = self._whole_drop(p, done, dense), self.latency(self.space.uniform(1.0, p))
+            if p != "fp32" and drop is not None and drop <= BASE_TOL and ms < best_ms:
+                best, best_ms = p, ms
         study.set_user_attr(BASE_ATTR, best)
         return best
 
@@ -257,7 +246,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         return not probe.on_base and bool(probe.policy.precision) and set(probe.policy.precision.values()) <= free
 
     def _measured_whole_drop(self, precision: str, done, dense: float) -> float | None:
-        measured = done.get(self.key(whole_model(self.space, precision)))
+        measured = done.get(self.key(self.space.uniform(1.0, precision)))
         return None if measured is None else dense - measured[1][0]
 
     def _whole_drop(self, precision: str, done, dense: float) -> float | None:
@@ -374,7 +363,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
     def _uniform(self) -> list[Policy]:
         """Every keep choice in each whole-model precision (a uniform sweep's policies)."""
         if self._sweep is None:
-            self._sweep = [whole_model(self.space, p, k) for k in self.space.keep_choices for p in self.space.precisions]
+            self._sweep = [self.space.uniform(k, p) for k in self.space.keep_choices for p in self.space.precisions]
         return self._sweep
 
     def _mutate(self, policy: Policy) -> Policy:
@@ -412,7 +401,7 @@ class GuidedSampler(optuna.samplers.BaseSampler):
         share_pos = {p: n_local + 2 + i for i, p in enumerate(feats.precisions)}
         per_prec = {p: sum(pp == p for _, pp in feats.choices) for p in feats.precisions}
         precision = {layer: "fp32" for layer in self.space.layers}
-        path, base = [], first_quant(self.space)
+        path, base = [], self.space.default_recipe()
         while True:
             best, best_ratio = None, 0.0
             mean = float(u.mean()) if n_groups else 0.0
