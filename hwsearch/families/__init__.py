@@ -34,7 +34,7 @@ def _encoder() -> ModelFamily:
 
 
 FAMILIES: dict[str, Callable[[], ModelFamily]] = {"cnn": _cnn, "edge": _edge, "encoder": _encoder}
-BUILTIN_MODELS = {"resnet20": "cnn", "mobilenetv2": "cnn", "vgg": "cnn", "mobilenetv2_imagenet": "edge", "efficientnet_lite0": "edge",
+BUILTIN_MODELS = {"resnet20": "cnn", "mobilenetv2": "cnn", "mobilenetv3": "cnn", "vgg": "cnn", "mobilenetv2_imagenet": "edge", "efficientnet_lite0": "edge",
                   "all-minilm-l6-v2": "encoder", "minilm-l6": "encoder"}
 
 

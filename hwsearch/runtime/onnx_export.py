@@ -3,7 +3,8 @@
 A zero Pad before a Conv (a TF "SAME"-padded stride-2 conv) is folded into the conv's pads.
 Exported Conv/Gemm/MatMul nodes carry the module names (for example ``layer1.0.conv1``), so
 per-layer precision choices select ONNX nodes by those names: the n-th weighted compute node is
-the n-th conv/linear module the forward pass runs, so a model must call each such module once.
+the n-th conv/linear call the forward pass makes. A module called twice names both its nodes (one
+precision for both), and weights the exporter merged because they were equal are unshared first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ LAYER_TYPES = (nn.Conv2d, nn.Linear)
 
 
 def layer_order(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> list[str]:
-    """Names of the conv/linear modules in the order a forward pass runs them (a tuple input is unpacked)."""
+    """Names of the conv/linear modules in the order a forward pass first runs them (a tuple input is unpacked)."""
+    return list(dict.fromkeys(layer_calls(model, example_input)))
+
+
+def layer_calls(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> list[str]:
+    """The conv/linear module of every conv/linear call of a forward pass, in order (a module called twice is listed twice)."""
     names = {m: n for n, m in model.named_modules()}
     order: list[str] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(names[mod])) for m in model.modules() if isinstance(m, LAYER_TYPES)]
@@ -49,7 +55,7 @@ def export(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, .
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = example_input if isinstance(example_input, tuple) else (example_input,)
-    layer_names = layer_order(model, example_input)
+    layer_names = layer_calls(model, example_input)
     axes = {name: {0: "batch"} for name in (*input_names, OUTPUT_NAME)}
     for name, extra in (dynamic_axes or {}).items():
         axes[name] = {**axes.get(name, {}), **extra}
@@ -60,13 +66,15 @@ def export(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, .
             input_names=list(input_names), output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
         )
     proto = onnx.load(str(path))
+    _unshare_initializers(proto)  # first: a weight merged with an equal one reaches its conv through an Identity
     nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and _is_weight(proto, n.input[1])]
     if len(nodes) != len(layer_names):
-        raise HwsearchError(f"Export produced {len(nodes)} conv/matmul nodes for {len(layer_names)} conv/linear modules; the model must call each layer once per forward.")
+        raise HwsearchError(f"Export produced {len(nodes)} conv/matmul nodes with constant weights for {len(layer_names)} conv/linear calls; "
+                            "a layer whose weight is computed in forward (or an F.conv2d / F.linear call) cannot be mapped to its module: "
+                            "compute the weight once outside forward, or call the nn.Conv2d / nn.Linear module.")
     for node, name in zip(nodes, layer_names):
         node.name = name
     _fold_pads(proto)
-    _unshare_initializers(proto)
     onnx.save(proto, str(path))
     return path
 

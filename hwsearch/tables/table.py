@@ -57,7 +57,7 @@ def cpu_info() -> tuple[str, list[str]]:
 
 def row_for(kernel: Kernel, p10_us: float, median_us: float, p90_us: float, runs: int) -> dict[str, Any]:
     return {"key": kernel.key, "op": kernel.op, "precision": kernel.precision, "layout": kernel.layout, "c": kernel.c, "h": kernel.h, "w": kernel.w,
-            "co": kernel.co, "k": kernel.k, "s": kernel.s, "g": kernel.g, "act": int(kernel.act), "sum": int(kernel.sum),
+            "co": kernel.co, "k": kernel.k, "s": kernel.s, "g": kernel.g, "act": int(bool(kernel.act)), "sum": int(kernel.sum),
             "p10_us": round(p10_us, 3), "median_us": round(median_us, 3), "p90_us": round(p90_us, 3), "runs": runs}
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hwsearch.families.cnn.kernel_models import build_kernel_model
+from hwsearch.families.cnn.kernel_rules import out_hw
 from hwsearch.families.cnn.lowering import _CONV_OPS, UnitGraph
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings, Timing, time_model
@@ -42,8 +43,8 @@ def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
         hw = _tensor_hw(graph, t)
         for c in cs:
             for op, (prec, lay) in _CONV_OPS.items():
-                if op.startswith("reorder") and c % 4:
-                    continue  # ORT reorders only channel counts divisible by 4 (smaller inputs feed NCHW convs)
+                if op == "reorder_in" and c % 4:
+                    continue  # ORT reorders into NCHWc only channel counts divisible by 4 (smaller inputs feed NCHW convs)
                 found.add((op, prec, lay, c, *hw, 0, 0, 1, 1, False, False))
     return sorted(Kernel(*k) for k in found)
 
@@ -55,6 +56,15 @@ def _tensor_hw(graph: UnitGraph, tensor: int) -> tuple[int, int]:
     return (1, 1)
 
 
+def _float_acts(act, c: int, h: int, w: int) -> list[tuple]:
+    """The float kernels of an activation ORT cannot fuse or absorb, in every layout it can run in."""
+    if act == "silu":
+        out = [("act", "fp32", lay, c, h, w, 0, 0, 1, 1, "silu", False) for lay in ("nchwc", "nchw", "nhwc")]
+        return out + [k for lay in ("nchw", "nhwc") for k in (("act", "fp32", lay, c, h, w, 0, 0, 1, 1, "sigmoid", False),
+                                                                 ("mul", "fp32", lay, c, h, w, 0, 0, 1, 1, False, False))]
+    return [("act", "fp32", lay, c, h, w, 0, 0, 1, 1, act, False) for lay in ("nchwc", "nchw", "nhwc")]
+
+
 def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = ("fp32", "int8")) -> Iterable[tuple]:
     h, w = u.hw
     if u.kind == "conv":
@@ -62,14 +72,26 @@ def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = 
         if u.depthwise and c != co:
             return []
         out = [("conv", "int8", "nhwc", c, h, w, co, u.k, u.s, g, False, False)]
-        out += [("conv", "fp32", "nchwc", c, h, w, co, u.k, u.s, g, act, sm) for act in (False, True) for sm in (False, True)]
+        acts = (False, True) if not isinstance(u.act, str) else (False,) if u.act == "silu" else (u.act,)
+        lays = ("nchwc", "nchw") if not u.depthwise and c >= block and c % 4 else ("nchwc",)
+        out += [("conv", "fp32", lay, c, h, w, co, u.k, u.s, g, act, sm) for lay in lays for act in acts for sm in (False, True)]
+        if isinstance(u.act, str):
+            oh, ow = out_hw(out[0])
+            out += _float_acts(u.act, co, oh, ow)
         return out
+    if u.kind in ("act", "silu"):
+        return _float_acts("silu" if u.kind == "silu" else u.act, c, h, w) if u.act is not True else \
+            [("act", "fp32", lay, c, h, w, 0, 0, 1, 1, True, False) for lay in ("nchwc", "nchw", "nhwc")]
+    if u.kind == "mul":
+        return [("mul", "fp32", lay, c, h, w, 0, u.k, 1, 1, False, False) for lay in ("nchw", "nhwc") + (() if u.k else ("nchwc",))]
     if u.kind == "gemm":
         return [("gemm", p, "-", c, 1, 1, co, 0, 1, 1, False, False) for p in gemm_precs]
     if u.kind == "add":
-        return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", "nchw", c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}]
+        return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", lay, c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}
+                                                                              for lay in ("nchw", "nchwc")]
     if u.kind in ("maxpool", "gap"):
-        extra = [("maxpool", "int8", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nhwc", "nchw")] if u.kind == "maxpool" else []
+        extra = [("maxpool", "int8", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nhwc", "nchw")] if u.kind == "maxpool" else \
+            [("gap", "int8", "nhwc", c, h, w, 0, u.k, u.s, 1, False, False)]
         return extra + [(u.kind, "fp32", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nchwc", "nchw")]
     return [("flatten", "fp32", "nchw", c, h, w, 0, 0, 1, 1, False, False)]
 

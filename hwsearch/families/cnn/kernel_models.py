@@ -12,7 +12,10 @@ import numpy as np
 from hwsearch.families.cnn.kernel_rules import out_hw
 from hwsearch.tables.kernels import Kernel
 
-OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "add", "maxpool", "gap", "flatten")
+OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "to_nhwc_f", "to_nchw_f", "add", "mul", "act",
+       "maxpool", "gap", "flatten")
+# a float conv's fused activation: (NCHWc Conv ``activation``, its ``activation_params``)
+CONV_ACTIVATION = {True: ("Relu", None), "hswish": ("HardSwish", None), "hsigmoid": ("HardSigmoid", [1 / 6, 0.5]), "sigmoid": ("Sigmoid", None)}
 
 NCHWC = "com.microsoft.nchwc"
 MS = "com.microsoft"
@@ -52,6 +55,13 @@ def _rand(shape, dtype=np.float32, scale: float = 0.1) -> np.ndarray:
 def _conv_fp32(kn: Kernel, block: int):
     helper = _h()[0]
     oh, ow = out_hw(kn)
+    if kn.layout == "nchw":  # input channels ORT cannot block: a plain (Fused)Conv, as ORT's optimiser makes it from this
+        w = _rand([kn.co, kn.c // kn.g, kn.k, kn.k])
+        nodes = [helper.make_node("Conv", ["x", "W", "B"], ["z" if kn.act else "y"], kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s],
+                                  pads=[kn.k // 2] * 4, group=kn.g)]
+        if kn.act:
+            nodes += _activation("z", "y", kn.act)
+        return _model(nodes, [_vi("x", "f", [1, kn.c, kn.h, kn.w])], [_vi("y", "f", [1, kn.co, oh, ow])], [_init("W", w), _init("B", _rand([kn.co]))])
     cop = pad_to(kn.co, block)
     depthwise = kn.g > 1
     nchw_in = not depthwise and kn.c < block
@@ -65,7 +75,9 @@ def _conv_fp32(kn: Kernel, block: int):
         names.append("s")
     attrs = dict(kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s], pads=[kn.k // 2] * 4, group=groups)
     if kn.act:
-        attrs["activation"] = "Relu"
+        attrs["activation"], params = CONV_ACTIVATION[kn.act]
+        if params:
+            attrs["activation_params"] = params
     node = helper.make_node("Conv", names, ["y"], domain=NCHWC, **attrs)
     return _model([node], inputs, [_vi("y", "f", [1, cop, oh, ow])], [_init("W", w), _init("B", _rand([cop]))])
 
@@ -117,9 +129,10 @@ def _layout_change(kn: Kernel, block: int):
         return _model([helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["y"])], [_vi("x", "f", [1, c, *hw])], [_vi("y", "u8", [1, c, *hw])], _qparams("x"))
     if kn.op == "dequantize":
         return _model([helper.make_node("DequantizeLinear", ["x", "x_s", "x_z"], ["y"])], [_vi("x", "u8", [1, c, *hw])], [_vi("y", "f", [1, c, *hw])], _qparams("x"))
-    if kn.op == "to_nhwc":
-        return _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], [_vi("x", "u8", [1, c, *hw])], [_vi("y", "u8", [1, *hw, c])], [])
-    return _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 1, 2])], [_vi("x", "u8", [1, *hw, c])], [_vi("y", "u8", [1, c, *hw])], [])
+    dt = "f" if kn.op.endswith("_f") else "u8"  # to_nhwc_f / to_nchw_f: float transposes around a float NHWC island
+    if kn.op.startswith("to_nhwc"):
+        return _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], [_vi("x", dt, [1, c, *hw])], [_vi("y", dt, [1, *hw, c])], [])
+    return _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 1, 2])], [_vi("x", dt, [1, *hw, c])], [_vi("y", dt, [1, c, *hw])], [])
 
 
 def _add(kn: Kernel, block: int):
@@ -135,12 +148,46 @@ def _add(kn: Kernel, block: int):
     return _model(nodes, [_vi("a", "f", shape), _vi("b", "f", shape)], [_vi("y", "f", shape)], [])
 
 
+def _activation(x: str, y: str, act) -> list:
+    """Nodes of one activation from tensor ``x`` to ``y`` (hard-swish as ORT runs it: HardSigmoid, then Mul)."""
+    helper = _h()[0]
+    if act == "hswish":
+        return [helper.make_node("HardSigmoid", [x], [f"{y}_g"], alpha=1 / 6, beta=0.5), helper.make_node("Mul", [x, f"{y}_g"], [y])]
+    if act == "hsigmoid":
+        return [helper.make_node("HardSigmoid", [x], [y], alpha=1 / 6, beta=0.5)]
+    if act == "silu":  # x·sigmoid(x), fused by ORT into one QuickGelu
+        return [helper.make_node("QuickGelu", [x], [y], domain=MS, alpha=1.0)]
+    return [helper.make_node({True: "Relu", "sigmoid": "Sigmoid"}[act], [x], [y])]
+
+
+def _shape(kn: Kernel, block: int, c: int | None = None, hw: tuple[int, int] | None = None) -> list[int]:
+    c, (h, w) = kn.c if c is None else c, hw or (kn.h, kn.w)
+    if kn.layout == "nhwc":
+        return [1, h, w, c]
+    return [1, pad_to(c, block) if kn.layout == "nchwc" else c, h, w]
+
+
+def _act(kn: Kernel, block: int):
+    shape = _shape(kn, block)
+    return _model(_activation("x", "y", kn.act), [_vi("x", "f", shape)], [_vi("y", "f", shape)], [])
+
+
+def _mul(kn: Kernel, block: int):
+    helper = _h()[0]
+    shape = _shape(kn, block)
+    gate = _shape(kn, block, hw=(1, 1)) if kn.k else shape  # k = 1: a squeeze-excitation gate, one value per channel
+    return _model([helper.make_node("Mul", ["x", "g"], ["y"])], [_vi("x", "f", shape), _vi("g", "f", gate)], [_vi("y", "f", shape)], [])
+
+
 def _pool(kn: Kernel, block: int):
     helper = _h()[0]
     oh, ow = out_hw(kn)
+    if kn.layout == "nhwc" and kn.op == "gap":
+        node = helper.make_node("QLinearGlobalAveragePool", ["x", "x_s", "x_z", "y_s", "y_z"], ["y"], domain=MS, channels_last=1)
+        return _model([node], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, 1, 1, kn.c])], _qparams("x") + _qparams("y"))
     if kn.layout == "nhwc":
-        op, attrs, dom = ("NhwcMaxPool", dict(kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s]), MS) if kn.op == "maxpool" else ("QLinearGlobalAveragePool", {}, MS)
-        return _model([helper.make_node(op, ["x"], ["y"], domain=dom, **attrs)], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], [])
+        node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain=MS, kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
+        return _model([node], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], [])
     if kn.precision == "int8":  # uint8 NCHW max-pool: QuantizeLinear moved above it (float producer, int8 reader)
         node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
         return _model([node], [_vi("x", "u8", [1, kn.c, kn.h, kn.w])], [_vi("y", "u8", [1, kn.c, oh, ow])], [])
@@ -168,10 +215,14 @@ def build_kernel_model(kn: Kernel, block: int):
         return (_conv_int8 if kn.precision == "int8" else _conv_fp32)(kn, block)
     if kn.op == "gemm":
         return _gemm(kn, block)
-    if kn.op in ("reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw"):
+    if kn.op in ("reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "to_nhwc_f", "to_nchw_f"):
         return _layout_change(kn, block)
     if kn.op == "add":
         return _add(kn, block)
+    if kn.op == "mul":
+        return _mul(kn, block)
+    if kn.op == "act":
+        return _act(kn, block)
     if kn.op in ("maxpool", "gap"):
         return _pool(kn, block)
     if kn.op == "flatten":

@@ -11,7 +11,13 @@ the list of kernels ORT executes, following ORT's CPU graph rewrites:
 * a residual Add (+ReLU) fuses into the fp32 conv feeding it when the skip tensor is NCHWc; between
   int8 convs it becomes ``QLinearAdd``; otherwise it runs as a plain NCHW Add (+ReLU);
 * every tensor is converted once per representation its consumers need
-  (NCHWc ↔ NCHW: Reorder; NCHW ↔ int8 NHWC: Quantize+Transpose / Transpose+Dequantize).
+  (NCHWc ↔ NCHW: Reorder; NCHW ↔ int8 NHWC: Quantize+Transpose / Transpose+Dequantize);
+* hard-swish, hard-sigmoid and sigmoid fuse into a float conv like ReLU does; after an int8 conv they
+  stay float (a "float island": Dequantize, the activation, Quantize for the next int8 conv), in
+  NHWC when an int8 conv or a gate reads the result, else in NCHW after a uint8 Transpose;
+* a squeeze-excitation gate (``mul``) runs as a plain NCHW Mul between float convs and in float
+  NHWC between int8 ones; a global pool between int8 convs is ``QLinearGlobalAveragePool``, one that
+  reads a float island transposes it back to NCHW first; x·sigmoid(x) runs as one ``QuickGelu``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from torch import nn
 
-from hwsearch.families.cnn.kernel_rules import kernel_class, neighbours_key, work
+from hwsearch.families.cnn.kernel_rules import kernel_class, neighbours_key, out_hw, work
 from hwsearch.families.cnn.parse import Unit, parse_units
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
@@ -33,7 +39,9 @@ KTuple = tuple  # (op, precision, layout, c, h, w, co, k, s, g, act, sum): Kerne
 _CONV_OPS = {  # conversion op -> (precision, layout it reads)
     "reorder_in": ("fp32", "nchw"), "reorder_out": ("fp32", "nchwc"), "quantize": ("int8", "nchw"),
     "dequantize": ("int8", "nchw"), "to_nhwc": ("int8", "nchw"), "to_nchw": ("int8", "nhwc"),
+    "to_nhwc_f": ("fp32", "nchw"), "to_nchw_f": ("fp32", "nhwc"),  # float transposes around a float NHWC island
 }
+FLOAT_ACTS = ("hswish", "hsigmoid", "sigmoid", "silu")  # activations an int8 conv cannot absorb (ReLU is True and is absorbed)
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,14 @@ class _Lowering:
         self.q_produced = [False] * len(self.g.consumers)
         for q, u in zip(self.qconv, self.g.units):
             if q:
-                quantized[u.inputs[0]] = quantized[u.output] = self.q_produced[u.output] = True
-        for u in self.g.units:  # execution order: the producer's Q/DQ carries through a max-pool
+                quantized[u.inputs[0]] = True
+                if u.act not in FLOAT_ACTS:  # a float activation after it leaves its output float
+                    quantized[u.output] = self.q_produced[u.output] = True
+        for u in self.g.units:  # execution order: the producer's Q/DQ carries through a max-pool, and through a global pool read by an int8 conv
             if u.kind == "maxpool" and self.q_produced[u.inputs[0]]:
                 quantized[u.output] = self.q_produced[u.output] = True
+            if u.kind == "gap" and self.q_produced[u.inputs[0]] and quantized[u.output]:
+                self.q_produced[u.output] = True
         for u in self.g.units:  # float producer, int8 reader: the QuantizeLinear moves above the max-pool
             if u.kind == "maxpool" and quantized[u.output] and not self.q_produced[u.inputs[0]]:
                 quantized[u.inputs[0]] = True
@@ -117,6 +129,19 @@ class _Lowering:
 
     def _convert(self, t: int, reps: list[str]) -> None:
         src = self.rep[t]
+        if src == "fnhwc":  # a float island's output: Quantize for int8 readers, a float Transpose back to NCHW for the others
+            if "q" in reps:
+                self._emit("quantize", t)
+            if any(r in ("nchw", "nchwc", "nchwc2") for r in reps):
+                self._emit("to_nchw_f", t)
+                if any(r in ("nchwc", "nchwc2") for r in reps):
+                    self._emit("reorder_in", t)
+            return
+        if "fnhwc" in reps and src in ("nchw", "nchwc"):  # a float tensor read inside a float NHWC island
+            if src == "nchwc":
+                self._emit("reorder_out", t)
+            self._emit("to_nhwc_f", t)
+            reps = [r for r in reps if r != "fnhwc"]
         if src == "nchwc2":  # an fp16 conv's NCHWc output: its second-pass NCHWc readers take it as is
             reps = [r for r in reps if r != "nchwc2"]
             if not reps:
@@ -127,6 +152,8 @@ class _Lowering:
                     self._emit("reorder_in", t)
                 return
             src = "nchwc"
+        island = reps.count("fnhwc") if src == "q" else 0  # dequantized in NHWC, once per reader
+        reps = [r for r in reps if r != "fnhwc"]
         floats = ["nchwc" if r == "nchwc2" else r for r in reps if r not in ("q", "qnchw")]
         if not self.quantized[t]:
             if src == "nchwc" and ("nchw" in floats or "nchwc2" in reps):
@@ -136,6 +163,8 @@ class _Lowering:
             if src == "nchw" and "nchwc" in [r for r in reps if r != "nchwc2"]:
                 self._emit("reorder_in", t)
             return
+        for _ in range(island):
+            self._emit("dequantize", t)
         if src == "q":
             if floats or "qnchw" in reps:
                 self._emit("to_nchw", t)
@@ -161,18 +190,93 @@ class _Lowering:
             self.require(x, "q", u.hw)
             self.rep[y] = "q"
             self.kernels.append(("conv", "int8", "nhwc", c, *u.hw, co, u.k, u.s, g, False, False))
+            if u.act in FLOAT_ACTS:
+                self._island(u, y, co)
             return
-        act = u.act and not self.quantized[y]
+        act = u.act if u.act in FLOAT_ACTS else u.act and not self.quantized[y]
         small_in = not u.depthwise and c < self.g.block  # such convs read NCHW input directly
-        if self.prec.get(u.name) == "fp16":  # NCHWc in ORT's second pass, once the fp16 weights are cast back to fp32
+        fused = False if act == "silu" else act  # SiLU is no conv activation: one QuickGelu after the conv
+        if not small_in and not u.depthwise and c % 4:  # input channels ORT cannot block: a plain NCHW (Fused)Conv
+            self.require(x, "nchw", u.hw)
+            self.rep[y] = "nchw"
+            self.kernels.append(("conv", "fp32", "nchw", c, *u.hw, co, u.k, u.s, g, fused, False))
+        elif self.prec.get(u.name) == "fp16":  # NCHWc in ORT's second pass, once the fp16 weights are cast back to fp32
             self.require(x, "nchw" if small_in else "nchwc2", u.hw)
             self.rep[y] = "nchwc2"
-            self.kernels.append(("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, act, False))
+            self.kernels.append(("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, fused, False))
+        else:
+            self.require(x, "nchw" if small_in else "nchwc", u.hw)
+            self.rep[y] = "nchwc"
+            if act not in FLOAT_ACTS:  # a conv with a float activation fused takes no Sum input
+                self.conv_kernel[y] = len(self.kernels)
+            self.kernels.append(("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, fused, False))
+        if act == "silu":
+            lay = "nchw" if self.rep[y] == "nchw" else "nchwc"
+            self.kernels.append(("act", "fp32", lay, co, *out_hw(self.kernels[-1]), 0, 0, 1, 1, "silu", False))
+
+    def _island(self, u: Unit, y: int, co: int) -> None:
+        """An int8 conv's float activation: Dequantize and the activation, in NHWC when an int8 conv reads the
+        result (the Quantize for it follows) or a product with another int8 conv's output does, else in NCHW
+        after a uint8 Transpose."""
+        oh, ow = out_hw(("conv", "", "", 0, *u.hw, 0, u.k, u.s))
+        producer = {v.output: j for j, v in enumerate(self.g.units)}
+
+        def int8_gate(j: int) -> bool:  # a product whose other input an int8 conv makes
+            other = [t for t in self.g.units[j].inputs if t != y]
+            return bool(other) and other[0] in producer and self.qconv[producer[other[0]]]
+
+        nhwc = any(self.qconv[j] or self.g.units[j].kind == "mul" and int8_gate(j) for j in self.g.consumers[y])
+        lay = "nhwc" if nhwc else "nchw"
+        if not nhwc:
+            self.kernels.append(("to_nchw", "int8", "nhwc", co, oh, ow, 0, 0, 1, 1, False, False))
+        if u.act == "silu":  # DQ -> Sigmoid and DQ -> Mul: a DequantizeLinear for each
+            self.kernels += [("dequantize", "int8", "nchw", co, oh, ow, 0, 0, 1, 1, False, False)] * 2
+            self.kernels.append(("act", "fp32", lay, co, oh, ow, 0, 0, 1, 1, "sigmoid", False))
+            self.kernels.append(("mul", "fp32", lay, co, oh, ow, 0, 0, 1, 1, False, False))
+        else:
+            self.kernels.append(("dequantize", "int8", "nchw", co, oh, ow, 0, 0, 1, 1, False, False))
+            self.kernels.append(("act", "fp32", lay, co, oh, ow, 0, 0, 1, 1, u.act, False))
+        self.rep[y] = "fnhwc" if nhwc else "nchw"
+
+    def _elementwise(self, x: int, u: Unit, act: bool | str) -> None:
+        """A standalone activation (or x·sigmoid(x)) in the layout its input has (a uint8 input is dequantized in NHWC)."""
+        src = self.rep[x]
+        rep = "fnhwc" if src in ("q", "qnchw", "fnhwc") else "nchwc" if src in ("nchwc", "nchwc2") else "nchw"
+        self.require(x, src if src in ("nchwc", "nchwc2", "nchw") else "fnhwc", u.hw)
+        self.rep[u.output] = rep
+        lay = {"fnhwc": "nhwc"}.get(rep, rep)
+        self.kernels.append(("act", "fp32", lay, self.ch[x], *u.hw, 0, 0, 1, 1, act, False))
+
+    def _act(self, i: int, u: Unit) -> None:
+        self._elementwise(u.inputs[0], u, u.act)
+
+    def _silu(self, i: int, u: Unit) -> None:
+        x = u.inputs[0]
+        if self.rep[x] != "q":
+            self._elementwise(x, u, "silu")
             return
-        self.require(x, "nchw" if small_in else "nchwc", u.hw)
-        self.rep[y] = "nchwc"
-        self.conv_kernel[y] = len(self.kernels)
-        self.kernels.append(("conv", "fp32", "nchwc", c, *u.hw, co, u.k, u.s, g, act, False))
+        # after an int8 conv ORT leaves DQ -> Sigmoid, DQ -> Mul (a DequantizeLinear for each) in float NHWC
+        self.require(x, "fnhwc", u.hw)
+        self.require(x, "fnhwc", u.hw)
+        self.rep[u.output] = "fnhwc"
+        self.kernels.append(("act", "fp32", "nhwc", self.ch[x], *u.hw, 0, 0, 1, 1, "sigmoid", False))
+        self.kernels.append(("mul", "fp32", "nhwc", self.ch[x], *u.hw, 0, 0, 1, 1, False, False))
+
+    def _mul(self, i: int, u: Unit) -> None:
+        """A product of two tensors (``u.k`` = 1: the second is a 1×1 gate): float NHWC next to int8 tensors,
+        NCHWc when both inputs are full-size NCHWc, else a plain NCHW Mul."""
+        x, gate = u.inputs
+        reps = (self.rep[x], self.rep[gate])
+        if any(r in ("q", "qnchw", "fnhwc") for r in reps):
+            rep, lay = "fnhwc", "nhwc"
+        elif not u.k and reps == ("nchwc", "nchwc"):
+            rep = lay = "nchwc"
+        else:
+            rep = lay = "nchw"
+        self.require(x, rep, u.hw)
+        self.require(gate, rep, (1, 1) if u.k else u.hw)
+        self.rep[u.output] = rep
+        self.kernels.append(("mul", "fp32", lay, self.ch[x], *u.hw, 0, u.k, 1, 1, False, False))
 
     def _add(self, i: int, u: Unit) -> None:
         y = u.output
@@ -196,25 +300,28 @@ class _Lowering:
             self.rep[y] = rep
             self.kernels.append(("add", "int8", "nhwc", self.ch[y], *u.hw, 0, 0, 1, 1, False, False))
             return
-        self.require(a, "nchw", u.hw)
-        self.require(b, "nchw", u.hw)
-        self.rep[y] = "nchw"
-        self.kernels.append(("add", "fp32", "nchw", self.ch[y], *u.hw, 0, 0, 1, 1, u.act and not qy, False))
+        lay = "nchwc" if not (qa or qb) and self.rep.get(a) == self.rep.get(b) == "nchwc" else "nchw"  # ORT keeps an Add of two NCHWc tensors blocked
+        self.require(a, lay, u.hw)
+        self.require(b, lay, u.hw)
+        self.rep[y] = lay
+        self.kernels.append(("add", "fp32", lay, self.ch[y], *u.hw, 0, 0, 1, 1, u.act and not qy, False))
 
     def _fusable(self, tensor: int) -> bool:
         """An fp32 conv output read only by this add: the add can become the conv's Sum input."""
         return tensor in self.conv_kernel and len(self.g.consumers[tensor]) == 1
 
     def _pool(self, u: Unit, op: str) -> None:
-        """A float pool runs NCHWc when its input is NCHWc, or (a max-pool) when its channels fill whole
-        blocks (ORT then reorders the input into NCHWc for it)."""
+        """A float global pool runs NCHWc when its input is NCHWc with channels that fill whole blocks (else an
+        NCHWc input is reordered back to NCHW for it); a float max-pool runs NCHWc when its input is NCHWc,
+        or when its channels fill whole blocks (ORT then reorders the input into NCHWc for it)."""
         x, y = u.inputs[0], u.output
-        if op == "gap" and self.rep[x] == "nchwc2":  # converted with the fp16 conv before it, in the second pass
+        whole = self.ch[x] % self.g.block == 0
+        if op == "gap" and self.rep[x] == "nchwc2" and whole:  # converted with the fp16 conv before it, in the second pass
             self.require(x, "nchwc2", u.hw)
             self.rep[y] = "nchwc"
             self.kernels.append((op, "fp32", "nchwc", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
             return
-        blocked = self.rep[x] == "nchwc" or (op == "maxpool" and self.ch[x] % self.g.block == 0)
+        blocked = self.rep[x] == "nchwc" and whole if op == "gap" else self.rep[x] == "nchwc" or whole
         lay = "nchwc" if blocked and not self.quantized[x] else "nchw"
         self.require(x, lay, u.hw)
         self.rep[y] = lay
@@ -235,6 +342,12 @@ class _Lowering:
         self._pool(u, "maxpool")
 
     def _gap(self, i: int, u: Unit) -> None:
+        x, y = u.inputs[0], u.output
+        if self.q_produced[y]:  # DQ -> GlobalAveragePool -> Q between int8 convs: QLinearGlobalAveragePool on uint8 NHWC
+            self.require(x, "q", u.hw)
+            self.rep[y] = "q"
+            self.kernels.append(("gap", "int8", "nhwc", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
+            return
         self._pool(u, "gap")
 
     def _flatten(self, i: int, u: Unit) -> None:

@@ -1,4 +1,4 @@
-"""Built-in image models, written in plain torch (no torchvision): resnet20, mobilenetv2, vgg.
+"""Built-in image models, written in plain torch (no torchvision): resnet20, mobilenetv2, mobilenetv3, vgg.
 
 Every factory takes ``in_channels`` and ``num_classes`` keyword arguments (the contract user
 model factories follow too) plus its own width options.
@@ -93,6 +93,69 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation gate: global pool, 1×1 reduce + ReLU, 1×1 expand + hard-sigmoid, times the input."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = nn.functional.hardsigmoid(self.expand(torch.relu(self.reduce(self.pool(x)))))
+        return x * gate
+
+
+class V3Block(nn.Module):
+    """MobileNetV3 bottleneck: 1×1 expand, depthwise k×k, optional squeeze-excitation, 1×1 project; ReLU or hard-swish."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, k: int, stride: int, se: bool, hswish: bool) -> None:
+        super().__init__()
+        act = nn.Hardswish if hswish else nn.ReLU
+        layers: list[nn.Module] = []
+        if hidden != cin:
+            layers += [*_conv_bn(cin, hidden, 1), act()]
+        layers += [*_conv_bn(hidden, hidden, k, stride, groups=hidden), act()]
+        if se:
+            layers.append(SqueezeExcite(hidden, max(8, hidden // 4)))
+        layers += _conv_bn(hidden, cout, 1)
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.residual else out
+
+
+# (kernel, hidden, out, squeeze-excite, hard-swish, stride): MobileNetV3-Small's pattern, sized for small inputs
+_MBV3_SETTING = ((3, 16, 16, True, False, 2), (3, 72, 24, False, False, 1), (3, 88, 24, False, False, 1), (5, 96, 40, True, True, 2),
+                 (5, 240, 40, True, True, 1), (5, 120, 48, True, True, 1), (5, 288, 96, True, True, 2))
+
+
+class MobileNetV3(nn.Module):
+    """MobileNetV3-Small-style network: hard-swish stem, bottlenecks with squeeze-excitation gates, hard-swish head.
+
+    Its hard-swish and hard-sigmoid stay float under ONNX Runtime's int8 kernels, so whole-model int8
+    pays a quantize/dequantize pair around each of them (the "int8 slower than fp32" trap)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width_mult: float = 1.0, last_channels: int = 576) -> None:
+        super().__init__()
+        c = lambda n: max(8, int(round(n * width_mult / 8)) * 8)  # noqa: E731
+        cin = c(16)
+        blocks: list[nn.Module] = [nn.Sequential(*_conv_bn(in_channels, cin), nn.Hardswish())]
+        for k, hidden, out, se, hs, s in _MBV3_SETTING:
+            blocks.append(V3Block(cin, c(hidden), c(out), k, s, se, hs))
+            cin = c(out)
+        blocks.append(nn.Sequential(*_conv_bn(cin, c(last_channels), 1), nn.Hardswish()))
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c(last_channels), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
 class VGG(nn.Module):
     """Plain conv stack (conv-bn-relu, max-pool between stages), global pool, linear."""
 
@@ -122,8 +185,12 @@ def mobilenetv2(*, in_channels: int, num_classes: int, width_mult: float = 1.0) 
     return MobileNetV2(in_channels, num_classes, width_mult)
 
 
+def mobilenetv3(*, in_channels: int, num_classes: int, width_mult: float = 1.0) -> nn.Module:
+    return MobileNetV3(in_channels, num_classes, width_mult)
+
+
 def vgg(*, in_channels: int, num_classes: int, cfg: Sequence[int | str] = (32, 32, "M", 64, 64, "M", 128, 128, "M", 256)) -> nn.Module:
     return VGG(in_channels, num_classes, cfg)
 
 
-BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {"resnet20": resnet20, "mobilenetv2": mobilenetv2, "vgg": vgg}
+BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {"resnet20": resnet20, "mobilenetv2": mobilenetv2, "mobilenetv3": mobilenetv3, "vgg": vgg}

@@ -7,13 +7,19 @@ from pathlib import Path
 
 from hwsearch.errors import HwsearchError
 
-SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "Add", "MaxPool", "GlobalAveragePool", "Flatten", "Identity", "Constant")
+SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "MaxPool", "GlobalAveragePool", "Flatten",
+             "Identity", "Constant")
 ACTIVATIONS = ("Relu", "Clip")  # fused into the conv / add before them (ReLU6 exports as Clip(0, 6)); one kernel key "relu" for both
+CONV_ACTIVATIONS = {"Relu": True, "Clip": True, "HardSwish": "hswish", "HardSigmoid": "hsigmoid", "Sigmoid": "sigmoid"}  # ORT fuses these into a float conv
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, maxpool, gap, flatten."""
+    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, mul, act, silu, maxpool, gap, flatten.
+
+    ``act``: the activation fused into a conv or add (True: ReLU/ReLU6; or hswish, hsigmoid, sigmoid),
+    or the activation an ``act`` unit applies. A ``mul`` with a 1×1 second input is a squeeze-excitation
+    gate (``k`` = 1); ``silu`` is x·sigmoid(x)."""
 
     kind: str
     name: str  # layer name for conv / gemm, node name otherwise
@@ -23,7 +29,7 @@ class Unit:
     k: int = 0
     s: int = 1
     depthwise: bool = False
-    act: bool = False
+    act: bool | str = False
 
 
 def _attr(node, name: str, default=None):
@@ -77,15 +83,25 @@ def parse_units(path: str | Path):
         source.append(src)
         return ids[name]
 
-    def fuse_relu(out: str) -> tuple[str, bool]:
+    def fuse_act(out: str, allowed=dict.fromkeys(ACTIVATIONS, True)) -> tuple[str, bool | str]:
         nxt = users.get(out, [])
-        if len(nxt) == 1 and nxt[0].op_type in ACTIVATIONS:
+        if len(nxt) == 1 and nxt[0].op_type in allowed:
             fused.add(nxt[0].name)
-            return nxt[0].output[0], True
+            return nxt[0].output[0], allowed[nxt[0].op_type]
         return out, False
 
+    def silu_mul(node):
+        """The Mul of x·sigmoid(x) when ``node`` is that Sigmoid (its output read only by that Mul)."""
+        nxt = users.get(node.output[0], [])
+        if len(nxt) == 1 and nxt[0].op_type == "Mul" and alias.get(node.input[0], node.input[0]) in [alias.get(t, t) for t in nxt[0].input]:
+            return nxt[0]
+        return None
+
+    def spatial(name: str) -> tuple[int, ...]:
+        return tuple(shapes.get(alias.get(name, name), [1, 1, 1, 1])[2:4])
+
     for node in graph.node:
-        if node.op_type in ("Identity", "Constant") or node.name in fused and node.op_type in ACTIVATIONS:
+        if node.op_type in ("Identity", "Constant") or node.name in fused:
             continue
         x = node.input[0]
         hw = tuple(shapes.get(alias.get(x, x), [1, 1, 1, 1])[2:4]) or (1, 1)
@@ -96,14 +112,35 @@ def parse_units(path: str | Path):
             if group > 1 and w[1] > 1:
                 raise HwsearchError(f"Conv {node.name!r} is a grouped convolution (group={group}, {w[1]} input channels per group); latency tables model only dense and depthwise convs, "
                                     "so this model's latency cannot be predicted (compressing it works without a device table).")
-            out, act = fuse_relu(node.output[0])
+            nxt = users.get(node.output[0], [])
+            sig = [n for n in nxt if n.op_type == "Sigmoid"]
+            mul = silu_mul(sig[0]) if len(nxt) == 2 and len(sig) == 1 else None
+            if mul is not None and mul in nxt:  # conv -> x·sigmoid(x): SiLU after the conv
+                fused.update((sig[0].name, mul.name))
+                out, act = mul.output[0], "silu"
+            else:
+                out, act = fuse_act(node.output[0], CONV_ACTIVATIONS)
             channels[node.name] = w[0]
             units.append(Unit("conv", node.name, (tid(x),), new_tensor(out, node.name), hw, w[2], _attr(node, "strides", [1])[0], group > 1, act))
         elif node.op_type == "Gemm":
             channels[node.name] = inits[node.input[1]][0]
             units.append(Unit("gemm", node.name, (tid(x),), new_tensor(node.output[0], node.name), (1, 1)))
+        elif node.op_type == "Sigmoid" and (mul := silu_mul(node)) is not None:
+            fused.add(mul.name)
+            units.append(Unit("silu", node.name, (tid(x),), new_tensor(mul.output[0], source[tid(x)]), hw))
+        elif node.op_type in CONV_ACTIVATIONS:
+            units.append(Unit("act", node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw, act=CONV_ACTIVATIONS[node.op_type]))
+        elif node.op_type == "Mul":
+            if any(alias.get(t, t) not in ids for t in node.input):
+                raise HwsearchError(f"Mul node {node.name!r} multiplies by a constant; latency tables model only products of two computed tensors "
+                                    "(squeeze-excitation gates, x·sigmoid(x)): fold the constant into the layer before it.")
+            a, b = node.input
+            if spatial(a) == (1, 1) and spatial(b) != (1, 1):
+                a, b = b, a
+            gate = spatial(b) == (1, 1) and spatial(a) != (1, 1)
+            units.append(Unit("mul", node.name, (tid(a), tid(b)), new_tensor(node.output[0], source[tid(a)]), tuple(spatial(a)) or (1, 1), k=int(gate)))
         elif node.op_type == "Add":
-            out, act = fuse_relu(node.output[0])
+            out, act = fuse_act(node.output[0])
             a, b = tid(node.input[0]), tid(node.input[1])
             units.append(Unit("add", node.name, (a, b), new_tensor(out, source[a]), hw, act=act))
         elif node.op_type in ("MaxPool", "GlobalAveragePool", "Flatten"):
@@ -112,7 +149,7 @@ def parse_units(path: str | Path):
             s = _attr(node, "strides", [1])[0]
             units.append(Unit(kind, node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw, k, s))
         else:
-            raise HwsearchError(f"{node.op_type} node {node.name!r} does not follow a conv or add; latency tables support only fused activations (ReLU, ReLU6).")
+            raise HwsearchError(f"{node.op_type} node {node.name!r} does not follow a conv or add; latency tables support it only fused after one.")
     consumers: list[list[int]] = [[] for _ in source]
     for i, u in enumerate(units):
         for t in u.inputs:
