@@ -9,9 +9,12 @@ import json
 import logging
 import random
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
 from hwsearch import context
@@ -35,7 +38,10 @@ FAST = MeasureSettings(warmup=10, min_runs=40, min_time_s=0.03)  # the shipped t
 ORT_OPS = {"conv": {"fp32": ["Conv"], "int8": ["QLinearConv"]}, "gemm": {"fp32": ["Gemm"], "int8": ["QuantizeLinear", "QGemm", "DequantizeLinear"]},
            "reorder_in": {"fp32": ["ReorderInput"]}, "reorder_out": {"fp32": ["ReorderOutput"]}, "quantize": {"int8": ["QuantizeLinear"]},
            "dequantize": {"int8": ["DequantizeLinear"]}, "to_nhwc": {"int8": ["Transpose"]}, "to_nchw": {"int8": ["Transpose"]},
-           "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"], "int8": ["NhwcMaxPool"]}, "gap": {"fp32": ["GlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]}}
+           "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"], "int8": ["NhwcMaxPool"]},
+           "gap": {"fp32": ["GlobalAveragePool"], "int8": ["QLinearGlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]},
+           "to_nhwc_f": {"fp32": ["Transpose"]}, "to_nchw_f": {"fp32": ["Transpose"]}, "mul": {"fp32": ["Mul"]}}
+ACT_OPS = {True: ["Relu"], "hswish": ["HardSigmoid", "Mul"], "hsigmoid": ["HardSigmoid"], "sigmoid": ["Sigmoid"], "silu": ["QuickGelu"]}
 POLICIES = [
     {},
     {"default_keep": 0.5},
@@ -75,6 +81,12 @@ def _ort_op_counts(ctx, policy: Policy, path: Path) -> collections.Counter:
 def _lowered_op_counts(graph, space, policy: Policy) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     for t in graph.lower(space, policy):
+        if t[0] == "act":
+            counts.update(ACT_OPS[t[10]])
+            continue
+        if t[:3] == ("conv", "fp32", "nchw"):  # a conv ORT cannot block: FusedConv with its activation, else Conv
+            counts["FusedConv" if t[10] else "Conv"] += 1
+            continue
         counts.update(["MaxPool"] if t[:3] == ("maxpool", "int8", "nchw") else ORT_OPS[t[0]][t[1]])  # uint8 NCHW: plain MaxPool
         if t[0] == "add" and t[1] == "fp32" and t[10]:
             counts["Relu"] += 1
@@ -85,6 +97,10 @@ def test_kernel_key_round_trip():
     k = Kernel("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 2, 1, True, False)
     assert k.key == "conv;fp32;nchwc;32x16x16;co=64;k=3;s=2;g=1;relu;-"
     assert Kernel.parse(k.key) == k
+    hs = Kernel("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 1, 32, "hswish", False)
+    assert hs.key == "conv;fp32;nchwc;32x16x16;co=64;k=3;s=1;g=32;hswish;-" and Kernel.parse(hs.key) == hs
+    relu, plain = (Kernel("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 1, 32, a, False) for a in (True, False))
+    assert sorted([relu, hs, plain]) == [plain, hs, relu]  # mixed activation fields sort by their key text
     assert k.fields() == ("conv", "fp32", "nchwc", 32, 16, 16, 64, 3, 2, 1, True, False) and Kernel(*k.fields()) == k
     assert out_hw(k) == out_hw(k.fields()) == (8, 8)
     with pytest.raises(ValueError, match="malformed"):
@@ -116,6 +132,70 @@ def test_vgg_pool_and_fp16_lowering_matches_ort(digits, tmp_path, policy):
     kernels = graph.lower(space, p)
     if "features.7" in p.precision and p.precision["features.7"] == "int8":  # quantized at the pool's input size (32x32)
         assert ("maxpool", "int8", "nchw", 32, 32, 32) in [k[:6] for k in kernels] and ("quantize", "int8", "nchw", 32, 32, 32) in [k[:6] for k in kernels]
+
+
+EDGE_OP_POLICIES = {
+    "fp32": {},
+    "int8": {"default_precision": "int8"},
+    "pruned": {"default_keep": 0.5},
+    "pruned-int8": {"default_keep": 0.625, "default_precision": "int8"},
+    # int8 convs around float squeeze-excitation convs (and back): islands in NCHW, gates as plain NCHW Muls
+    "mixed": {"default_keep": 0.75, "precision": {"features.4.block.0": "int8", "features.4.block.3": "int8", "features.5.block.6.reduce": "int8",
+                                                  "features.8.0": "int8"}},
+    "mixed-fp16": {"default_keep": 0.625, "precision": {"features.1.block.3.expand": "int8", "features.4.block.6.reduce": "int8",
+                                                        "features.4.block.6.expand": "int8", "features.6.block.3": "fp16"}},
+}
+
+
+@pytest.fixture(scope="module")
+def mbv3(digits):
+    """The built-in MobileNetV3-style model, untrained (op counts do not depend on weights), and its unit graph."""
+    ctx = context.build("digits", "mobilenetv3", random_init=True, options=LATENCY_ONLY)
+    return ctx, UnitGraph.from_model(ctx.baseline.model, digits.example_input(), ctx.space, detect_block(SessionSettings(threads=1)))
+
+
+@pytest.mark.parametrize("policy", list(EDGE_OP_POLICIES.values()), ids=list(EDGE_OP_POLICIES))
+def test_squeeze_excitation_and_hard_swish_lowering_matches_ort(mbv3, tmp_path, policy):
+    """Hard-swish / hard-sigmoid fused into float convs and left as float islands after int8 convs, SE gates, int8 global pools."""
+    ctx, graph = mbv3
+    p = Policy.from_dict(policy)
+    assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("policy", [{}, {"default_precision": "int8"}, {"default_keep": 0.5},
+                                    {"precision": {"blocks.0.dw.0": "int8", "blocks.0.se_r": "int8", "blocks.1.proj.0": "int8"}}],
+                         ids=["fp32", "int8", "pruned", "mixed"])
+def test_silu_lowering_matches_ort(digits, tmp_path, policy):
+    """An EfficientNet-style user model: SiLU is one QuickGelu after a float conv, DQ -> Sigmoid, DQ -> Mul after an int8 one."""
+    ctx = context.build("digits", "tests.test_prune_structures:effnet", random_init=True, options=LATENCY_ONLY)
+    graph = UnitGraph.from_model(ctx.baseline.model, digits.example_input(), ctx.space, detect_block(SessionSettings(threads=1)))
+    p = Policy.from_dict(policy)
+    assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
+
+
+def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(mbv3):
+    """Every kernel 100 random MobileNetV3 policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
+    from hwsearch.families.cnn.enumerate import enumerate_kernels
+    from hwsearch.families.cnn.kernel_models import build_kernel_model
+    from hwsearch.runtime.session import random_feed, session
+
+    ctx, graph = mbv3
+    rng = np.random.default_rng(0)
+    lowered: set[Kernel] = set()
+    for _ in range(100):
+        policy = {"keep": {g.name: float(rng.choice(ctx.space.keep_choices)) for g in ctx.space.groups},
+                  "precision": {layer: str(rng.choice(["fp32", "fp16", "int8"])) for layer in ctx.space.layers}}
+        lowered.update(Kernel(*t) for t in graph.lower(ctx.space, Policy.from_dict(policy)))
+    assert lowered <= set(enumerate_kernels(graph, ctx.space))
+    kinds = {(k.op, k.precision, k.layout, str(k.act), k.k if k.op == "mul" else 0): k for k in sorted(lowered)}
+    assert {"act", "mul", "to_nchw_f", "to_nhwc_f"} <= {kind[0] for kind in kinds} and ("gap", "int8", "nhwc", "False", 0) in kinds
+    for kernel in kinds.values():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "k.onnx"
+            onnx.save(build_kernel_model(kernel, graph.block), str(path))
+            sess = session(path)
+            out = sess.run(None, random_feed(sess.get_inputs()))[0]
+            assert out.size > 0, kernel.key
 
 
 def test_table_schema(table_dir):

@@ -113,6 +113,60 @@ class Net(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
 
 
+class MBConv(nn.Module):
+    """EfficientNet's block: 1×1 expand + SiLU, depthwise 3×3 + SiLU, squeeze-excitation (SiLU, sigmoid gate), 1×1 project."""
+
+    def __init__(self, c: int, hidden: int, out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(c, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
+        self.dw = nn.Sequential(nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
+        self.se_r, self.se_e = nn.Conv2d(hidden, max(8, c // 4), 1), nn.Conv2d(max(8, c // 4), hidden, 1)
+        self.proj = cbr(hidden, out, 1, act=False)
+        self.res = stride == 1 and c == out
+
+    def forward(self, x):
+        h = self.dw(self.expand(x))
+        h = self.proj(h * torch.sigmoid(self.se_e(F.silu(self.se_r(F.adaptive_avg_pool2d(h, 1))))))
+        return x + h if self.res else h
+
+
+class Effnet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.SiLU())
+        self.blocks = nn.Sequential(MBConv(16, 64, 24), MBConv(24, 96, 24), MBConv(24, 96, 32, 2))
+        self.head = nn.Sequential(nn.Conv2d(32, 64, 1, bias=False), nn.BatchNorm2d(64), nn.SiLU())
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1), 1))
+
+
+class Twice(nn.Module):
+    """A conv called twice (weights shared across depth) and two convs with equal weights (merged by the exporter)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.a, self.b, self.c = cbr(in_channels, 16, 3, 2), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        with torch.no_grad():
+            self.c.weight.copy_(self.b.weight)
+            self.c.bias.copy_(self.b.bias)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.b(self.a(x)))
+        x = F.relu(self.b(F.relu(self.c(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def effnet(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return Effnet(in_channels, num_classes)
+
+
+def twice(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return Twice(in_channels, num_classes)
+
+
 def resnext(in_channels: int = 1, num_classes: int = 10, groups: int = 4) -> nn.Module:
     return Net(in_channels, 16, [ResNeXtBlock(16, 32, 32, groups), ResNeXtBlock(32, 32, 32, groups, 2)], 32, num_classes)
 
@@ -294,9 +348,26 @@ def test_half_keep_int8_compresses_end_to_end(name, tmp_path):
     assert res.accuracy > 0.3, res.accuracy
 
 
-@pytest.mark.parametrize("name, needle", [("resnext", "grouped convolution"), ("regnet", "no latency kernel"), ("ghostnet", "'Concat'")])
+@pytest.mark.parametrize("name, needle", [("resnext", "grouped convolution"), ("regnet", "grouped convolution"), ("ghostnet", "'Concat'")])
 def test_latency_lowering_says_in_one_line_what_it_cannot_model(name, needle):
     ctx = _user(name)
     with pytest.raises(HwsearchError, match=needle) as err:
         UnitGraph.from_model(ctx.baseline.model, ctx.task.example_input(), ctx.space, 8)
     assert "\n" not in str(err.value)
+
+
+def test_a_module_called_twice_and_merged_equal_weights_export_predict_and_quantize(tmp_path):
+    """The exporter names each conv call after its module (both calls of ``b``), and an equal weight it merged is unshared."""
+    import onnx
+
+    from hwsearch.runtime.onnx_export import export, layer_calls
+
+    ctx = _user("twice")
+    model, x = ctx.baseline.model, ctx.task.example_input()
+    assert layer_calls(model, x) == ["a.0", "b", "c", "b", "fc"] and ctx.space.layers == ("a.0", "b", "c", "fc")
+    path = export(model, x[:1], tmp_path / "m.onnx")
+    assert [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm")] == ["a.0", "b", "c", "b#2", "fc"]
+    graph = UnitGraph.from_model(model, x, ctx.space, 8)
+    assert [u.name for u in graph.units if u.kind == "conv"] == ["a.0", "b", "c", "b"]
+    res = realise(ctx, Policy.from_dict({"precision": {"b": "int8"}}), tmp_path / "q.onnx", score=False)
+    assert count_quantized_kernels(res.onnx_path) == 2  # both calls of b run as QLinearConv

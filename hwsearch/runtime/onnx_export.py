@@ -3,8 +3,9 @@
 A zero Pad before a Conv (a TF "SAME"-padded stride-2 conv) is folded into the conv's pads.
 Exported Conv/Gemm/MatMul nodes carry the module names (for example ``layer1.0.conv1``), so
 per-layer precision choices select ONNX nodes by those names: the n-th weighted compute node is
-the n-th conv/linear call the forward pass makes. A module called twice names both its nodes (one
-precision for both), and weights the exporter merged because they were equal are unshared first.
+the n-th conv/linear call the forward pass makes. A module called twice gives nodes ``b`` and ``b#2``
+(:func:`layer_of` maps both to layer ``b``: one precision for both), and weights the exporter merged
+because they were equal are unshared first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 LAYER_TYPES = (nn.Conv2d, nn.Linear)
+CALL_MARK = "#"  # the n-th call (n > 1) of a module is node ``name#n``
+
+
+def layer_of(node_name: str) -> str:
+    """The module (layer) an exported node belongs to: ``b#2``, the second call of ``b``, belongs to ``b``."""
+    return node_name.split(CALL_MARK, 1)[0]
 
 
 def layer_order(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> list[str]:
@@ -72,8 +79,10 @@ def export(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, .
         raise HwsearchError(f"Export produced {len(nodes)} conv/matmul nodes with constant weights for {len(layer_names)} conv/linear calls; "
                             "a layer whose weight is computed in forward (or an F.conv2d / F.linear call) cannot be mapped to its module: "
                             "compute the weight once outside forward, or call the nn.Conv2d / nn.Linear module.")
+    calls: dict[str, int] = {}
     for node, name in zip(nodes, layer_names):
-        node.name = name
+        calls[name] = calls.get(name, 0) + 1
+        node.name = name if calls[name] == 1 else f"{name}{CALL_MARK}{calls[name]}"  # node names must be unique: b, b#2
     _fold_pads(proto)
     onnx.save(proto, str(path))
     return path

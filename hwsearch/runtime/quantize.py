@@ -33,6 +33,7 @@ import numpy as np
 
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import QuantRecipe
+from hwsearch.runtime.onnx_export import layer_of
 
 
 @contextmanager
@@ -56,7 +57,7 @@ def int8_node_names(graph, layers: Iterable[str]) -> list[str]:
     chosen = set(layers)
     names: list[str] = []
     for node in graph.node:
-        if node.name not in chosen:
+        if layer_of(node.name) not in chosen:
             continue
         names.append(node.name)
         users = _consumers(graph, node.output[0])
@@ -134,7 +135,7 @@ def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.n
 
     proto = onnx.load(str(src))
     nodes = int8_node_names(proto.graph, layers)
-    n_layers = len(set(layers) & {n.name for n in proto.graph.node})
+    n_layers = len(set(layers) & {layer_of(n.name) for n in proto.graph.node})
     if not nodes:
         if src != dst:
             shutil.copyfile(src, dst)
@@ -183,7 +184,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, layers: Iterable[str]) -> int:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     proto = onnx.load(str(src))
-    chosen = [n for n in proto.graph.node if n.name in set(layers)]
+    chosen = [n for n in proto.graph.node if layer_of(n.name) in set(layers)]
     if not chosen:
         if src != dst:
             shutil.copyfile(src, dst)
@@ -199,7 +200,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, layers: Iterable[str]) -> int:
         quantize_dynamic(str(src_mm), str(out), op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
                          nodes_to_quantize=[n.name for n in chosen], extra_options={"MatMulConstBOnly": True})
         shutil.move(str(out), dst)
-    return len(chosen)
+    return len({layer_of(n.name) for n in chosen})
 
 
 def apply_fp16(path: Path, layers: Iterable[str]) -> int:
@@ -211,10 +212,10 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
     chosen = set(layers)
-    converted = 0
+    converted: set[str] = set()  # layers (a module called twice has two nodes)
     new_nodes = []
     for node in graph.node:
-        if node.name not in chosen:
+        if layer_of(node.name) not in chosen:
             new_nodes.append(node)
             continue
         for idx in range(1, len(node.input)):
@@ -234,7 +235,7 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
         node.output[0] = y16
         new_nodes.append(node)
         new_nodes.append(helper.make_node("Cast", [y16], [y32], to=TensorProto.FLOAT, name=f"{node.name}/cast_out"))
-        converted += 1
+        converted.add(layer_of(node.name))
     del graph.node[:]
     graph.node.extend(new_nodes)
     used = {name for n in graph.node for name in n.input}
@@ -242,7 +243,7 @@ def apply_fp16(path: Path, layers: Iterable[str]) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     onnx.save(proto, str(path))
-    return converted
+    return len(converted)
 
 
 def apply_precisions(src: Path, dst: Path, precision: Mapping[str, str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]],

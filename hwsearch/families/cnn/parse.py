@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwsearch.errors import HwsearchError
+from hwsearch.runtime.onnx_export import layer_of
 
 SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "MaxPool", "GlobalAveragePool", "Flatten",
              "Identity", "Constant")
@@ -120,11 +121,11 @@ def parse_units(path: str | Path):
                 out, act = mul.output[0], "silu"
             else:
                 out, act = fuse_act(node.output[0], CONV_ACTIVATIONS)
-            channels[node.name] = w[0]
-            units.append(Unit("conv", node.name, (tid(x),), new_tensor(out, node.name), hw, w[2], _attr(node, "strides", [1])[0], group > 1, act))
+            channels[layer_of(node.name)] = w[0]
+            units.append(Unit("conv", layer_of(node.name), (tid(x),), new_tensor(out, layer_of(node.name)), hw, w[2], _attr(node, "strides", [1])[0], group > 1, act))
         elif node.op_type == "Gemm":
-            channels[node.name] = inits[node.input[1]][0]
-            units.append(Unit("gemm", node.name, (tid(x),), new_tensor(node.output[0], node.name), (1, 1)))
+            channels[layer_of(node.name)] = inits[node.input[1]][0]
+            units.append(Unit("gemm", layer_of(node.name), (tid(x),), new_tensor(node.output[0], layer_of(node.name)), (1, 1)))
         elif node.op_type == "Sigmoid" and (mul := silu_mul(node)) is not None:
             fused.add(mul.name)
             units.append(Unit("silu", node.name, (tid(x),), new_tensor(mul.output[0], source[tid(x)]), hw))
