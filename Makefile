@@ -52,6 +52,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 
 # which experiments to rerun (the others' results in experiments/results/ are kept and rendered);
 # `recover` (bench_recover.py: MiniLM winners distilled per speedup target) is left out by default: it takes about an hour;
+# `mbv3` (bench_mbv3.py: MobileNetV3's int8 float islands, predicted from a fresh table and measured, about 10 min) is optional too;
 # so is `edge` (bench_edge.py: the pretrained edge CNNs on Fashion-MNIST, dense / int8 / uniform / ORT in one pass, about 20 min
 # after their baselines; add a search's exports with BENCH_EDGE_RUNS="mobilenetv2_imagenet=runs/fashion_mbv2 ...")
 BENCH_STEPS ?= speedup predict search compress
@@ -65,6 +66,8 @@ bench: $(BENCH_STAMP)
 	$(if $(filter compress,$(BENCH_STEPS)),$(BIN)/python experiments/bench_compress.py --models $(BENCH_MODELS))
 	$(if $(filter edge,$(BENCH_STEPS)),$(BIN)/python experiments/bench_edge.py --work $(BENCH_WORK)-edge $(foreach r,$(BENCH_EDGE_RUNS),--run $(r)))
 	$(if $(filter recover,$(BENCH_STEPS)),$(BIN)/python experiments/bench_recover.py --steps $(BENCH_RECOVER_STEPS) --work $(BENCH_WORK)-recover)
+	$(if $(filter recover,$(BENCH_STEPS)),$(BIN)/python experiments/bench_recover_policies.py --work $(BENCH_WORK)-recover-policies)
+	$(if $(filter mbv3,$(BENCH_STEPS)),$(BIN)/python experiments/bench_mbv3.py)
 	$(BIN)/python experiments/write_benchmarks.py
 
 clean:
