@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--policies", type=int, default=30, help="random held-out policies besides fp32 and whole-model int8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--table", default="", help="predict from this table (e.g. latency_tables/mbv3-cpu-1t, calibrated) instead of a fresh uncalibrated profile")
     args = ap.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     from hwsearch import context
@@ -65,8 +66,9 @@ def main() -> None:
     policies |= {f"random {i}": random_policy(ctx.space, rng) for i in range(args.policies)}
     kernels = sorted({Kernel(*t) for p in policies.values() for t in graph.lower(ctx.space, Policy.from_dict(p))})
     with tempfile.TemporaryDirectory() as tmp, measure_lock():
-        table = Path(tmp) / "mbv3-cpu-1t"
-        run_profile(table, "mbv3-cpu-1t", kernels, settings, block, ["digits/mobilenetv3"], kernel_timer(block), MeasureSettings(**FAST), progress=True)
+        table = Path(args.table) if args.table else Path(tmp) / "mbv3-cpu-1t"
+        if not args.table:
+            run_profile(table, "mbv3-cpu-1t", kernels, settings, block, ["digits/mobilenetv3"], kernel_timer(block), MeasureSettings(**FAST), progress=True)
         predictor = ctx.predictor(table, strict=True)
         files, rows = {}, {}
         for name, p in policies.items():
@@ -89,7 +91,7 @@ def main() -> None:
         row["measured_ms"] = best[name]
         row["error"] = None if row["predicted_ms"] is None else row["predicted_ms"] / best[name] - 1
     errors = [abs(r["error"]) for n, r in rows.items() if n.startswith("random")]
-    out = {"command": "python experiments/bench_mbv3.py " + " ".join(sys.argv[1:]), "machine": machine_info(), "kernels": len(kernels),
+    out = {"command": "python experiments/bench_mbv3.py " + " ".join(sys.argv[1:]), "machine": machine_info(), "kernels": len(kernels), "table": args.table or None,
            "block": block, "rounds": args.rounds, "total_s": round(time.time() - t0), "rows": rows,
            "held_out": {"n": len(errors), "within_5": float(np.mean([e <= 0.05 for e in errors])), "within_10": float(np.mean([e <= 0.10 for e in errors])),
                         "max_abs_error": max(errors)}}

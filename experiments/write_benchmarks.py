@@ -600,9 +600,11 @@ def mbv3_section() -> list[str]:
     dense = rows["dense fp32"]
     out = ["## MobileNetV3 (hard-swish, squeeze-excitation): int8 is slower than fp32, and the table says so", "",
            f"From `experiments/results/mbv3_digits.json`, written by `{q['command']}` ({q['total_s'] / 60:.0f} min). {_machine_line(q['machine'])} "
-           f"The built-in `mobilenetv3` trained on digits; a fresh 1-thread table of the {q['kernels']} kernels its policies lower to (the shipped "
-           f"tables' timing settings, p10 per kernel, **not calibrated**: `hwsearch calibrate-table` is what removes a table's common bias), every file "
-           f"timed at 1 ORT thread, batch 1, {q['rounds']} interleaved rounds (fastest round's p10). "
+           + (f"The built-in `mobilenetv3` trained on digits, predicted from the shipped, calibrated table `{q['table']}`; "
+              if q.get("table") else f"The built-in `mobilenetv3` trained on digits; a fresh 1-thread table of the {q['kernels']} kernels its policies "
+              "lower to (the shipped tables' timing settings, p10 per kernel, **not calibrated**: `hwsearch calibrate-table` is what removes a table's "
+              "common bias); ")
+           + f"every file timed at 1 ORT thread, batch 1, {q['rounds']} interleaved rounds (fastest round's p10). "
            "ONNX Runtime keeps each hard-swish, hard-sigmoid and SE gate in float between int8 convs (a Dequantize/Quantize pair around each), "
            "so whole-model int8 loses to fp32 here; S8S8 is not in the tables (they time U8S8), so it is measured only.", ""]
     body = []
