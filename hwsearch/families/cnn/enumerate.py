@@ -57,7 +57,7 @@ def _tensor_hw(graph: UnitGraph, tensor: int) -> tuple[int, int]:
 
 
 def _float_acts(act, c: int, h: int, w: int) -> list[tuple]:
-    """The float kernels of an activation ORT cannot fuse or absorb, in every layout it can run in."""
+    """The float kernels of a standalone activation (or one ORT cannot absorb), in every layout it can run in."""
     if act == "silu":
         out = [("act", "fp32", lay, c, h, w, 0, 0, 1, 1, "silu", False) for lay in ("nchwc", "nchw", "nhwc")]
         return out + [k for lay in ("nchw", "nhwc") for k in (("act", "fp32", lay, c, h, w, 0, 0, 1, 1, "sigmoid", False),
@@ -80,8 +80,7 @@ def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = 
             out += _float_acts(u.act, co, oh, ow)
         return out
     if u.kind in ("act", "silu"):
-        return _float_acts("silu" if u.kind == "silu" else u.act, c, h, w) if u.act is not True else \
-            [("act", "fp32", lay, c, h, w, 0, 0, 1, 1, True, False) for lay in ("nchwc", "nchw", "nhwc")]
+        return _float_acts("silu" if u.kind == "silu" else u.act, c, h, w)
     if u.kind == "mul":
         return [("mul", "fp32", lay, c, h, w, 0, u.k, 1, 1, False, False) for lay in ("nchw", "nhwc") + (() if u.k else ("nchwc",))]
     if u.kind == "gemm":

@@ -15,7 +15,8 @@ from hwsearch.tables.kernels import Kernel
 OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "to_nhwc_f", "to_nchw_f", "add", "mul", "act",
        "maxpool", "gap", "flatten")
 # a float conv's fused activation: (NCHWc Conv ``activation``, its ``activation_params``)
-CONV_ACTIVATION = {True: ("Relu", None), "hswish": ("HardSwish", None), "hsigmoid": ("HardSigmoid", [1 / 6, 0.5]), "sigmoid": ("Sigmoid", None)}
+HSIGMOID = {"alpha": 1 / 6, "beta": 0.5}  # torch's hard-sigmoid, as it exports
+CONV_ACTIVATION = {True: ("Relu", None), "hswish": ("HardSwish", None), "hsigmoid": ("HardSigmoid", list(HSIGMOID.values())), "sigmoid": ("Sigmoid", None)}
 
 NCHWC = "com.microsoft.nchwc"
 MS = "com.microsoft"
@@ -137,13 +138,10 @@ def _layout_change(kn: Kernel, block: int):
 
 def _add(kn: Kernel, block: int):
     helper = _h()[0]
-    hw = [kn.h, kn.w]
+    shape = _shape(kn, block)  # int8: uint8 NHWC
     if kn.precision == "int8":
         node = helper.make_node("QLinearAdd", ["a", "x_s", "x_z", "b", "x_s", "x_z", "y_s", "y_z"], ["y"], domain=MS)
-        shape = [1, *hw, kn.c]
         return _model([node], [_vi("a", "u8", shape), _vi("b", "u8", shape)], [_vi("y", "u8", shape)], _qparams("x") + _qparams("y"))
-    c = pad_to(kn.c, block) if kn.layout == "nchwc" else kn.c
-    shape = [1, c, *hw]
     nodes = [helper.make_node("Add", ["a", "b"], ["z" if kn.act else "y"])] + ([helper.make_node("Relu", ["z"], ["y"])] if kn.act else [])
     return _model(nodes, [_vi("a", "f", shape), _vi("b", "f", shape)], [_vi("y", "f", shape)], [])
 
@@ -152,9 +150,9 @@ def _activation(x: str, y: str, act) -> list:
     """Nodes of one activation from tensor ``x`` to ``y`` (hard-swish as ORT runs it: HardSigmoid, then Mul)."""
     helper = _h()[0]
     if act == "hswish":
-        return [helper.make_node("HardSigmoid", [x], [f"{y}_g"], alpha=1 / 6, beta=0.5), helper.make_node("Mul", [x, f"{y}_g"], [y])]
+        return [helper.make_node("HardSigmoid", [x], [f"{y}_g"], **HSIGMOID), helper.make_node("Mul", [x, f"{y}_g"], [y])]
     if act == "hsigmoid":
-        return [helper.make_node("HardSigmoid", [x], [y], alpha=1 / 6, beta=0.5)]
+        return [helper.make_node("HardSigmoid", [x], [y], **HSIGMOID)]
     if act == "silu":  # x·sigmoid(x), fused by ORT into one QuickGelu
         return [helper.make_node("QuickGelu", [x], [y], domain=MS, alpha=1.0)]
     return [helper.make_node({True: "Relu", "sigmoid": "Sigmoid"}[act], [x], [y])]

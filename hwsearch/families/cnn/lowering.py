@@ -88,6 +88,7 @@ class _Lowering:
         self.hw: dict[int, tuple[int, int]] = {}
         self.kernels: list[KTuple] = []
         self.conv_kernel: dict[int, int] = {}  # fp32 conv output tensor -> index of its kernel
+        self.producer = {u.output: i for i, u in enumerate(graph.units)}  # tensor -> index of the unit that makes it
 
     def _quantized(self) -> list[bool]:
         """A tensor is quantized when an int8 conv produces or reads it (QDQ puts Q on it; a ReLU before Q is dropped).
@@ -191,7 +192,7 @@ class _Lowering:
             self.rep[y] = "q"
             self.kernels.append(("conv", "int8", "nhwc", c, *u.hw, co, u.k, u.s, g, False, False))
             if u.act in FLOAT_ACTS:
-                self._island(u, y, co)
+                self._island(u, y, co, out_hw(self.kernels[-1]))
             return
         act = u.act if u.act in FLOAT_ACTS else u.act and not self.quantized[y]
         small_in = not u.depthwise and c < self.g.block  # such convs read NCHW input directly
@@ -214,16 +215,15 @@ class _Lowering:
             lay = "nchw" if self.rep[y] == "nchw" else "nchwc"
             self.kernels.append(("act", "fp32", lay, co, *out_hw(self.kernels[-1]), 0, 0, 1, 1, "silu", False))
 
-    def _island(self, u: Unit, y: int, co: int) -> None:
+    def _island(self, u: Unit, y: int, co: int, out: tuple[int, int]) -> None:
         """An int8 conv's float activation: Dequantize and the activation, in NHWC when an int8 conv reads the
         result (the Quantize for it follows) or a product with another int8 conv's output does, else in NCHW
         after a uint8 Transpose."""
-        oh, ow = out_hw(("conv", "", "", 0, *u.hw, 0, u.k, u.s))
-        producer = {v.output: j for j, v in enumerate(self.g.units)}
+        oh, ow = out
 
         def int8_gate(j: int) -> bool:  # a product whose other input an int8 conv makes
             other = [t for t in self.g.units[j].inputs if t != y]
-            return bool(other) and other[0] in producer and self.qconv[producer[other[0]]]
+            return bool(other) and other[0] in self.producer and self.qconv[self.producer[other[0]]]
 
         nhwc = any(self.qconv[j] or self.g.units[j].kind == "mul" and int8_gate(j) for j in self.g.consumers[y])
         lay = "nhwc" if nhwc else "nchw"

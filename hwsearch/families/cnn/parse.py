@@ -150,7 +150,8 @@ def parse_units(path: str | Path):
             s = _attr(node, "strides", [1])[0]
             units.append(Unit(kind, node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw, k, s))
         else:
-            raise HwsearchError(f"{node.op_type} node {node.name!r} does not follow a conv or add; latency tables support it only fused after one.")
+            raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) is listed as supported but the CNN lowering has no unit for it; "
+                                "this is a bug in hwsearch/families/cnn/parse.py: please report it.")
     consumers: list[list[int]] = [[] for _ in source]
     for i, u in enumerate(units):
         for t in u.inputs:
