@@ -3,7 +3,7 @@
 Issues 14 and 15: ORT keeps hard-swish, hard-sigmoid and the SE gate's Mul in float between int8 convs,
 so whole-model int8 pays a Dequantize/Quantize pair around each. This script
 1. trains the built-in ``mobilenetv3`` on digits (cached) and realises dense fp32, whole-model int8
-   (U8S8 and S8S8) and ``--policies`` random held-out policies (seeded; keep, fp32/int8/fp16 per layer);
+   (U8S8, S8S8, percentile calibration, 256 calibration samples) and ``--policies`` random held-out policies (seeded; keep, fp32/int8/fp16 per layer);
 2. profiles exactly the kernels those policies lower to into a fresh 1-thread table (``hwsearch profile``'s
    own loop, the shipped tables' timing settings) and predicts each policy from it;
 3. times every file in ``--rounds`` interleaved rounds (1 ORT thread, batch 1, each file keeping its
@@ -62,7 +62,9 @@ def main() -> None:
     graph = UnitGraph.from_model(ctx.baseline.model, ctx.task.example_input(), ctx.space, block)
     rng = np.random.default_rng(args.seed)
     policies = {"dense fp32": {}, "int8 (U8S8)": {"default_precision": "int8"},
-                "int8 (S8S8)": {"default_precision": "int8", "quant": {"activation_type": "int8"}}}
+                "int8 (S8S8)": {"default_precision": "int8", "quant": {"activation_type": "int8"}},
+                "int8 (percentile)": {"default_precision": "int8", "quant": {"calibration": "percentile"}},
+                "int8 (256 calibration samples)": {"default_precision": "int8", "quant": {"calib_samples": 256}}}
     policies |= {f"random {i}": random_policy(ctx.space, rng) for i in range(args.policies)}
     kernels = sorted({Kernel(*t) for p in policies.values() for t in graph.lower(ctx.space, Policy.from_dict(p))})
     with tempfile.TemporaryDirectory() as tmp, measure_lock():
@@ -72,12 +74,12 @@ def main() -> None:
         predictor = ctx.predictor(table, strict=True)
         files, rows = {}, {}
         for name, p in policies.items():
-            res = realise(ctx, Policy.from_dict(p), Path(tmp) / f"{len(files)}.onnx", score=name in ("dense fp32", "int8 (U8S8)", "int8 (S8S8)"))
+            res = realise(ctx, Policy.from_dict(p), Path(tmp) / f"{len(files)}.onnx", score=not name.startswith("random"))
             files[name] = res.onnx_path
             s8s8 = (p.get("quant") or {}).get("activation_type") == "int8"  # tables time U8S8 int8 only: S8S8 is measured, not predicted
             rows[name] = {"policy": p, "predicted_ms": None if s8s8 else predictor.predict(Policy.from_dict(p)).latency_ms, "params": res.params,
                           "val_accuracy": res.accuracy, "quantized_kernels": count_quantized_kernels(res.onnx_path)}
-            if name.startswith(("dense", "int8")):
+            if not name.startswith("random"):
                 rows[name]["test_accuracy"] = score_onnx(ctx, res.onnx_path, "test")
         best: dict[str, float] = {}
         feed = ctx.task.latency_feed()
@@ -97,8 +99,9 @@ def main() -> None:
                         "max_abs_error": max(errors)}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mbv3_digits.json").write_text(json.dumps(out, indent=1))
-    for name in ("dense fp32", "int8 (U8S8)", "int8 (S8S8)"):
-        r = rows[name]
+    for name, r in rows.items():
+        if name.startswith("random"):
+            continue
         pred = "-" if r["predicted_ms"] is None else f"{r['predicted_ms']:.3f} ms ({r['error']:+.1%})"
         print(f"{name:14s} predicted {pred}, measured {r['measured_ms']:.3f} ms, test {r['test_accuracy']:.4f}")
     print(f"held-out: {out['held_out']}")
