@@ -40,7 +40,8 @@ ORT_OPS = {"conv": {"fp32": ["Conv"], "int8": ["QLinearConv"]}, "gemm": {"fp32":
            "dequantize": {"int8": ["DequantizeLinear"]}, "to_nhwc": {"int8": ["Transpose"]}, "to_nchw": {"int8": ["Transpose"]},
            "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"], "int8": ["NhwcMaxPool"]},
            "gap": {"fp32": ["GlobalAveragePool"], "int8": ["QLinearGlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]},
-           "to_nhwc_f": {"fp32": ["Transpose"]}, "to_nchw_f": {"fp32": ["Transpose"]}, "mul": {"fp32": ["Mul"]}}
+           "to_nhwc_f": {"fp32": ["Transpose"]}, "to_nchw_f": {"fp32": ["Transpose"]}, "mul": {"fp32": ["Mul"]},
+           "concat": {"fp32": ["Concat"], "int8": ["QLinearConcat"]}, "slice": {"fp32": ["Slice"], "int8": ["Slice"]}}
 ACT_OPS = {True: ["Relu"], "hswish": ["HardSigmoid", "Mul"], "hsigmoid": ["HardSigmoid"], "sigmoid": ["Sigmoid"], "silu": ["QuickGelu"]}
 POLICIES = [
     {},
@@ -173,13 +174,53 @@ def test_silu_lowering_matches_ort(digits, tmp_path, policy):
     assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
 
 
-def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(mbv3):
-    """Every kernel 100 random MobileNetV3 policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
+GHOST_POLICIES = {
+    "fp32": {},
+    "int8": {"default_precision": "int8"},
+    "pruned": {"default_keep": 0.5},
+    "pruned-int8": {"default_keep": 0.5, "default_precision": "int8"},
+    # float concatenations of int8 halves, QLinearConcat of a float and an int8 half, uint8 slices, float NHWC sums
+    "mixed": {"default_keep": 0.75, "precision": {"blocks.0.g1.primary.0": "int8", "blocks.1.g2.cheap.0": "int8", "blocks.1.dw.0": "int8",
+                                                  "blocks.2.se.fc2": "int8"}},
+    "mixed-2": {"precision": {"blocks.0.g2.primary.0": "int8", "blocks.1.g1.cheap.0": "int8", "blocks.2.g1.primary.0": "int8",
+                              "blocks.2.g1.cheap.0": "int8", "blocks.2.se.fc1": "int8"}},
+    "mixed-fp16": {"default_keep": 0.625, "precision": {"blocks.1.g1.primary.0": "int8", "blocks.1.g1.cheap.0": "int8", "blocks.1.dw.0": "int8",
+                                                        "blocks.1.se.fc1": "fp16", "blocks.2.g2.cheap.0": "int8"}},
+}
+
+
+@pytest.fixture(scope="module")
+def ghost(digits):
+    """A GhostNet-style user model (ghost modules: concatenated primary and cheap convs, sliced), untrained, and its unit graph."""
+    ctx = context.build("digits", "tests.test_prune_structures:ghostnet", random_init=True, options=LATENCY_ONLY)
+    return ctx, UnitGraph.from_model(ctx.baseline.model, digits.example_input(), ctx.space, detect_block(SessionSettings(threads=1)))
+
+
+@pytest.mark.parametrize("policy", list(GHOST_POLICIES.values()), ids=list(GHOST_POLICIES))
+def test_ghost_concatenation_and_slice_lowering_matches_ort(ghost, tmp_path, policy):
+    """Channel concatenations (NCHWc when block-aligned, QLinearConcat, float NHWC between int8 convs) and leading-channel slices."""
+    ctx, graph = ghost
+    p = Policy.from_dict(policy)
+    assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
+
+
+def test_ghost_channels_follow_the_coupled_halves(ghost):
+    """A residual couples the stem with both halves of a ghost module: each half keeps half of the group's channels."""
+    ctx, graph = ghost
+    policy = Policy.from_dict({"keep": {"stem.0": 0.5}})
+    channels = dict(zip(graph.tensor_source, graph.tensor_channels(ctx.space, policy)))
+    kept = ctx.space.kept_channels(next(g for g in ctx.space.groups if g.name == "stem.0"), 0.5)
+    assert channels["stem.0"] == kept and channels["blocks.0.g2.primary.0"] == channels["blocks.0.g2.cheap.0"] == kept // 2
+    assert channels[("blocks.0.g2.primary.0", "blocks.0.g2.cheap.0")] == kept
+
+@pytest.mark.parametrize("model", ["mbv3", "ghost"])
+def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(request, model):
+    """Every kernel 100 random MobileNetV3 (or GhostNet-style) policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
     from hwsearch.families.cnn.enumerate import enumerate_kernels
     from hwsearch.families.cnn.kernel_models import build_kernel_model
     from hwsearch.runtime.session import random_feed, session
 
-    ctx, graph = mbv3
+    ctx, graph = request.getfixturevalue(model)
     rng = np.random.default_rng(0)
     lowered: set[Kernel] = set()
     for _ in range(100):
@@ -188,7 +229,10 @@ def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(mbv3):
         lowered.update(Kernel(*t) for t in graph.lower(ctx.space, Policy.from_dict(policy)))
     assert lowered <= set(enumerate_kernels(graph, ctx.space))
     kinds = {(k.op, k.precision, k.layout, str(k.act), k.k if k.op == "mul" else 0): k for k in sorted(lowered)}
-    assert {"act", "mul", "to_nchw_f", "to_nhwc_f"} <= {kind[0] for kind in kinds} and ("gap", "int8", "nhwc", "False", 0) in kinds
+    if model == "mbv3":
+        assert {"act", "mul", "to_nchw_f", "to_nhwc_f"} <= {kind[0] for kind in kinds} and ("gap", "int8", "nhwc", "False", 0) in kinds
+    else:
+        assert {("concat", "int8"), ("concat", "fp32"), ("slice", "int8"), ("slice", "fp32")} <= {kind[:2] for kind in kinds}
     for kernel in kinds.values():
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "k.onnx"

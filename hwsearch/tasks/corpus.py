@@ -6,6 +6,12 @@ sentences, filtered (6-60 words, mostly letters, no code), de-duplicated case-in
 sorted, then shuffled with a fixed seed and cut into train / val / test. The same Python
 version gives the same splits.
 
+Extra training sentences (:func:`source_sentences`, the ``extra_train`` task option): the
+docstrings of every module, class and function in the standard library's own source files (read
+with :mod:`ast`, nothing imported; test suites and IDLE left out), filtered the same way, less
+every sentence of the corpus (so none is a val or test sentence). About 7,000 sentences on Python
+3.11: unlabeled text for distillation and calibration, appended to the train split only.
+
 Fidelity of candidate embeddings ``E`` to the dense model's ``D`` (rows = sentences):
 ``cosine`` (mean row-wise cosine similarity), ``spearman`` (Spearman correlation of all pairwise
 cosine similarities within ``E`` vs within ``D``) and ``top10`` (mean overlap of each sentence's
@@ -15,11 +21,14 @@ cosine similarities within ``E`` vs within ``D``) and ``top10`` (mean overlap of
 from __future__ import annotations
 
 import hashlib
+import ast
 import importlib
 import inspect
 import random
 import re
+import sysconfig
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -68,30 +77,69 @@ def _good(sentence: str) -> bool:
     return letters >= 0.9 * len(sentence)
 
 
-@lru_cache(maxsize=1)
-def sentences() -> tuple[str, ...]:
-    """Every usable, de-duplicated sentence, sorted (deterministic for one Python version)."""
+def _usable(texts: list[str]) -> dict[str, str]:
+    """Lower-cased sentence -> the first usable sentence of that spelling, over paragraphs of ``texts``."""
     seen: dict[str, str] = {}
-    for text in _texts():
+    for text in texts:
         for para in re.split(r"\n\s*\n", text):
             for s in _SENT.split(" ".join(para.split())):
                 if _good(s):
                     seen.setdefault(s.lower(), s)
-    return tuple(sorted(seen.values()))
+    return seen
 
 
-def splits(n_val: int, n_test: int, n_train: int, seed: int = 0) -> dict[str, list[str]]:
-    """Seeded train / val / test sentence lists (val and test first, train from the rest)."""
+@lru_cache(maxsize=1)
+def sentences() -> tuple[str, ...]:
+    """Every usable, de-duplicated sentence, sorted (deterministic for one Python version)."""
+    return tuple(sorted(_usable(_texts()).values()))
+
+
+SOURCE_SKIP = frozenset({"test", "tests", "idlelib", "turtledemo", "lib2to3", "site-packages"})
+
+
+def _source_texts() -> list[str]:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    texts = []
+    for path in sorted(lib.rglob("*.py")):
+        if SOURCE_SKIP.intersection(path.relative_to(lib).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        texts.extend(doc for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                     and (doc := ast.get_docstring(node)))
+    return texts
+
+
+@lru_cache(maxsize=1)
+def source_sentences() -> tuple[str, ...]:
+    """Usable sentences of the standard library's source docstrings that are not in :func:`sentences`, sorted."""
+    corpus = {s.lower() for s in sentences()}
+    return tuple(sorted(s for k, s in _usable(_source_texts()).items() if k not in corpus))
+
+
+def splits(n_val: int, n_test: int, n_train: int, seed: int = 0, extra_train: int = 0) -> dict[str, list[str]]:
+    """Seeded train / val / test sentence lists (val and test first, train from the rest), then
+    ``extra_train`` of the :func:`source_sentences` (seeded) appended to train."""
     pool = list(sentences())
     if n_val + n_test + 1 > len(pool) or min(n_val, n_test, n_train) < 1:
         raise HwsearchError(f"The corpus has {len(pool)} sentences; n_val={n_val}, n_test={n_test}, n_train={n_train} must be >= 1 and leave training sentences; lower them.")
+    if isinstance(extra_train, bool) or not isinstance(extra_train, int) or extra_train < 0:
+        raise HwsearchError(f"Task option extra_train={extra_train!r} is not allowed; give a whole number >= 0 of extra training sentences, e.g. 7000 (0: none).")
     random.Random(seed).shuffle(pool)
     rest = pool[n_val + n_test :]
-    return {"val": pool[:n_val], "test": pool[n_val : n_val + n_test], "train": rest[:n_train]}
+    train = rest[:n_train]
+    if extra_train:
+        extra = list(source_sentences())
+        random.Random(seed).shuffle(extra)
+        train += extra[:extra_train]
+    return {"val": pool[:n_val], "test": pool[n_val : n_val + n_test], "train": train}
 
 
-def corpus_digest() -> str:
-    return hashlib.sha256("\n".join(sentences()).encode()).hexdigest()[:16]
+def corpus_digest(extra_train: int = 0) -> str:
+    text = "\n".join(sentences()) + ("\n\n" + "\n".join(source_sentences()) if extra_train else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

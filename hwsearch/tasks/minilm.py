@@ -8,7 +8,9 @@ reference comes from the baseline the pipeline hands to :meth:`MiniLMTask.target
 itself never builds a model (the encoder is the ``encoder`` model family).
 
 Task options: ``objective``, ``seq_len`` (latency is measured and predicted at this many tokens,
-128 by default), ``n_train`` / ``n_val`` / ``n_test`` (sentences) and ``seed`` (the split).
+128 by default), ``n_train`` / ``n_val`` / ``n_test`` (sentences), ``extra_train`` (sentences from
+the standard library's source docstrings appended to the train split, for distillation and
+calibration: :func:`hwsearch.tasks.corpus.source_sentences`; 0 by default) and ``seed`` (the split).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class MiniLMTask(Task):
     n_train: int = 2000
     n_val: int = 256
     n_test: int = 512
+    extra_train: int = 0
     seed: int = 0
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -91,7 +94,7 @@ class MiniLMTask(Task):
     # --- data -------------------------------------------------------------------------------
     def sentences(self, split: str) -> list[str]:
         if "splits" not in self._cache:
-            self._cache["splits"] = corpus.splits(self.n_val, self.n_test, self.n_train, self.seed)
+            self._cache["splits"] = corpus.splits(self.n_val, self.n_test, self.n_train, self.seed, self.extra_train)
         return self._cache["splits"][check_split(split)]
 
     def split(self, name: str) -> Split:
@@ -99,7 +102,8 @@ class MiniLMTask(Task):
         return Split(np.array(s, dtype=object), np.arange(len(s)))
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"task": self.name, "corpus": corpus.corpus_digest(), "n": [self.n_train, self.n_val, self.n_test], "seed": self.seed}
+        extra = {"extra_train": self.extra_train} if self.extra_train else {}  # absent at 0: older runs keep their fingerprint
+        return {"task": self.name, "corpus": corpus.corpus_digest(self.extra_train), "n": [self.n_train, self.n_val, self.n_test], "seed": self.seed, **extra}
 
     def metric_name(self) -> str:
         return f"fidelity_{self.objective}"
@@ -110,8 +114,9 @@ class MiniLMTask(Task):
                               "truncation": self.seq_len, "padding": "zeros to the longest sentence of a batch; attention_mask 1 for real tokens"},
                 "inputs": "input_ids and attention_mask, int64, shape (batch, seq)",
                 "output": "one embedding per sentence (mean-pooled, L2-normalised)",
-                "split": {"rule": "hwsearch.tasks.corpus.splits(n_val, n_test, n_train, seed)", "seed": self.seed,
-                          "sizes": {"train": self.n_train, "val": self.n_val, "test": self.n_test}}}
+                "split": {"rule": "hwsearch.tasks.corpus.splits(n_val, n_test, n_train, seed, extra_train)", "seed": self.seed,
+                          "sizes": {"train": len(self.sentences("train")), "val": self.n_val, "test": self.n_test},
+                          "extra_train": self.extra_train}}
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -175,7 +180,7 @@ class MiniLMTask(Task):
 
 
 def make_task(**options: Any) -> MiniLMTask:
-    allowed = ("objective", "seq_len", "n_train", "n_val", "n_test", "seed")
+    allowed = ("objective", "seq_len", "n_train", "n_val", "n_test", "extra_train", "seed")
     for key in options:
         if key not in allowed:
             raise HwsearchError(f"Task option {key!r} is unknown for task 'minilm'; allowed options are {', '.join(allowed)}.")

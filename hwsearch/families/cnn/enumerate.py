@@ -17,17 +17,17 @@ from hwsearch.tables.kernels import Kernel
 
 
 def _channel_choices(graph: UnitGraph, space: SearchSpace) -> list[tuple[int, ...]]:
-    """Per tensor: every channel count the search space can give it."""
-    out = []
-    for src in graph.tensor_source:
+    """Per tensor: every channel count the search space can give it (a concatenation: every sum of its parts' counts)."""
+    def choices(src) -> set[int]:
+        if isinstance(src, tuple):
+            return {sum(c) for c in itertools.product(*map(choices, src))}
         if isinstance(src, int):
-            out.append((src,))
-        elif src in graph.layer_group:
-            g = space.groups[graph.layer_group[src]]
-            out.append(tuple(sorted({space.kept_channels(g, r) for r in space.keep_choices})))
-        else:
-            out.append((graph.layer_channels[src],))
-    return out
+            return {src}
+        if src in graph.layer_group:
+            return {graph.layer_kept(space, src, r) for r in space.keep_choices}
+        return {graph.layer_channels[src]}
+
+    return [tuple(sorted(choices(src))) for src in graph.tensor_source]
 
 
 def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
@@ -37,7 +37,11 @@ def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
     found: set[tuple] = set()
     for u in graph.units:
         x, y = u.inputs[0], u.output
-        for c, co in itertools.product(choices[x], choices[y]):
+        if u.kind == "concat":
+            found.update(k for co in choices[y] for k in _concat_kernels(len(u.inputs), co, *u.hw))
+            continue
+        same = u.kind == "slice" and graph.tensor_source[x] == graph.tensor_source[y]  # a slice that keeps every channel
+        for c, co in zip(choices[x], choices[y]) if same else itertools.product(choices[x], choices[y]):
             found.update(_unit_kernels(u, c, co, graph.block, gemm_precs))
     for t, cs in enumerate(choices):
         hw = _tensor_hw(graph, t)
@@ -65,6 +69,11 @@ def _float_acts(act, c: int, h: int, w: int) -> list[tuple]:
     return [("act", "fp32", lay, c, h, w, 0, 0, 1, 1, act, False) for lay in ("nchwc", "nchw", "nhwc")]
 
 
+def _concat_kernels(parts: int, c: int, h: int, w: int) -> list[tuple]:
+    return [("concat", p, lay, c, h, w, 0, parts, 1, 1, False, False)
+            for p, lay in (("int8", "nhwc"), ("int8", "nchw"), ("fp32", "nhwc"), ("fp32", "nchw"), ("fp32", "nchwc"))]
+
+
 def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = ("fp32", "int8")) -> Iterable[tuple]:
     h, w = u.hw
     if u.kind == "conv":
@@ -85,9 +94,12 @@ def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = 
         return [("mul", "fp32", lay, c, h, w, 0, u.k, 1, 1, False, False) for lay in ("nchw", "nhwc") + (() if u.k else ("nchwc",))]
     if u.kind == "gemm":
         return [("gemm", p, "-", c, 1, 1, co, 0, 1, 1, False, False) for p in gemm_precs]
+    if u.kind == "slice":
+        return [("slice", p, lay, c, h, w, co, 0, 1, 1, False, False) for p, lay in (("int8", "nhwc"), ("int8", "nchw"), ("fp32", "nhwc"), ("fp32", "nchw"))
+                if co <= c]
     if u.kind == "add":
         return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", lay, c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}
-                                                                              for lay in ("nchw", "nchwc")]
+                                                                              for lay in ("nchw", "nchwc", "nhwc")]
     if u.kind in ("maxpool", "gap"):
         extra = [("maxpool", "int8", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nhwc", "nchw")] if u.kind == "maxpool" else \
             [("gap", "int8", "nhwc", c, h, w, 0, u.k, u.s, 1, False, False)]

@@ -13,7 +13,7 @@ from hwsearch.families.cnn.kernel_rules import out_hw
 from hwsearch.tables.kernels import Kernel
 
 OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "to_nhwc_f", "to_nchw_f", "add", "mul", "act",
-       "maxpool", "gap", "flatten")
+       "concat", "slice", "maxpool", "gap", "flatten")
 # a float conv's fused activation: (NCHWc Conv ``activation``, its ``activation_params``)
 HSIGMOID = {"alpha": 1 / 6, "beta": 0.5}  # torch's hard-sigmoid, as it exports
 CONV_ACTIVATION = {True: ("Relu", None), "hswish": ("HardSwish", None), "hsigmoid": ("HardSigmoid", list(HSIGMOID.values())), "sigmoid": ("Sigmoid", None)}
@@ -177,6 +177,35 @@ def _mul(kn: Kernel, block: int):
     return _model([helper.make_node("Mul", ["x", "g"], ["y"])], [_vi("x", "f", shape), _vi("g", "f", gate)], [_vi("y", "f", shape)], [])
 
 
+def concat_parts(kn: Kernel, block: int) -> list[int]:
+    """The channels of a concatenation's ``kn.k`` inputs: equal shares of ``kn.c`` (whole NCHWc blocks each in NCHWc)."""
+    unit = block if kn.layout == "nchwc" else 1
+    base = kn.c // kn.k // unit * unit
+    return [base] * (kn.k - 1) + [kn.c - base * (kn.k - 1)]
+
+
+def _concat(kn: Kernel, block: int):
+    helper = _h()[0]
+    parts, names = concat_parts(kn, block), [f"x{i}" for i in range(kn.k)]
+    axis = 3 if kn.layout == "nhwc" else 1
+    if kn.precision == "int8":
+        ins = [v for n in names for v in (n, "x_s", "x_z")]
+        node = helper.make_node("QLinearConcat", ["y_s", "y_z", *ins], ["y"], domain=MS, axis=axis)
+        return _model([node], [_vi(n, "u8", _shape(kn, block, c)) for n, c in zip(names, parts)], [_vi("y", "u8", _shape(kn, block))],
+                      _qparams("x") + _qparams("y"))
+    node = helper.make_node("Concat", names, ["y"], axis=axis)
+    return _model([node], [_vi(n, "f", _shape(kn, block, c)) for n, c in zip(names, parts)], [_vi("y", "f", _shape(kn, block))], [])
+
+
+def _slice(kn: Kernel, block: int):
+    """The leading ``kn.co`` of ``kn.c`` channels (uint8 for int8)."""
+    helper = _h()[0]
+    axis, dt = (3 if kn.layout == "nhwc" else 1), ("u8" if kn.precision == "int8" else "f")
+    inits = [_init("st", np.array([0], np.int64)), _init("en", np.array([kn.co], np.int64)), _init("ax", np.array([axis], np.int64))]
+    node = helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])
+    return _model([node], [_vi("x", dt, _shape(kn, block))], [_vi("y", dt, _shape(kn, block, kn.co))], inits)
+
+
 def _pool(kn: Kernel, block: int):
     helper = _h()[0]
     oh, ow = out_hw(kn)
@@ -221,6 +250,10 @@ def build_kernel_model(kn: Kernel, block: int):
         return _mul(kn, block)
     if kn.op == "act":
         return _act(kn, block)
+    if kn.op == "concat":
+        return _concat(kn, block)
+    if kn.op == "slice":
+        return _slice(kn, block)
     if kn.op in ("maxpool", "gap"):
         return _pool(kn, block)
     if kn.op == "flatten":

@@ -17,7 +17,13 @@ the list of kernels ORT executes, following ORT's CPU graph rewrites:
   NHWC when an int8 conv or a gate reads the result, else in NCHW after a uint8 Transpose;
 * a squeeze-excitation gate (``mul``) runs as a plain NCHW Mul between float convs and in float
   NHWC between int8 ones; a global pool between int8 convs is ``QLinearGlobalAveragePool``, one that
-  reads a float island transposes it back to NCHW first; x·sigmoid(x) runs as one ``QuickGelu``.
+  reads a float island transposes it back to NCHW first; x·sigmoid(x) runs as one ``QuickGelu``;
+* a channel concatenation (GhostNet) stays NCHWc when every input is NCHWc with channels that fill
+  whole blocks, else runs in NCHW; it is ``QLinearConcat`` (uint8 NHWC) when every input and the result
+  are quantized (an int8 conv reads each, or makes it), else a float Concat of
+  dequantized inputs (in NHWC when an int8 conv reads the result); a slice of leading channels runs
+  on uint8 when an int8 conv reads it (the QuantizeLinear moves above it), else in float NCHW (NHWC
+  inside a float NHWC region).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ FLOAT_ACTS = ("hswish", "hsigmoid", "sigmoid", "silu")  # activations an int8 co
 @dataclass(frozen=True)
 class UnitGraph:
     units: tuple[Unit, ...]
-    tensor_source: tuple[str | int, ...]  # per tensor: the layer whose out channels it has, or a fixed count
+    tensor_source: tuple  # per tensor: the layer whose out channels it has, a fixed count, or a tuple of these (a concatenation: their sum)
     consumers: tuple[tuple[int, ...], ...]  # per tensor: indices of consuming units
     layer_group: dict[str, int]  # layer -> index of the group that cuts its output channels
     layer_channels: dict[str, int]  # unpruned out channels per layer
@@ -63,10 +69,21 @@ class UnitGraph:
         layer_group = {layer: i for i, g in enumerate(space.groups) for layer in g.layers}
         return cls(tuple(units), tuple(source), tuple(consumers), layer_group, channels, block)
 
+    def layer_kept(self, space: SearchSpace, layer: str, ratio: float) -> int:
+        """Out channels ``layer`` keeps when its group keeps ``ratio``: the group's kept count, scaled for a layer that
+        holds a share of the group's channels (GhostNet: each half of a concatenation that a residual add couples)."""
+        g = space.groups[self.layer_group[layer]]
+        return space.kept_channels(g, ratio) * self.layer_channels[layer] // g.channels
+
     def tensor_channels(self, space: SearchSpace, policy: Policy) -> list[int]:
-        kept = [space.kept_channels(g, policy.keep_for(g.name)) for g in space.groups]
-        out = {layer: kept[self.layer_group[layer]] if layer in self.layer_group else c for layer, c in self.layer_channels.items()}
-        return [out[s] if isinstance(s, str) else s for s in self.tensor_source]
+        ratios = {g.name: policy.keep_for(g.name) for g in space.groups}
+        out = {layer: self.layer_kept(space, layer, ratios[space.groups[self.layer_group[layer]].name]) if layer in self.layer_group else c
+               for layer, c in self.layer_channels.items()}
+
+        def resolve(src) -> int:
+            return sum(map(resolve, src)) if isinstance(src, tuple) else out[src] if isinstance(src, str) else src
+
+        return [resolve(s) for s in self.tensor_source]
 
     def lower(self, space: SearchSpace, policy: Policy) -> list[KTuple]:
         """The kernels ORT executes for ``policy``, in execution order (conversions after producers)."""
@@ -110,7 +127,26 @@ class _Lowering:
         for u in self.g.units:  # float producer, int8 reader: the QuantizeLinear moves above the max-pool
             if u.kind == "maxpool" and quantized[u.output] and not self.q_produced[u.inputs[0]]:
                 quantized[u.inputs[0]] = True
+        for u in reversed(self.g.units):  # an int8 reader of a slice: the QuantizeLinear moves above the slice
+            if u.kind == "slice" and quantized[u.output]:
+                quantized[u.inputs[0]] = True
+        for u in self.g.units:  # QLinearConcat: every input and the result are quantized (each has its Q/DQ pair)
+            if u.kind == "concat" and quantized[u.output] and all(quantized[t] for t in u.inputs):
+                self.q_produced[u.output] = True
+            if u.kind == "slice" and quantized[u.output]:
+                self.q_produced[u.output] = True
         return quantized
+
+    def _reaches_int8(self, t: int) -> bool:
+        """Whether a path from float tensor ``t`` through float element-wise units, concatenations and slices ends in an
+        int8 reader: ORT's transpose optimiser then keeps that float region in NHWC (transposing only for other readers)."""
+        for j in self.g.consumers[t]:
+            u = self.g.units[j]
+            if self.qconv[j]:
+                return True
+            if u.kind in ("add", "mul", "act", "silu", "concat", "slice") and (self.quantized[u.output] or self._reaches_int8(u.output)):
+                return True
+        return False
 
     def require(self, tensor: int, rep: str, hw: tuple[int, int]) -> None:
         self.need.setdefault(tensor, []).append(rep)
@@ -130,11 +166,15 @@ class _Lowering:
 
     def _convert(self, t: int, reps: list[str]) -> None:
         src = self.rep[t]
-        if src == "fnhwc":  # a float island's output: Quantize for int8 readers, a float Transpose back to NCHW for the others
-            if "q" in reps:
+        if src == "fnhwc":  # a float NHWC tensor: Quantize for int8 readers, a Transpose back to NCHW for the others
+            if "q" in reps or self.quantized[t]:
                 self._emit("quantize", t)
             if any(r in ("nchw", "nchwc", "nchwc2") for r in reps):
-                self._emit("to_nchw_f", t)
+                if self.quantized[t] and self.producer.get(t) is not None and self.g.units[self.producer[t]].kind in ("add", "concat", "slice"):
+                    self._emit("to_nchw", t)  # its Q -> DQ pair: the float readers read a uint8 Transpose, then a DequantizeLinear
+                    self._emit("dequantize", t)
+                else:
+                    self._emit("to_nchw_f", t)
                 if any(r in ("nchwc", "nchwc2") for r in reps):
                     self._emit("reorder_in", t)
             return
@@ -221,9 +261,13 @@ class _Lowering:
         after a uint8 Transpose."""
         oh, ow = out
 
-        def int8_gate(j: int) -> bool:  # a product whose other input an int8 conv makes
+        def int8_gate(j: int) -> bool:  # a product whose other input an int8 conv makes, or is already uint8 / float NHWC
             other = [t for t in self.g.units[j].inputs if t != y]
-            return bool(other) and other[0] in self.producer and self.qconv[self.producer[other[0]]]
+            if not other:
+                return False
+            if other[0] in self.rep:
+                return self.rep[other[0]] in ("q", "qnchw", "fnhwc")
+            return other[0] in self.producer and self.qconv[self.producer[other[0]]]
 
         nhwc = any(self.qconv[j] or self.g.units[j].kind == "mul" and int8_gate(j) for j in self.g.consumers[y])
         lay = "nhwc" if nhwc else "nchw"
@@ -267,7 +311,7 @@ class _Lowering:
         NCHWc when both inputs are full-size NCHWc, else a plain NCHW Mul."""
         x, gate = u.inputs
         reps = (self.rep[x], self.rep[gate])
-        if any(r in ("q", "qnchw", "fnhwc") for r in reps):
+        if any(r in ("q", "qnchw", "fnhwc") for r in reps) and (self.quantized[u.output] or self._reaches_int8(u.output)):
             rep, lay = "fnhwc", "nhwc"
         elif not u.k and reps == ("nchwc", "nchwc"):
             rep = lay = "nchwc"
@@ -300,11 +344,50 @@ class _Lowering:
             self.rep[y] = rep
             self.kernels.append(("add", "int8", "nhwc", self.ch[y], *u.hw, 0, 0, 1, 1, False, False))
             return
+        if "fnhwc" in (self.rep.get(a), self.rep.get(b)) and (qy or self._reaches_int8(y)):  # inside a float NHWC region (GhostNet's sliced sums)
+            self.require(a, "fnhwc", u.hw)
+            self.require(b, "fnhwc", u.hw)
+            self.rep[y] = "fnhwc"
+            self.kernels.append(("add", "fp32", "nhwc", self.ch[y], *u.hw, 0, 0, 1, 1, u.act and not qy, False))
+            return
         lay = "nchwc" if not (qa or qb) and self.rep.get(a) == self.rep.get(b) == "nchwc" else "nchw"  # ORT keeps an Add of two NCHWc tensors blocked
         self.require(a, lay, u.hw)
         self.require(b, lay, u.hw)
         self.rep[y] = lay
         self.kernels.append(("add", "fp32", lay, self.ch[y], *u.hw, 0, 0, 1, 1, u.act and not qy, False))
+
+    def _concat(self, i: int, u: Unit) -> None:
+        y, parts = u.output, u.inputs
+        reps = [self.rep[t] for t in parts]
+        if self.q_produced[y]:  # QLinearConcat: uint8 NHWC, or NCHW when an input is quantized from a float (NCHW) tensor, as for QLinearAdd
+            rep = "q" if all(r == "q" for r in reps) else "qnchw"
+            for t in parts:
+                self.require(t, rep, u.hw)
+            self.rep[y] = rep
+            self.kernels.append(("concat", "int8", "nhwc" if rep == "q" else "nchw", self.ch[y], *u.hw, 0, len(parts), 1, 1, False, False))
+            return
+        if any(r in ("q", "qnchw", "fnhwc") for r in reps) and self._reaches_int8(y) or self.quantized[y] and all(r == "fnhwc" for r in reps):
+            rep = lay = "fnhwc"
+        elif all(r == "nchwc" for r in reps) and all(self.ch[t] % self.g.block == 0 for t in parts):
+            rep = lay = "nchwc"
+        else:
+            rep = lay = "nchw"
+        for t in parts:
+            self.require(t, rep, u.hw)
+        self.rep[y] = rep
+        self.kernels.append(("concat", "fp32", {"fnhwc": "nhwc"}.get(lay, lay), self.ch[y], *u.hw, 0, len(parts), 1, 1, False, False))
+
+    def _slice(self, i: int, u: Unit) -> None:
+        x, y = u.inputs[0], u.output
+        if self.quantized[y]:  # uint8, in the layout its input comes in
+            rep = "q" if self.rep[x] == "q" else "qnchw"
+            prec = "int8"
+        else:
+            rep, prec = ("fnhwc" if self.rep[x] in ("q", "qnchw", "fnhwc") and self._reaches_int8(y) else "nchw"), "fp32"
+        self.require(x, rep, u.hw)
+        self.rep[y] = rep
+        lay = {"q": "nhwc", "fnhwc": "nhwc", "qnchw": "nchw"}.get(rep, rep)
+        self.kernels.append(("slice", prec, lay, self.ch[x], *u.hw, self.ch[y], 0, 1, 1, False, False))
 
     def _fusable(self, tensor: int) -> bool:
         """An fp32 conv output read only by this add: the add can become the conv's Sum input."""
@@ -316,9 +399,9 @@ class _Lowering:
         or when its channels fill whole blocks (ORT then reorders the input into NCHWc for it)."""
         x, y = u.inputs[0], u.output
         whole = self.ch[x] % self.g.block == 0
-        if op == "gap" and self.rep[x] == "nchwc2" and whole:  # converted with the fp16 conv before it, in the second pass
+        if op == "gap" and self.rep[x] == "nchwc2" and whole:  # converted with the fp16 conv before it, in the second pass (so is its output)
             self.require(x, "nchwc2", u.hw)
-            self.rep[y] = "nchwc"
+            self.rep[y] = "nchwc2"
             self.kernels.append((op, "fp32", "nchwc", self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
             return
         blocked = self.rep[x] == "nchwc" and whole if op == "gap" else self.rep[x] == "nchwc" or whole

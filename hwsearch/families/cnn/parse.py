@@ -8,19 +8,20 @@ from pathlib import Path
 from hwsearch.errors import HwsearchError
 from hwsearch.runtime.onnx_export import layer_of
 
-SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "MaxPool", "GlobalAveragePool", "Flatten",
-             "Identity", "Constant")
+SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "Concat", "Slice", "MaxPool", "GlobalAveragePool",
+             "Flatten", "Identity", "Constant")
 ACTIVATIONS = ("Relu", "Clip")  # fused into the conv / add before them (ReLU6 exports as Clip(0, 6)); one kernel key "relu" for both
 CONV_ACTIVATIONS = {"Relu": True, "Clip": True, "HardSwish": "hswish", "HardSigmoid": "hsigmoid", "Sigmoid": "sigmoid"}  # ORT fuses these into a float conv
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, mul, act, silu, maxpool, gap, flatten.
+    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, mul, act, silu, concat, slice, maxpool, gap, flatten.
 
     ``act``: the activation fused into a conv or add (True: ReLU/ReLU6; or hswish, hsigmoid, sigmoid),
     or the activation an ``act`` unit applies. A ``mul`` with a 1×1 second input is a squeeze-excitation
-    gate (``k`` = 1); ``silu`` is x·sigmoid(x)."""
+    gate (``k`` = 1); ``silu`` is x·sigmoid(x); ``concat`` joins its inputs' channels (GhostNet) and
+    ``slice`` keeps leading channels of its input."""
 
     kind: str
     name: str  # layer name for conv / gemm, node name otherwise
@@ -53,13 +54,19 @@ def _shapes(proto) -> dict[str, list[int]]:
 
 
 def parse_units(path: str | Path):
-    """Return (units, tensor_source, consumers, layer_channels) for the exported graph at ``path``."""
+    """Return (units, tensor_source, consumers, layer_channels) for the exported graph at ``path``.
+
+    ``tensor_source[t]``: the layer whose output channels tensor ``t`` has, a fixed channel count, or
+    (a concatenation) a tuple of such sources whose channels add up."""
     import onnx
+    from onnx import numpy_helper
 
     proto = onnx.load(str(path))
     graph = proto.graph
     shapes = _shapes(proto)
     inits = {i.name: list(i.dims) for i in graph.initializer}
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(_attr(n, "value")) for n in graph.node if n.op_type == "Constant" and _attr(n, "value") is not None})
     alias: dict[str, str] = {}
     users: dict[str, list] = {}
     for node in graph.node:
@@ -144,6 +151,20 @@ def parse_units(path: str | Path):
             out, act = fuse_act(node.output[0])
             a, b = tid(node.input[0]), tid(node.input[1])
             units.append(Unit("add", node.name, (a, b), new_tensor(out, source[a]), hw, act=act))
+        elif node.op_type == "Concat":
+            if _attr(node, "axis") != 1 or any(alias.get(t, t) not in ids for t in node.input):
+                raise HwsearchError(f"Concat node {node.name!r} is not a concatenation of computed tensors along channels (axis {_attr(node, 'axis')}); "
+                                    "latency tables model only channel concatenations (GhostNet-style).")
+            parts = tuple(tid(t) for t in node.input)
+            units.append(Unit("concat", node.name, parts, new_tensor(node.output[0], tuple(source[t] for t in parts)), hw))
+        elif node.op_type == "Slice":
+            starts, ends, axes, steps = (consts.get(t) if t else None for t in (list(node.input[1:]) + [""] * 4)[:4])
+            c_in, c_out = shapes.get(alias.get(x, x), [0, 0])[1], shapes.get(node.output[0], [0, 0])[1]
+            if starts is None or ends is None or (axes is not None and list(axes.ravel()) != [1]) or (steps is not None and list(steps.ravel()) != [1]) \
+                    or int(starts.ravel()[0]) != 0:
+                raise HwsearchError(f"Slice node {node.name!r} is not a slice of leading channels (x[:, :n]); latency tables model only that kind of Slice "
+                                    "(GhostNet's cut of its concatenation).")
+            units.append(Unit("slice", node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)] if c_out == c_in else c_out), hw))
         elif node.op_type in ("MaxPool", "GlobalAveragePool", "Flatten"):
             kind = {"MaxPool": "maxpool", "GlobalAveragePool": "gap", "Flatten": "flatten"}[node.op_type]
             k = _attr(node, "kernel_shape", [0])[0]
