@@ -20,8 +20,8 @@ cosine similarities within ``E`` vs within ``D``) and ``top10`` (mean overlap of
 
 from __future__ import annotations
 
-import hashlib
 import ast
+import hashlib
 import importlib
 import inspect
 import random
