@@ -103,6 +103,20 @@ def test_a_uniform_13pct_slowdown_is_detected_and_corrected(table):
     assert again["verdict"].startswith("fits with this machine's adaptation") and "adaptation" not in again
 
 
+@pytest.mark.parametrize("here", [8, 16])
+def test_a_cnn_table_built_for_another_nchwc_block_says_to_build_one_here(table, monkeypatch, here):
+    """An adaptation rescales kernels; it cannot turn 16-wide NCHWc layouts into 8-wide ones: the check says so."""
+    monkeypatch.setattr("hwsearch.runtime.session.detect_block", lambda settings: here)
+    specs = context.reference_specs(str(table))
+    built = int(json.loads((table / "meta.json").read_text())["nchwc_block"])
+    report = check.check_table(table, specs, measure=_slower(1.0))
+    if here == built:
+        assert "layout" not in report and "blocks channels by" not in report["verdict"]
+    else:
+        assert report["layout"] == {"table_nchwc_block": built, "here_nchwc_block": here}
+        assert f"blocks channels by {built} and this one blocks by {here}" in report["verdict"] and "build_tables.sh" in report["verdict"]
+
+
 def test_an_adaptation_from_another_machine_is_not_applied_and_names_both(table):
     specs = context.reference_specs(str(table))
     report = check.check_table(table, specs, adapt=True, measure=_slower(0.9))

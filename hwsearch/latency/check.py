@@ -115,6 +115,9 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
         "models": [{"model": m["model"], "predicted_ms": round(p / 1e3, 5), "measured_ms": round(c.measured_ms, 5), "builder_ms": m.get("measured_ms")}
                    for m, p, c in zip(ref["models"], plain, measured)],
     }
+    block, built = _nchwc_block(specs, settings), table.meta.get("nchwc_block")
+    if block is not None and built and int(built) != block:
+        report["layout"] = {"table_nchwc_block": int(built), "here_nchwc_block": block}
     if current.adaptation is not None:
         a = current.adaptation
         report["current_adaptation"] = {"key": a.key, "created": a.info.get("created"), **figures(adapt_files.errors([a.apply(r[0], r[1]) for r in rows], meas))}
@@ -132,8 +135,28 @@ def check_table(table_dir: str | Path, specs: Sequence[Spec], adapt: bool = Fals
     return report
 
 
+def _nchwc_block(specs: Sequence[Spec], settings: SessionSettings) -> int | None:
+    """This CPU's NCHWc block where the table's models are CNNs (their lowering depends on it), else None."""
+    lowering = getattr(specs[0].predictor, "lowering", None)
+    if not hasattr(getattr(lowering, "graph", None), "block"):
+        return None
+    from hwsearch.runtime.session import detect_block
+
+    return detect_block(settings)
+
+
 def verdict(report: dict[str, Any]) -> str:
     """One line: does the table (as built, or with this machine's current adaptation) fit here?"""
+    line = _verdict(report)
+    if "layout" in report:
+        lay = report["layout"]
+        line += (f"; note: the table was built on a CPU whose ONNX Runtime blocks channels by {lay['table_nchwc_block']} and this one blocks by "
+                 f"{lay['here_nchwc_block']}, so some kernels (padding, which concatenations and pools stay blocked) differ here and an adaptation "
+                 "only rescales them: for exact predictions on this machine build a table here (experiments/build_tables.sh)")
+    return line
+
+
+def _verdict(report: dict[str, Any]) -> str:
     rep, before, cur = report.get("repeatability"), report["before"], report.get("current_adaptation")
     if rep and rep["n_models"] >= 5 and rep["within_10pct"] < 0.9:
         return (f"noisy: timing rounds of the same files disagreed by more than 10% for {1 - rep['within_10pct']:.0%} of the reference models; "
