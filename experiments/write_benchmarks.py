@@ -641,10 +641,11 @@ def recover_policies_section() -> list[str]:
                 if opts else " Distilled on the 2,000-sentence train split.")
         out += [f"## {title}", "",
                 f"From `experiments/results/{name}.json`, written by `{q['command']}`. {_machine_line(q['machine'])} "
-                f"{len(q['rows'])} chosen policies (not front points) evaluated as trials of a search run and exported with `hwsearch export RUN --trial N "
+                f"{len(q['rows'])} chosen polic{'y' if len(q['rows']) == 1 else 'ies'} (not front points) evaluated as trials of a search run and exported with `hwsearch export RUN --trial N "
                 f"--recover-steps {q['rows'][0]['steps']}`: distilled from the dense model, re-quantized, verified, and timed beside "
                 f"the dense fp32 model (1 thread, 128 tokens; dense {d['latency']['minilm-cpu-1t']['measured_ms']:.2f} ms in the same rounds).{text} "
-                "Scores: mean cosine to the dense embeddings on the 512-sentence test split.", ""]
+                "Scores: mean cosine to the dense embeddings on the 512-sentence test split. Speedups depend on the CPU kind (dynamic int8 "
+                "gains most with AVX-512 VNNI), so compare rows only within one section's run.", ""]
         body = [[r["policy_file"], f"{r['measured_ms']:.2f}", f"{r['speedup']:.2f}×", f"{r['encoder_layer_params_cut']:.1%}",
                  f"{r['test_cosine_before']:.3f}", f"{r['test_cosine_after']:.4f}", r["kept"], f"{r['recovery_s']:.0f} s" if r.get("recovery_s") else "-"]
                 for r in q["rows"]]
