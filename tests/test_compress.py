@@ -172,3 +172,33 @@ def test_recovery_keeps_batchnorm_statistics_of_the_final_weights(tiny_resnet, d
     recalibrate_bn(model, digits, 2)
     for bn, (mean, var) in zip(bns, stats):
         assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, atol=1e-6)
+
+
+def _int8_weight_peak(path) -> int:
+    """The largest |q| among the int8 weight initializers of a quantized file."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    weights = [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.INT8 and i.dims]
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+
+@pytest.mark.parametrize(("saturates", "peak"), [(True, 64), (False, 127)])
+def test_int8_weights_use_7_bits_where_the_cpu_kernels_saturate(saturates, peak, tiny_resnet, digits, tmp_path, monkeypatch):
+    """Without VNNI, ORT's uint8 x int8 kernels add products in int16: weights are quantized to 7 bits there."""
+    monkeypatch.setattr("hwsearch.runtime.quantize.int8_saturates", lambda: saturates)
+    res = realise(_ctx(tiny_resnet, digits), Policy(default_precision="int8"), tmp_path / "q.onnx")
+    assert _int8_weight_peak(res.onnx_path) == peak
+
+
+@pytest.mark.parametrize(("machine", "flags", "saturates"), [
+    ("x86_64", ["avx", "avx2", "fma"], True),  # AVX2 only
+    ("x86_64", ["avx2", "avx512bw", "avx512f"], True),  # AVX-512 without VNNI (Skylake-SP)
+    ("x86_64", ["avx2", "avx512_vnni", "avx512f"], False),
+    ("AMD64", ["avx2", "avx_vnni"], False),
+    ("aarch64", [], False),
+])
+def test_int8_saturation_is_read_from_the_cpu_flags(machine, flags, saturates):
+    from hwsearch.runtime.cpu import int8_saturates
+
+    assert int8_saturates(machine, flags) is saturates

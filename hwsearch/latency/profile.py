@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import HwsearchError
+from hwsearch.runtime.cpu import cpu_info
 from hwsearch.runtime.session import SessionSettings, runtime_version
 from hwsearch.runtime.timing import MeasureSettings, Timing, measure_overhead
 from hwsearch.tables import table as tbl
@@ -36,7 +37,7 @@ from hwsearch.tables.kernels import Kernel
 
 def write_meta(out: Path, device: str, settings: SessionSettings, timing: MeasureSettings, block: int, overhead_us: float, models: list[str],
                extra: dict | None = None) -> dict:
-    cpu, flags = tbl.cpu_info()
+    cpu, flags = cpu_info()
     meta = {"schema": tbl.SCHEMA, "device": device, "cpu_model": cpu, "isa_flags": flags, "runtime": "onnxruntime", "runtime_version": runtime_version(),
             "provider": settings.provider, "threads": settings.threads, "session": settings.to_dict(), "nchwc_block": block, "call_overhead_us": round(overhead_us, 3),
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "measurement": {**asdict(timing), "model_statistic": "p10"}, "models": models, "units": "microseconds", **(extra or {})}
@@ -171,7 +172,7 @@ def append_kernels(out: str | Path, kernels: list[Kernel], reference: Callable[[
         new_rows.append(tbl.row_for(k, *(v * scale for v in here), best[k].runs))
         scales[k.key], raw[k.key] = round(scale, 4), round(here[0], 3)
     tbl.write_rows(out / "table.csv", kept + new_rows)
-    cpu, _ = tbl.cpu_info()
+    cpu, _ = cpu_info()
     entry = {"what": what, "rows": len(new_rows), "cpu_model": cpu, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
              "call_overhead_us": round(overhead, 3), "rounds": rounds, "scale_to_table": scales, "raw_p10_us_here": raw,
              "rule": "row = time here x (table row of the same block in fp32 / its time here), both fastest of the interleaved rounds"}

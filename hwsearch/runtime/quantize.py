@@ -3,7 +3,9 @@
 int8: ONNX Runtime static quantization in QDQ format, uint8 activations (int8 with the policy's
 ``quant.activation_type``) and int8 per-channel weights, calibrated on training samples (MinMax, or
 the policy's ``quant.calibration``; ORT's ``quant_pre_process`` first with ``quant.preprocess``), applied to exactly the conv/linear nodes the policy marks
-int8 (plus a ReLU that directly follows one, so the fused kernel stays quantized). An empty
+int8 (plus a ReLU that directly follows one, so the fused kernel stays quantized). On an x86 CPU
+without VNNI the weights use 7 bits (ORT's ``reduce_range``): its kernels there add products in
+int16 and saturate with full-range weights (``hwsearch.runtime.cpu``). An empty
 selection quantizes nothing: ORT would read an empty ``nodes_to_quantize`` as "everything", so
 we never call it then.
 
@@ -33,6 +35,7 @@ import numpy as np
 
 from hwsearch.errors import HwsearchError
 from hwsearch.policy import QuantRecipe
+from hwsearch.runtime.cpu import int8_saturates
 from hwsearch.runtime.onnx_export import layer_of
 
 
@@ -147,7 +150,7 @@ def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.n
         quantize_static(
             str(_preprocessed(src, Path(tmp)) if recipe.preprocess else src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if recipe.activation_type == "int8" else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=per_channel, nodes_to_quantize=nodes, calibrate_method=_calibrate_method(recipe), extra_options=extra,
+            per_channel=per_channel, reduce_range=int8_saturates(), nodes_to_quantize=nodes, calibrate_method=_calibrate_method(recipe), extra_options=extra,
         )
         shutil.move(str(out), dst)
     return n_layers

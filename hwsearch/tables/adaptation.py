@@ -39,8 +39,9 @@ import numpy as np
 from hwsearch.config.builtin import is_packaged
 from hwsearch.config.records import ADAPT_MODES as MODES
 from hwsearch.errors import HwsearchError
+from hwsearch.runtime.cpu import cpu_info
 from hwsearch.runtime.session import runtime_version
-from hwsearch.tables.table import cpu_info, file_sha256, table_hash
+from hwsearch.tables.table import file_sha256, table_hash
 
 SCHEMA = 1
 ADAPT_DIR = "adaptations"

@@ -19,13 +19,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import platform
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import HwsearchError
+from hwsearch.runtime.cpu import cpu_info
 from hwsearch.runtime.session import runtime_version
 from hwsearch.runtime.timing import STATISTICS
 from hwsearch.tables.kernels import Kernel
@@ -38,21 +38,6 @@ META_KEYS = ("schema", "device", "cpu_model", "isa_flags", "runtime", "runtime_v
 INT_COLUMNS = ("c", "h", "w", "co", "k", "s", "g", "act", "sum", "runs")
 FLOAT_COLUMNS = ("p10_us", "median_us", "p90_us")
 REPROFILE = "restore it or re-profile the table with `hwsearch profile` into a new folder"
-
-
-def cpu_info() -> tuple[str, list[str]]:
-    """CPU model name and the SIMD flags that decide ORT's kernels (from /proc/cpuinfo where present)."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "sse4", "fma", "amx", "vnni")))
-                break
-    except OSError:
-        pass
-    return model, flags
 
 
 def row_for(kernel: Kernel, p10_us: float, median_us: float, p90_us: float, runs: int) -> dict[str, Any]:
