@@ -174,21 +174,21 @@ def test_recovery_keeps_batchnorm_statistics_of_the_final_weights(tiny_resnet, d
         assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, atol=1e-6)
 
 
-def _int8_weight_peak(path) -> int:
-    """The largest |q| among the int8 weight initializers of a quantized file."""
-    import onnx
-    from onnx import TensorProto, numpy_helper
+@pytest.mark.parametrize("saturates", [True, False])
+def test_int8_weights_use_7_bits_where_that_is_closer_on_a_saturating_cpu(saturates, tiny_resnet, digits, tmp_path, monkeypatch):
+    """Without VNNI, ORT's uint8 x int8 kernels add products in int16: there 7- and 8-bit weights are both tried, the closer kept."""
+    from hwsearch.runtime.quantize import int8_weight_bits, output_error, quantize_int8
 
-    weights = [numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.INT8 and i.dims]
-    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
-
-
-@pytest.mark.parametrize(("saturates", "peak"), [(True, 64), (False, 127)])
-def test_int8_weights_use_7_bits_where_the_cpu_kernels_saturate(saturates, peak, tiny_resnet, digits, tmp_path, monkeypatch):
-    """Without VNNI, ORT's uint8 x int8 kernels add products in int16: weights are quantized to 7 bits there."""
     monkeypatch.setattr("hwsearch.runtime.quantize.int8_saturates", lambda: saturates)
-    res = realise(_ctx(tiny_resnet, digits), Policy(default_precision="int8"), tmp_path / "q.onnx")
-    assert _int8_weight_peak(res.onnx_path) == peak
+    ctx = _ctx(tiny_resnet, digits)
+    src = export(ctx.baseline.model, digits.example_input(), tmp_path / "fp32.onnx")
+    calib, feeds = digits.split("train").x[:128], [{"input": digits.split("train").x[:128]}]
+    paths = {b: tmp_path / f"q{b}.onnx" for b in (7, 8, None)}
+    for bits, path in paths.items():
+        assert quantize_int8(src, path, ctx.space.layers, calib, weight_bits=bits) == len(ctx.space.layers)
+    assert (int8_weight_bits(paths[7]), int8_weight_bits(paths[8]), int8_weight_bits(src)) == (7, 8, None)
+    errors = {b: output_error(src, paths[b], feeds) for b in (7, 8)}
+    assert int8_weight_bits(paths[None]) == (min(errors, key=errors.get) if saturates else 8)
 
 
 @pytest.mark.parametrize(("machine", "flags", "saturates"), [

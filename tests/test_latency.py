@@ -148,21 +148,6 @@ EDGE_OP_POLICIES = {
 }
 
 
-@pytest.fixture(scope="module")
-def mbv3(digits):
-    """The built-in MobileNetV3-style model, untrained (op counts do not depend on weights), and its unit graph."""
-    ctx = context.build("digits", "mobilenetv3", random_init=True, options=LATENCY_ONLY)
-    return ctx, UnitGraph.from_model(ctx.baseline.model, digits.example_input(), ctx.space, detect_block(SessionSettings(threads=1)))
-
-
-@pytest.mark.parametrize("policy", list(EDGE_OP_POLICIES.values()), ids=list(EDGE_OP_POLICIES))
-def test_squeeze_excitation_and_hard_swish_lowering_matches_ort(mbv3, tmp_path, policy):
-    """Hard-swish / hard-sigmoid fused into float convs and left as float islands after int8 convs, SE gates, int8 global pools."""
-    ctx, graph = mbv3
-    p = Policy.from_dict(policy)
-    assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
-
-
 @pytest.mark.parametrize("policy", [{}, {"default_precision": "int8"}, {"default_keep": 0.5},
                                     {"precision": {"blocks.0.dw.0": "int8", "blocks.0.se_r": "int8", "blocks.1.proj.0": "int8"}}],
                          ids=["fp32", "int8", "pruned", "mixed"])
@@ -189,38 +174,65 @@ GHOST_POLICIES = {
 }
 
 
+# grouped 3x3 convs (4 groups of 8 channels, 16 in the second ResNeXt block): NCHWc where each group's channels fill
+# whole NCHWc blocks (8-wide CPUs, unpruned), else plain NCHW (pruned to half, or 16-wide CPUs); int8: QLinearConv with groups
+GROUPED_POLICIES = {
+    "fp32": {},
+    "int8": {"default_precision": "int8"},
+    "pruned": {"default_keep": 0.5},
+    "pruned-int8": {"default_keep": 0.5, "default_precision": "int8"},
+}
+RESNEXT_MIXED = {"keep": {"blocks.0.conv1.0": 0.5}, "precision": {"blocks.0.conv2.0": "int8", "blocks.1.conv1.0": "int8", "blocks.1.conv2.0": "int8"}}
+REGNET_MIXED = {"keep": {"blocks.1.a.0": 0.75}, "precision": {"blocks.0.b.0": "int8", "blocks.1.a.0": "int8", "blocks.1.b.0": "int8", "blocks.1.c.0": "int8"}}
+EDGE_MODELS = {"mbv3": "mobilenetv3", "ghost": "tests.test_prune_structures:ghostnet",  # the built-in MobileNetV3; user models in the styles of
+               "resnext": "tests.test_prune_structures:resnext", "regnet": "tests.test_prune_structures:regnet"}  # GhostNet, ResNeXt, RegNet
+EDGE_CASES = {**{f"mbv3-{k}": ("mbv3", p) for k, p in EDGE_OP_POLICIES.items()}, **{f"ghost-{k}": ("ghost", p) for k, p in GHOST_POLICIES.items()},
+              **{f"{m}-{k}": (m, p) for m in ("resnext", "regnet") for k, p in GROUPED_POLICIES.items()},
+              "resnext-mixed": ("resnext", RESNEXT_MIXED), "regnet-mixed": ("regnet", REGNET_MIXED)}
+
+
 @pytest.fixture(scope="module")
-def ghost(digits):
-    """A GhostNet-style user model (ghost modules: concatenated primary and cheap convs, sliced), untrained, and its unit graph."""
-    ctx = context.build("digits", "tests.test_prune_structures:ghostnet", random_init=True, options=LATENCY_ONLY)
-    return ctx, UnitGraph.from_model(ctx.baseline.model, digits.example_input(), ctx.space, detect_block(SessionSettings(threads=1)))
+def edge_graph(digits):
+    """``edge_graph(name)``: an ``EDGE_MODELS`` model, untrained (op counts do not depend on weights), and its unit graph, built once."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            ctx = context.build("digits", EDGE_MODELS[name], random_init=True, options=LATENCY_ONLY)
+            built[name] = ctx, UnitGraph.from_model(ctx.baseline.model, digits.example_input(), ctx.space, detect_block(SessionSettings(threads=1)))
+        return built[name]
+
+    return get
 
 
-@pytest.mark.parametrize("policy", list(GHOST_POLICIES.values()), ids=list(GHOST_POLICIES))
-def test_ghost_concatenation_and_slice_lowering_matches_ort(ghost, tmp_path, policy):
-    """Channel concatenations (NCHWc when block-aligned, QLinearConcat, float NHWC between int8 convs) and leading-channel slices."""
-    ctx, graph = ghost
+@pytest.mark.parametrize(("model", "policy"), list(EDGE_CASES.values()), ids=list(EDGE_CASES))
+def test_edge_model_lowering_matches_ort(edge_graph, tmp_path, model, policy):
+    """MobileNetV3: hard-swish / hard-sigmoid fused into float convs and left as float islands after int8 convs, SE gates,
+    int8 global pools. GhostNet: channel concatenations (NCHWc when block-aligned, QLinearConcat, float NHWC between int8
+    convs) and leading-channel slices. ResNeXt / RegNet: grouped convs, blocked or plain NCHW."""
+    ctx, graph = edge_graph(model)
     p = Policy.from_dict(policy)
     assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
 
 
-def test_ghost_channels_follow_the_coupled_halves(ghost):
+def test_ghost_channels_follow_the_coupled_halves(edge_graph):
     """A residual couples the stem with both halves of a ghost module: each half keeps half of the group's channels."""
-    ctx, graph = ghost
+    ctx, graph = edge_graph("ghost")
     policy = Policy.from_dict({"keep": {"stem.0": 0.5}})
     channels = dict(zip(graph.tensor_source, graph.tensor_channels(ctx.space, policy)))
     kept = ctx.space.kept_channels(next(g for g in ctx.space.groups if g.name == "stem.0"), 0.5)
     assert channels["stem.0"] == kept and channels["blocks.0.g2.primary.0"] == channels["blocks.0.g2.cheap.0"] == kept // 2
     assert channels[("blocks.0.g2.primary.0", "blocks.0.g2.cheap.0")] == kept
 
-@pytest.mark.parametrize("model", ["mbv3", "ghost"])
-def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(request, model):
-    """Every kernel 100 random MobileNetV3 (or GhostNet-style) policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
+
+@pytest.mark.parametrize("model", ["mbv3", "ghost", "resnext"])
+def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(edge_graph, model):
+    """Every kernel 100 random MobileNetV3 (or GhostNet-, ResNeXt-style) policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
     from hwsearch.families.cnn.enumerate import enumerate_kernels
     from hwsearch.families.cnn.kernel_models import build_kernel_model
     from hwsearch.runtime.session import random_feed, session
 
-    ctx, graph = request.getfixturevalue(model)
+    ctx, graph = edge_graph(model)
     rng = np.random.default_rng(0)
     lowered: set[Kernel] = set()
     for _ in range(100):
@@ -228,9 +240,11 @@ def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(request, mode
                   "precision": {layer: str(rng.choice(["fp32", "fp16", "int8"])) for layer in ctx.space.layers}}
         lowered.update(Kernel(*t) for t in graph.lower(ctx.space, Policy.from_dict(policy)))
     assert lowered <= set(enumerate_kernels(graph, ctx.space))
-    kinds = {(k.op, k.precision, k.layout, str(k.act), k.k if k.op == "mul" else 0): k for k in sorted(lowered)}
+    kinds = {(k.op, k.precision, k.layout, str(k.act), k.k if k.op == "mul" else int(1 < k.g < k.c) if k.op == "conv" else 0): k for k in sorted(lowered)}
     if model == "mbv3":
         assert {"act", "mul", "to_nchw_f", "to_nhwc_f"} <= {kind[0] for kind in kinds} and ("gap", "int8", "nhwc", "False", 0) in kinds
+    elif model == "resnext":  # grouped convs: int8, and plain NCHW fp32 where a group's channels do not fill whole NCHWc blocks (pruned)
+        assert {("conv", "int8", "nhwc", "False", 1), ("conv", "fp32", "nchw", "True", 1)} <= set(kinds)
     else:
         assert {("concat", "int8"), ("concat", "fp32"), ("slice", "int8"), ("slice", "fp32")} <= {kind[:2] for kind in kinds}
     for kernel in kinds.values():

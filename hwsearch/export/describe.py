@@ -18,7 +18,7 @@ from hwsearch.config.builtin import display_name
 from hwsearch.export.manifest import DenseReference, score_key
 from hwsearch.export.winners import Device, RunContext
 from hwsearch.runtime.contract import io_signature, ort_session_options
-from hwsearch.runtime.cpu import int8_saturates
+from hwsearch.runtime.quantize import int8_weight_bits
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.tables.adaptation import machine_fingerprint
 from hwsearch.tables.table import file_sha256
@@ -41,7 +41,7 @@ def model_group(ctx: RunContext, path: Path, result: Any, quantized_kernels: int
         signature = {"inputs": [], "outputs": [], "error": f"{type(exc).__name__}: {exc}"}
     return {"file": path.name, "sha256": file_sha256(path) or "", "size_bytes": path.stat().st_size if path.is_file() else 0,
             "params": result.params, "macs": result.macs, "precision_counts": dict(result.precision_counts), "quantized_kernels": quantized_kernels,
-            "int8_weight_bits": (7 if int8_saturates() else 8) if result.precision_counts.get("int8") else None,
+            "int8_weight_bits": int8_weight_bits(path) if result.precision_counts.get("int8") else None,
             "task": ctx.config.task, **signature, "preprocessing": task.preprocessing(), "labels": task.class_names()}
 
 

@@ -3,10 +3,10 @@ and whether its int8 kernels saturate.
 
 ORT's x86 int8 convolutions and matrix products multiply uint8 activations by int8 weights. On a
 CPU without VNNI instructions (AVX2, or AVX-512 without VNNI) they add pairs of products in int16
-(``vpmaddubsw``), which saturates when weights use the full int8 range: accuracy drops by points
-(a digits ResNet, measured on an AVX2 AMD EPYC: 0.975 -> 0.944). ORT's advice is 7-bit weights
-there (``reduce_range``); with VNNI (or on ARM) products accumulate in int32 and 8-bit weights are
-exact.
+(``vpmaddubsw``), which can saturate when weights use the full int8 range: accuracy drops by
+points (a digits ResNet, measured on an AVX2 AMD EPYC: 0.975 -> 0.944). 7-bit weights (ORT's
+``reduce_range``) cannot saturate, but are coarser, so ``runtime.quantize`` tries both there; with
+VNNI (or on ARM) products accumulate in int32 and 8-bit weights are used.
 """
 
 from __future__ import annotations

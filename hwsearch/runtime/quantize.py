@@ -4,8 +4,9 @@ int8: ONNX Runtime static quantization in QDQ format, uint8 activations (int8 wi
 ``quant.activation_type``) and int8 per-channel weights, calibrated on training samples (MinMax, or
 the policy's ``quant.calibration``; ORT's ``quant_pre_process`` first with ``quant.preprocess``), applied to exactly the conv/linear nodes the policy marks
 int8 (plus a ReLU that directly follows one, so the fused kernel stays quantized). On an x86 CPU
-without VNNI the weights use 7 bits (ORT's ``reduce_range``): its kernels there add products in
-int16 and saturate with full-range weights (``hwsearch.runtime.cpu``). An empty
+without VNNI, ORT's kernels add products in int16 and can saturate with full-range weights
+(``hwsearch.runtime.cpu``): there both 8-bit and 7-bit weights (ORT's ``reduce_range``) are
+tried and the one closer to the fp32 model on the calibration inputs is kept. An empty
 selection quantizes nothing: ORT would read an empty ``nodes_to_quantize`` as "everything", so
 we never call it then.
 
@@ -70,13 +71,10 @@ def int8_node_names(graph, layers: Iterable[str]) -> list[str]:
 
 
 class _Reader:
-    """ORT CalibrationDataReader over a fixed array of calibration inputs (or a list of ready feeds)."""
+    """ORT CalibrationDataReader over a list of ready feeds."""
 
-    def __init__(self, input_name: str, x: np.ndarray | Sequence[Mapping[str, np.ndarray]], batch_size: int = 32) -> None:
-        if isinstance(x, np.ndarray):
-            self._batches = iter([{input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)])
-        else:  # several inputs (e.g. token ids and mask): one feed dict per calibration batch
-            self._batches = iter([dict(feed) for feed in x])
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
+        self._batches = iter([dict(feed) for feed in feeds])
 
     def get_next(self):
         return next(self._batches, None)
@@ -126,15 +124,17 @@ def _calibrate_method(recipe: QuantRecipe):
 
 
 def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.ndarray | Sequence[Mapping[str, np.ndarray]], per_channel: bool = True,
-                  recipe: QuantRecipe = QuantRecipe()) -> int:
+                  recipe: QuantRecipe = QuantRecipe(), weight_bits: int | None = None) -> int:
     """Write ``dst``: ``src`` with ``layers`` quantized to int8. Returns the number of layers quantized.
 
     ``calibration``: input samples (one input) or a list of feed dicts (several inputs);
     ``recipe``: activation type, calibration method and ORT pre-processing (its ``calib_samples``
-    is the caller's business: it chose ``calibration``).
+    is the caller's business: it chose ``calibration``). ``weight_bits``: 8, or 7 (ORT's
+    ``reduce_range``); None: 8 on a CPU whose int8 kernels do not saturate, else whichever of 7 and
+    8 bits gives outputs closer to ``src``'s on the calibration inputs (7-bit weights cannot
+    saturate there but lose precision; which costs less depends on the model).
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     proto = onnx.load(str(src))
     nodes = int8_node_names(proto.graph, layers)
@@ -143,17 +143,57 @@ def quantize_int8(src: Path, dst: Path, layers: Iterable[str], calibration: np.n
         if src != dst:
             shutil.copyfile(src, dst)
         return 0
-    input_name = proto.graph.input[0].name
+    feeds = _feeds(proto.graph.input[0].name, calibration)
+    bits = (weight_bits,) if weight_bits is not None else (7, 8) if int8_saturates() else (8,)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {b: _quantize_static(src, Path(tmp) / f"q{b}.onnx", nodes, feeds, per_channel, recipe, b) for b in bits}
+        best = min(outs, key=lambda b: output_error(src, outs[b], feeds)) if len(outs) > 1 else bits[0]
+        shutil.move(str(outs[best]), dst)
+    return n_layers
+
+
+def _feeds(input_name: str, x: np.ndarray | Sequence[Mapping[str, np.ndarray]], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds: batches of an array of inputs, or the given feed dicts (several inputs, e.g. token ids and mask)."""
+    if isinstance(x, np.ndarray):
+        return [{input_name: x[i : i + batch_size]} for i in range(0, len(x), batch_size)]
+    return [dict(feed) for feed in x]
+
+
+def _quantize_static(src: Path, out: Path, nodes: list[str], feeds: list[dict[str, np.ndarray]], per_channel: bool, recipe: QuantRecipe,
+                     weight_bits: int) -> Path:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True} | ({"CalibPercentile": recipe.percentile} if recipe.calibration == "percentile" else {})
     with tempfile.TemporaryDirectory() as tmp, _quiet():
-        out = Path(tmp) / "q.onnx"
         quantize_static(
-            str(_preprocessed(src, Path(tmp)) if recipe.preprocess else src), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
+            str(_preprocessed(src, Path(tmp)) if recipe.preprocess else src), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8 if recipe.activation_type == "int8" else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=per_channel, reduce_range=int8_saturates(), nodes_to_quantize=nodes, calibrate_method=_calibrate_method(recipe), extra_options=extra,
+            per_channel=per_channel, reduce_range=weight_bits == 7, nodes_to_quantize=nodes, calibrate_method=_calibrate_method(recipe), extra_options=extra,
         )
-        shutil.move(str(out), dst)
-    return n_layers
+    return out
+
+
+def output_error(reference: Path, candidate: Path, feeds: Sequence[Mapping[str, np.ndarray]]) -> float:
+    """Mean squared difference of ``candidate``'s first output from ``reference``'s over ``feeds``."""
+    from hwsearch.runtime.session import run_feeds, session
+
+    ref, got = (run_feeds(session(p), [dict(f) for f in feeds]) for p in (reference, candidate))
+    return float(np.mean((got.astype(np.float64) - ref) ** 2))
+
+
+def int8_weight_bits(path: Path) -> int | None:
+    """7 or 8: the bits a file's static int8 weights use (symmetric per-channel weights reach 127 at 8 bits, 64 at 7); None without them."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception:  # noqa: BLE001 - an unreadable file is flagged by the export checks
+        return None
+    dequantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}  # QDQ weights (int8d weights feed MatMulInteger)
+    weights = [numpy_helper.to_array(i) for i in graph.initializer if i.name in dequantized and i.data_type == TensorProto.INT8 and i.dims]
+    peak = max((int(np.abs(w.astype(np.int32)).max()) for w in weights if w.size), default=0)
+    return None if peak == 0 else 7 if peak <= 64 else 8
 
 
 def _gemm_as_matmul(graph, node) -> None:
@@ -286,7 +326,7 @@ def ort_recipe(src: Path, dst: Path, recipe: str, calibration: np.ndarray | Sequ
             import onnx
 
             act = QuantType.QUInt8 if recipe.endswith("u8s8") else QuantType.QInt8
-            reader = _Reader(onnx.load(str(src)).graph.input[0].name, calibration)
+            reader = _Reader(_feeds(onnx.load(str(src)).graph.input[0].name, calibration))
             quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8)
     return ORT_RECIPES[recipe]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hwsearch.families.cnn.kernel_models import build_kernel_model
-from hwsearch.families.cnn.kernel_rules import out_hw
+from hwsearch.families.cnn.kernel_rules import nchwc_blocked, out_hw
 from hwsearch.families.cnn.lowering import _CONV_OPS, UnitGraph
 from hwsearch.runtime.session import SessionSettings
 from hwsearch.runtime.timing import MeasureSettings, Timing, time_model
@@ -77,12 +77,12 @@ def _concat_kernels(parts: int, c: int, h: int, w: int) -> list[tuple]:
 def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = ("fp32", "int8")) -> Iterable[tuple]:
     h, w = u.hw
     if u.kind == "conv":
-        g = c if u.depthwise else 1
-        if u.depthwise and c != co:
+        g = u.conv_groups(c)
+        if u.depthwise and c != co or c % g or co % g:
             return []
         out = [("conv", "int8", "nhwc", c, h, w, co, u.k, u.s, g, False, False)]
         acts = (False, True) if not isinstance(u.act, str) else (False,) if u.act == "silu" else (u.act,)
-        lays = ("nchwc", "nchw") if not u.depthwise and c >= block and c % 4 else ("nchwc",)
+        lays = ("nchw",) if not nchwc_blocked(c, co, g, block) else ("nchwc", "nchw") if not u.depthwise and c >= block and c % 4 else ("nchwc",)
         out += [("conv", "fp32", lay, c, h, w, co, u.k, u.s, g, act, sm) for lay in lays for act in acts for sm in (False, True)]
         if isinstance(u.act, str):
             oh, ow = out_hw(out[0])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwsearch.families.cnn.kernel_rules import out_hw
+from hwsearch.families.cnn.kernel_rules import depthwise, out_hw
 from hwsearch.tables.kernels import Kernel
 
 OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "to_nhwc_f", "to_nchw_f", "add", "mul", "act",
@@ -64,11 +64,11 @@ def _conv_fp32(kn: Kernel, block: int):
             nodes += _activation("z", "y", kn.act)
         return _model(nodes, [_vi("x", "f", [1, kn.c, kn.h, kn.w])], [_vi("y", "f", [1, kn.co, oh, ow])], [_init("W", w), _init("B", _rand([kn.co]))])
     cop = pad_to(kn.co, block)
-    depthwise = kn.g > 1
-    nchw_in = not depthwise and kn.c < block
+    dw = depthwise(kn.c, kn.g)
+    nchw_in = kn.g == 1 and kn.c < block
     cin = kn.c if nchw_in else pad_to(kn.c, block)
-    groups = cop if depthwise else 1
-    w = _rand([cop, 1 if depthwise else cin, kn.k, kn.k])
+    groups = cop if dw else kn.g  # a blocked grouped conv's channels already fill whole blocks per group
+    w = _rand([cop, 1 if dw else cin // groups, kn.k, kn.k])
     inputs = [_vi("x", "f", [1, cin, kn.h, kn.w])]
     names = ["x", "W", "B"]
     if kn.sum:
@@ -92,7 +92,7 @@ def _qparams(prefix: str, n: int | None = None) -> list:
 def _conv_int8(kn: Kernel, block: int):
     helper = _h()[0]
     oh, ow = out_hw(kn)
-    cin_g = 1 if kn.g > 1 else kn.c
+    cin_g = kn.c // kn.g
     inits = _qparams("x") + _qparams("w", kn.co) + _qparams("y") + [_init("W", _rand([kn.co, cin_g, kn.k, kn.k], np.int8)), _init("B", np.zeros([kn.co], np.int32))]
     node = helper.make_node("QLinearConv", ["x", "x_s", "x_z", "W", "w_s", "w_z", "y_s", "y_z", "B"], ["y"], domain=MS, channels_last=1,
                             kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s], pads=[kn.k // 2] * 4, group=kn.g)

@@ -19,11 +19,23 @@ def out_hw(k: Kernel | tuple) -> tuple[int, int]:
     return h, w
 
 
+def depthwise(c: int, g: int) -> bool:
+    """A conv with ``c`` input channels in ``g`` groups is depthwise: one input channel per group."""
+    return g > 1 and g == c
+
+
+def nchwc_blocked(c: int, co: int, g: int, block: int) -> bool:
+    """Whether ORT's NCHWc transformer can block a conv's groups (measured on ORT's optimised graphs): a dense or
+    depthwise conv always can (a dense conv's channel counts are padded to whole blocks); a grouped conv (ResNeXt,
+    RegNet) only when each group's input and output channels fill whole blocks, else it stays a plain NCHW conv."""
+    return g == 1 or depthwise(c, g) or (c // g) % block == 0 and (co // g) % block == 0
+
+
 def kernel_class(t: tuple) -> str:
     """The calibration class of a kernel tuple (op, precision, layout, c, h, w, co, k, s, g, act, sum)."""
     op, prec, _, c, _, _, _, k, _, g = t[:10]
     if op == "conv":
-        kind = "dw" if g > 1 and g == c else "k1" if k == 1 else "kxk"
+        kind = "dw" if depthwise(c, g) else "k1" if k == 1 else "kxk"
         return f"conv-{prec}-{kind}"
     if op in ("reorder_in", "reorder_out"):
         return "reorder"
@@ -48,4 +60,4 @@ def work(t: tuple) -> float:
 def neighbours_key(t: tuple) -> Hashable:
     """Kernels that differ only in channel counts (depthwise-ness kept): the pool a missing kernel is interpolated from."""
     k = Kernel(*t)
-    return replace(k, c=0, co=0, g=0 if k.g == k.c else 1).key
+    return replace(k, c=0, co=0, g=0 if depthwise(k.c, k.g) else k.g).key

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from torch import nn
 
-from hwsearch.families.cnn.kernel_rules import kernel_class, neighbours_key, out_hw, work
+from hwsearch.families.cnn.kernel_rules import kernel_class, nchwc_blocked, neighbours_key, out_hw, work
 from hwsearch.families.cnn.parse import Unit, parse_units
 from hwsearch.policy import Policy
 from hwsearch.space import SearchSpace
@@ -48,6 +48,8 @@ _CONV_OPS = {  # conversion op -> (precision, layout it reads)
     "to_nhwc_f": ("fp32", "nchw"), "to_nchw_f": ("fp32", "nhwc"),  # float transposes around a float NHWC island
 }
 FLOAT_ACTS = ("hswish", "hsigmoid", "sigmoid", "silu")  # activations an int8 conv cannot absorb (ReLU is True and is absorbed)
+INT8_WORLD = ("q", "qnchw", "fnhwc")  # representations next to int8 convs: uint8 (NHWC or NCHW) and float NHWC
+PASS_THROUGH = ("add", "mul", "act", "silu", "concat", "slice")  # float units a float NHWC region extends through to an int8 reader
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class _Lowering:
         self.kernels: list[KTuple] = []
         self.conv_kernel: dict[int, int] = {}  # fp32 conv output tensor -> index of its kernel
         self.producer = {u.output: i for i, u in enumerate(graph.units)}  # tensor -> index of the unit that makes it
+        self._fill_reaches_int8()
 
     def _quantized(self) -> list[bool]:
         """A tensor is quantized when an int8 conv produces or reads it (QDQ puts Q on it; a ReLU before Q is dropped).
@@ -137,16 +140,18 @@ class _Lowering:
                 self.q_produced[u.output] = True
         return quantized
 
-    def _reaches_int8(self, t: int) -> bool:
-        """Whether a path from float tensor ``t`` through float element-wise units, concatenations and slices ends in an
-        int8 reader: ORT's transpose optimiser then keeps that float region in NHWC (transposing only for other readers)."""
-        for j in self.g.consumers[t]:
-            u = self.g.units[j]
-            if self.qconv[j]:
-                return True
-            if u.kind in ("add", "mul", "act", "silu", "concat", "slice") and (self.quantized[u.output] or self._reaches_int8(u.output)):
-                return True
-        return False
+    def _fill_reaches_int8(self) -> None:
+        """``reaches_int8[t]``: whether a path from tensor ``t`` through float element-wise units, concatenations and
+        slices ends in an int8 reader: ORT's transpose optimiser then keeps that float region in NHWC (transposing
+        only for other readers). Filled once, each tensor after the tensors its readers make."""
+        self.reaches_int8 = [False] * len(self.g.consumers)
+        for t in sorted(range(len(self.reaches_int8)), key=lambda t: self.producer.get(t, -1), reverse=True):
+            self.reaches_int8[t] = any(self.qconv[j] or self.g.units[j].kind in PASS_THROUGH and self._int8_bound(self.g.units[j].output)
+                                       for j in self.g.consumers[t])
+
+    def _int8_bound(self, t: int) -> bool:
+        """Tensor ``t`` is quantized, or feeds an int8 reader through float pass-through units."""
+        return self.quantized[t] or self.reaches_int8[t]
 
     def require(self, tensor: int, rep: str, hw: tuple[int, int]) -> None:
         self.need.setdefault(tensor, []).append(rep)
@@ -226,7 +231,7 @@ class _Lowering:
     def _conv(self, i: int, u: Unit) -> None:
         x, y = u.inputs[0], u.output
         c, co = self.ch[x], self.ch[y]
-        g = c if u.depthwise else 1
+        g = u.conv_groups(c)
         if self.qconv[i]:
             self.require(x, "q", u.hw)
             self.rep[y] = "q"
@@ -235,9 +240,9 @@ class _Lowering:
                 self._island(u, y, co, out_hw(self.kernels[-1]))
             return
         act = u.act if u.act in FLOAT_ACTS else u.act and not self.quantized[y]
-        small_in = not u.depthwise and c < self.g.block  # such convs read NCHW input directly
+        small_in = g == 1 and c < self.g.block  # such dense convs read NCHW input directly
         fused = False if act == "silu" else act  # SiLU is no conv activation: one QuickGelu after the conv
-        if not small_in and not u.depthwise and c % 4:  # input channels ORT cannot block: a plain NCHW (Fused)Conv
+        if not small_in and not u.depthwise and c % 4 or not nchwc_blocked(c, co, g, self.g.block):  # channels ORT cannot block: a plain NCHW (Fused)Conv
             self.require(x, "nchw", u.hw)
             self.rep[y] = "nchw"
             self.kernels.append(("conv", "fp32", "nchw", c, *u.hw, co, u.k, u.s, g, fused, False))
@@ -266,7 +271,7 @@ class _Lowering:
             if not other:
                 return False
             if other[0] in self.rep:
-                return self.rep[other[0]] in ("q", "qnchw", "fnhwc")
+                return self.rep[other[0]] in INT8_WORLD
             return other[0] in self.producer and self.qconv[self.producer[other[0]]]
 
         nhwc = any(self.qconv[j] or self.g.units[j].kind == "mul" and int8_gate(j) for j in self.g.consumers[y])
@@ -285,7 +290,7 @@ class _Lowering:
     def _elementwise(self, x: int, u: Unit, act: bool | str) -> None:
         """A standalone activation (or x·sigmoid(x)) in the layout its input has (a uint8 input is dequantized in NHWC)."""
         src = self.rep[x]
-        rep = "fnhwc" if src in ("q", "qnchw", "fnhwc") else "nchwc" if src in ("nchwc", "nchwc2") else "nchw"
+        rep = "fnhwc" if src in INT8_WORLD else "nchwc" if src in ("nchwc", "nchwc2") else "nchw"
         self.require(x, src if src in ("nchwc", "nchwc2", "nchw") else "fnhwc", u.hw)
         self.rep[u.output] = rep
         lay = {"fnhwc": "nhwc"}.get(rep, rep)
@@ -311,7 +316,7 @@ class _Lowering:
         NCHWc when both inputs are full-size NCHWc, else a plain NCHW Mul."""
         x, gate = u.inputs
         reps = (self.rep[x], self.rep[gate])
-        if any(r in ("q", "qnchw", "fnhwc") for r in reps) and (self.quantized[u.output] or self._reaches_int8(u.output)):
+        if any(r in INT8_WORLD for r in reps) and self._int8_bound(u.output):
             rep, lay = "fnhwc", "nhwc"
         elif not u.k and reps == ("nchwc", "nchwc"):
             rep = lay = "nchwc"
@@ -344,7 +349,7 @@ class _Lowering:
             self.rep[y] = rep
             self.kernels.append(("add", "int8", "nhwc", self.ch[y], *u.hw, 0, 0, 1, 1, False, False))
             return
-        if "fnhwc" in (self.rep.get(a), self.rep.get(b)) and (qy or self._reaches_int8(y)):  # inside a float NHWC region (GhostNet's sliced sums)
+        if "fnhwc" in (self.rep.get(a), self.rep.get(b)) and self._int8_bound(y):  # inside a float NHWC region (GhostNet's sliced sums)
             self.require(a, "fnhwc", u.hw)
             self.require(b, "fnhwc", u.hw)
             self.rep[y] = "fnhwc"
@@ -366,7 +371,7 @@ class _Lowering:
             self.rep[y] = rep
             self.kernels.append(("concat", "int8", "nhwc" if rep == "q" else "nchw", self.ch[y], *u.hw, 0, len(parts), 1, 1, False, False))
             return
-        if any(r in ("q", "qnchw", "fnhwc") for r in reps) and self._reaches_int8(y) or self.quantized[y] and all(r == "fnhwc" for r in reps):
+        if any(r in INT8_WORLD for r in reps) and self.reaches_int8[y] or self.quantized[y] and all(r == "fnhwc" for r in reps):
             rep = lay = "fnhwc"
         elif all(r == "nchwc" for r in reps) and all(self.ch[t] % self.g.block == 0 for t in parts):
             rep = lay = "nchwc"
@@ -383,7 +388,7 @@ class _Lowering:
             rep = "q" if self.rep[x] == "q" else "qnchw"
             prec = "int8"
         else:
-            rep, prec = ("fnhwc" if self.rep[x] in ("q", "qnchw", "fnhwc") and self._reaches_int8(y) else "nchw"), "fp32"
+            rep, prec = ("fnhwc" if self.rep[x] in INT8_WORLD and self.reaches_int8[y] else "nchw"), "fp32"
         self.require(x, rep, u.hw)
         self.rep[y] = rep
         lay = {"q": "nhwc", "fnhwc": "nhwc", "qnchw": "nchw"}.get(rep, rep)

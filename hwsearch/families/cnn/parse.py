@@ -21,7 +21,8 @@ class Unit:
     ``act``: the activation fused into a conv or add (True: ReLU/ReLU6; or hswish, hsigmoid, sigmoid),
     or the activation an ``act`` unit applies. A ``mul`` with a 1×1 second input is a squeeze-excitation
     gate (``k`` = 1); ``silu`` is x·sigmoid(x); ``concat`` joins its inputs' channels (GhostNet) and
-    ``slice`` keeps leading channels of its input."""
+    ``slice`` keeps leading channels of its input. A conv is dense, depthwise (one input channel per
+    conv group) or grouped (``groups`` > 1)."""
 
     kind: str
     name: str  # layer name for conv / gemm, node name otherwise
@@ -32,6 +33,11 @@ class Unit:
     s: int = 1
     depthwise: bool = False
     act: bool | str = False
+    groups: int = 1  # a grouped conv's (ResNeXt, RegNet) conv groups, which pruning keeps; a depthwise conv's follow its channels
+
+    def conv_groups(self, c: int) -> int:
+        """The conv groups with ``c`` input channels kept."""
+        return c if self.depthwise else self.groups
 
 
 def _attr(node, name: str, default=None):
@@ -117,9 +123,6 @@ def parse_units(path: str | Path):
         if node.op_type == "Conv":
             w = inits[node.input[1]]
             group = _attr(node, "group", 1)
-            if group > 1 and w[1] > 1:
-                raise HwsearchError(f"Conv {node.name!r} is a grouped convolution (group={group}, {w[1]} input channels per group); latency tables model only dense and depthwise convs, "
-                                    "so this model's latency cannot be predicted (compressing it works without a device table).")
             nxt = users.get(node.output[0], [])
             sig = [n for n in nxt if n.op_type == "Sigmoid"]
             mul = silu_mul(sig[0]) if len(nxt) == 2 and len(sig) == 1 else None
@@ -129,7 +132,9 @@ def parse_units(path: str | Path):
             else:
                 out, act = fuse_act(node.output[0], CONV_ACTIVATIONS)
             channels[layer_of(node.name)] = w[0]
-            units.append(Unit("conv", layer_of(node.name), (tid(x),), new_tensor(out, layer_of(node.name)), hw, w[2], _attr(node, "strides", [1])[0], group > 1, act))
+            depthwise = group > 1 and w[1] == 1
+            units.append(Unit("conv", layer_of(node.name), (tid(x),), new_tensor(out, layer_of(node.name)), hw, w[2], _attr(node, "strides", [1])[0], depthwise, act,
+                              1 if depthwise else group))
         elif node.op_type == "Gemm":
             channels[layer_of(node.name)] = inits[node.input[1]][0]
             units.append(Unit("gemm", layer_of(node.name), (tid(x),), new_tensor(node.output[0], layer_of(node.name)), (1, 1)))
