@@ -466,6 +466,8 @@ class CNNLowering:
         """A hash of the unpruned unit graph (units, channels, NCHWc block): the key of a model's own calibration."""
         g = self.graph
         text = repr((g.units, sorted(g.layer_channels.items()), g.tensor_source, g.block))
+        if any(u.groups > 1 for u in g.units):
+            text += repr([u.groups for u in g.units])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     kernel_class = staticmethod(kernel_class)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwsearch.errors import HwsearchError
@@ -33,7 +33,9 @@ class Unit:
     s: int = 1
     depthwise: bool = False
     act: bool | str = False
-    groups: int = 1  # a grouped conv's (ResNeXt, RegNet) conv groups, which pruning keeps; a depthwise conv's follow its channels
+    # a grouped conv's (ResNeXt, RegNet) conv groups, which pruning keeps (a depthwise conv's follow its channels); out of
+    # the repr, so the fingerprints of graphs without grouped convs (the keys of shipped calibrations) stay as they were
+    groups: int = field(default=1, repr=False)
 
     def conv_groups(self, c: int) -> int:
         """The conv groups with ``c`` input channels kept."""
