@@ -39,9 +39,10 @@ ORT_OPS = {"conv": {"fp32": ["Conv"], "int8": ["QLinearConv"]}, "gemm": {"fp32":
            "reorder_in": {"fp32": ["ReorderInput"]}, "reorder_out": {"fp32": ["ReorderOutput"]}, "quantize": {"int8": ["QuantizeLinear"]},
            "dequantize": {"int8": ["DequantizeLinear"]}, "to_nhwc": {"int8": ["Transpose"]}, "to_nchw": {"int8": ["Transpose"]},
            "add": {"fp32": ["Add"], "int8": ["QLinearAdd"]}, "maxpool": {"fp32": ["MaxPool"], "int8": ["NhwcMaxPool"]},
-           "gap": {"fp32": ["GlobalAveragePool"], "int8": ["QLinearGlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"]},
+           "gap": {"fp32": ["GlobalAveragePool"], "int8": ["QLinearGlobalAveragePool"]}, "flatten": {"fp32": ["Flatten"], "int8": ["Flatten"]},
            "to_nhwc_f": {"fp32": ["Transpose"]}, "to_nchw_f": {"fp32": ["Transpose"]}, "mul": {"fp32": ["Mul"]},
-           "concat": {"fp32": ["Concat"], "int8": ["QLinearConcat"]}, "slice": {"fp32": ["Slice"], "int8": ["Slice"]}}
+           "concat": {"fp32": ["Concat"], "int8": ["QLinearConcat"]}, "slice": {"fp32": ["Slice"], "int8": ["Slice"]},
+           "avgpool": {"fp32": ["AveragePool"], "int8": ["QLinearAveragePool"]}}
 ACT_OPS = {True: ["Relu"], "hswish": ["HardSigmoid", "Mul"], "hsigmoid": ["HardSigmoid"], "sigmoid": ["Sigmoid"], "silu": ["QuickGelu"]}
 POLICIES = [
     {},
@@ -76,7 +77,7 @@ def _ort_op_counts(ctx, policy: Policy, path: Path) -> collections.Counter:
     """Op types ORT executes for the policy's realised file (``ctx`` without recovery: 32 calibration samples)."""
     logging.getLogger().setLevel(logging.ERROR)
     realise(ctx, policy, path, score=False)
-    return collections.Counter(optimized_op_types(path))
+    return collections.Counter("Flatten" if op == "Reshape" else op for op in optimized_op_types(path))  # a flattening Reshape is a flatten kernel
 
 
 def _lowered_op_counts(graph, space, policy: Policy) -> collections.Counter:
@@ -87,6 +88,9 @@ def _lowered_op_counts(graph, space, policy: Policy) -> collections.Counter:
             continue
         if t[:3] == ("conv", "fp32", "nchw"):  # a conv ORT cannot block: FusedConv with its activation, else Conv
             counts["FusedConv" if t[10] else "Conv"] += 1
+            continue
+        if t[:3] == ("gemm", "int8", "u8"):  # a uint8 input: no QuantizeLinear of its own
+            counts.update(["QGemm", "DequantizeLinear"])
             continue
         counts.update(["MaxPool"] if t[:3] == ("maxpool", "int8", "nchw") else ORT_OPS[t[0]][t[1]])  # uint8 NCHW: plain MaxPool
         if t[0] == "add" and t[1] == "fp32" and t[10]:
@@ -184,11 +188,17 @@ GROUPED_POLICIES = {
 }
 RESNEXT_MIXED = {"keep": {"blocks.0.conv1.0": 0.5}, "precision": {"blocks.0.conv2.0": "int8", "blocks.1.conv1.0": "int8", "blocks.1.conv2.0": "int8"}}
 REGNET_MIXED = {"keep": {"blocks.1.a.0": 0.75}, "precision": {"blocks.0.b.0": "int8", "blocks.1.a.0": "int8", "blocks.1.b.0": "int8", "blocks.1.c.0": "int8"}}
+# average-pool downsampling (blocked when its channels fill whole NCHWc blocks, QLinearAveragePool between int8 convs) and x.view(n, -1)
+AVGPOOL_POLICIES = {**GROUPED_POLICIES, "int8-in": {"precision": {"a.0": "int8"}}, "int8-out": {"precision": {"b.0": "int8"}},
+                    "int8-around": {"precision": {"a.0": "int8", "b.0": "int8"}, "keep": {"a.0": 0.75}}, "fp16": {"precision": {"a.0": "fp16", "b.0": "fp16"}},
+                    "int8-fc": {"precision": {"fc": "int8"}}, "int8-tail": {"precision": {"c.0": "int8", "fc": "int8"}, "default_keep": 0.5}}
 EDGE_MODELS = {"mbv3": "mobilenetv3", "ghost": "tests.test_prune_structures:ghostnet",  # the built-in MobileNetV3; user models in the styles of
-               "resnext": "tests.test_prune_structures:resnext", "regnet": "tests.test_prune_structures:regnet"}  # GhostNet, ResNeXt, RegNet
+               "resnext": "tests.test_prune_structures:resnext", "regnet": "tests.test_prune_structures:regnet",  # GhostNet, ResNeXt, RegNet
+               "avgpool": "tests.test_prune_structures:avgpooled"}
 EDGE_CASES = {**{f"mbv3-{k}": ("mbv3", p) for k, p in EDGE_OP_POLICIES.items()}, **{f"ghost-{k}": ("ghost", p) for k, p in GHOST_POLICIES.items()},
               **{f"{m}-{k}": (m, p) for m in ("resnext", "regnet") for k, p in GROUPED_POLICIES.items()},
-              "resnext-mixed": ("resnext", RESNEXT_MIXED), "regnet-mixed": ("regnet", REGNET_MIXED)}
+              "resnext-mixed": ("resnext", RESNEXT_MIXED), "regnet-mixed": ("regnet", REGNET_MIXED),
+              **{f"avgpool-{k}": ("avgpool", p) for k, p in AVGPOOL_POLICIES.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +219,7 @@ def edge_graph(digits):
 def test_edge_model_lowering_matches_ort(edge_graph, tmp_path, model, policy):
     """MobileNetV3: hard-swish / hard-sigmoid fused into float convs and left as float islands after int8 convs, SE gates,
     int8 global pools. GhostNet: channel concatenations (NCHWc when block-aligned, QLinearConcat, float NHWC between int8
-    convs) and leading-channel slices. ResNeXt / RegNet: grouped convs, blocked or plain NCHW."""
+    convs) and leading-channel slices. ResNeXt / RegNet: grouped convs, blocked or plain NCHW. Average pools and x.view(n, -1)."""
     ctx, graph = edge_graph(model)
     p = Policy.from_dict(policy)
     assert _lowered_op_counts(graph, ctx.space, p) == _ort_op_counts(ctx, p, tmp_path / "m.onnx")
@@ -225,9 +235,9 @@ def test_ghost_channels_follow_the_coupled_halves(edge_graph):
     assert channels[("blocks.0.g2.primary.0", "blocks.0.g2.cheap.0")] == kept
 
 
-@pytest.mark.parametrize("model", ["mbv3", "ghost", "resnext"])
+@pytest.mark.parametrize("model", ["mbv3", "ghost", "resnext", "avgpool"])
 def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(edge_graph, model):
-    """Every kernel 100 random MobileNetV3 (or GhostNet-, ResNeXt-style) policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
+    """Every kernel 100 random MobileNetV3 (or GhostNet-, ResNeXt-, average-pool-style) policies lower to is one ``hwsearch profile`` measures, and one of each kind runs in ORT."""
     from hwsearch.families.cnn.enumerate import enumerate_kernels
     from hwsearch.families.cnn.kernel_models import build_kernel_model
     from hwsearch.runtime.session import random_feed, session
@@ -245,6 +255,8 @@ def test_edge_kernels_are_enumerated_and_each_kind_builds_and_runs(edge_graph, m
         assert {"act", "mul", "to_nchw_f", "to_nhwc_f"} <= {kind[0] for kind in kinds} and ("gap", "int8", "nhwc", "False", 0) in kinds
     elif model == "resnext":  # grouped convs: int8, and plain NCHW fp32 where a group's channels do not fill whole NCHWc blocks (pruned)
         assert {("conv", "int8", "nhwc", "False", 1), ("conv", "fp32", "nchw", "True", 1)} <= set(kinds)
+    elif model == "avgpool":
+        assert {("avgpool", "int8", "nhwc"), ("avgpool", "fp32", "nchwc"), ("flatten", "int8", "nchw"), ("gemm", "int8", "u8")} <= {kind[:3] for kind in kinds}
     else:
         assert {("concat", "int8"), ("concat", "fp32"), ("slice", "int8"), ("slice", "fp32")} <= {kind[:2] for kind in kinds}
     for kernel in kinds.values():

@@ -43,6 +43,8 @@ def enumerate_kernels(graph: UnitGraph, space: SearchSpace) -> list[Kernel]:
         same = u.kind == "slice" and graph.tensor_source[x] == graph.tensor_source[y]  # a slice that keeps every channel
         for c, co in zip(choices[x], choices[y]) if same else itertools.product(choices[x], choices[y]):
             found.update(_unit_kernels(u, c, co, graph.block, gemm_precs))
+            if u.kind == "gemm" and any(v.kind == "reshape" and v.output == x for v in graph.units):  # uint8 input after a flattening Reshape
+                found.add(("gemm", "int8", "u8", c, 1, 1, co, 0, 1, 1, False, False))
     for t, cs in enumerate(choices):
         hw = _tensor_hw(graph, t)
         for c in cs:
@@ -100,10 +102,15 @@ def _unit_kernels(u, c: int, co: int, block: int, gemm_precs: tuple[str, ...] = 
     if u.kind == "add":
         return [("add", "int8", "nhwc", c, h, w, 0, 0, 1, 1, False, False)] + [("add", "fp32", lay, c, h, w, 0, 0, 1, 1, a, False) for a in {u.act, False}
                                                                               for lay in ("nchw", "nchwc", "nhwc")]
+    if u.kind == "avgpool":
+        return [("avgpool", "int8", "nhwc", c, h, w, 0, u.k, u.s, 1, False, False)] + [("avgpool", "fp32", lay, c, h, w, 0, u.k, u.s, 1, False, False)
+                                                                                      for lay in ("nchwc", "nchw")]
     if u.kind in ("maxpool", "gap"):
         extra = [("maxpool", "int8", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nhwc", "nchw")] if u.kind == "maxpool" else \
             [("gap", "int8", "nhwc", c, h, w, 0, u.k, u.s, 1, False, False)]
         return extra + [(u.kind, "fp32", lay, c, h, w, 0, u.k, u.s, 1, False, False) for lay in ("nchwc", "nchw")]
+    if u.kind == "reshape":
+        return [("flatten", p, "nchw", c, h, w, 0, 0, 1, 1, False, False) for p in ("fp32", "int8")]
     return [("flatten", "fp32", "nchw", c, h, w, 0, 0, 1, 1, False, False)]
 
 

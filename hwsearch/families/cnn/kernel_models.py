@@ -13,7 +13,7 @@ from hwsearch.families.cnn.kernel_rules import depthwise, out_hw
 from hwsearch.tables.kernels import Kernel
 
 OPS = ("conv", "gemm", "reorder_in", "reorder_out", "quantize", "dequantize", "to_nhwc", "to_nchw", "to_nhwc_f", "to_nchw_f", "add", "mul", "act",
-       "concat", "slice", "maxpool", "gap", "flatten")
+       "concat", "slice", "maxpool", "avgpool", "gap", "flatten")
 # a float conv's fused activation: (NCHWc Conv ``activation``, its ``activation_params``)
 HSIGMOID = {"alpha": 1 / 6, "beta": 0.5}  # torch's hard-sigmoid, as it exports
 CONV_ACTIVATION = {True: ("Relu", None), "hswish": ("HardSwish", None), "hsigmoid": ("HardSigmoid", list(HSIGMOID.values())), "sigmoid": ("Sigmoid", None)}
@@ -109,6 +109,11 @@ def _gemm(kn: Kernel, block: int):
         inits = [_init("W", _rand([kn.c, kn.co], np.int8)), _init("w_s", np.full([kn.co], 0.01, np.float32)),
                  _init("w_z", np.zeros([kn.co], np.int8)), _init("B", _rand([kn.co]))]
         return _model([node], [_vi("x", "f", [1, kn.c])], [_vi("y", "f", [1, kn.co])], inits)
+    if kn.layout == "u8":  # a uint8 input (after a flattening Reshape): no QuantizeLinear of its own
+        node = helper.make_node("QGemm", ["x", "x_s", "x_z", "W", "w_s", "w_z", "B", "y_s", "y_z"], ["yq"], domain=MS, transB=1)
+        inits = _qparams("x") + _qparams("y") + [_init("W", _rand([kn.co, kn.c], np.int8)), _init("w_s", np.array(0.01, np.float32)),
+                                                 _init("w_z", np.array(0, np.int8)), _init("B", np.zeros([kn.co], np.int32))]
+        return _model([node, helper.make_node("DequantizeLinear", ["yq", "y_s", "y_z"], ["y"])], [_vi("x", "u8", [1, kn.c])], [_vi("y", "f", [1, kn.co])], inits)
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
         helper.make_node("QGemm", ["xq", "x_s", "x_z", "W", "w_s", "w_z", "B", "y_s", "y_z"], ["yq"], domain=MS, transB=1),
@@ -212,6 +217,10 @@ def _pool(kn: Kernel, block: int):
     if kn.layout == "nhwc" and kn.op == "gap":
         node = helper.make_node("QLinearGlobalAveragePool", ["x", "x_s", "x_z", "y_s", "y_z"], ["y"], domain=MS, channels_last=1)
         return _model([node], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, 1, 1, kn.c])], _qparams("x") + _qparams("y"))
+    if kn.layout == "nhwc" and kn.op == "avgpool":
+        node = helper.make_node("QLinearAveragePool", ["x", "x_s", "x_z", "y_s", "y_z"], ["y"], domain=MS, channels_last=1, kernel_shape=[kn.k, kn.k],
+                                strides=[kn.s, kn.s])
+        return _model([node], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], _qparams("x") + _qparams("y"))
     if kn.layout == "nhwc":
         node = helper.make_node("NhwcMaxPool", ["x"], ["y"], domain=MS, kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
         return _model([node], [_vi("x", "u8", [1, kn.h, kn.w, kn.c])], [_vi("y", "u8", [1, oh, ow, kn.c])], [])
@@ -220,16 +229,18 @@ def _pool(kn: Kernel, block: int):
         return _model([node], [_vi("x", "u8", [1, kn.c, kn.h, kn.w])], [_vi("y", "u8", [1, kn.c, oh, ow])], [])
     c = pad_to(kn.c, block) if kn.layout == "nchwc" else kn.c
     dom = NCHWC if kn.layout == "nchwc" else ""
-    if kn.op == "maxpool":
-        node = helper.make_node("MaxPool", ["x"], ["y"], domain=dom, kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
+    if kn.op in ("maxpool", "avgpool"):
+        node = helper.make_node({"maxpool": "MaxPool", "avgpool": "AveragePool"}[kn.op], ["x"], ["y"], domain=dom, kernel_shape=[kn.k, kn.k], strides=[kn.s, kn.s])
     else:
         node = helper.make_node("GlobalAveragePool", ["x"], ["y"], domain=dom)
     return _model([node], [_vi("x", "f", [1, c, kn.h, kn.w])], [_vi("y", "f", [1, c, oh, ow])], [])
 
 
 def _flatten(kn: Kernel, block: int):
+    """Flatten to (N, C·H·W); int8: of a uint8 tensor (a flattening Reshape that Q/DQ moved through)."""
     helper = _h()[0]
-    return _model([helper.make_node("Flatten", ["x"], ["y"], axis=1)], [_vi("x", "f", [1, kn.c, kn.h, kn.w])], [_vi("y", "f", [1, kn.c * kn.h * kn.w])], [])
+    dt = "u8" if kn.precision == "int8" else "f"
+    return _model([helper.make_node("Flatten", ["x"], ["y"], axis=1)], [_vi("x", dt, [1, kn.c, kn.h, kn.w])], [_vi("y", dt, [1, kn.c * kn.h * kn.w])], [])
 
 
 def pad_to(c: int, block: int) -> int:
@@ -254,7 +265,7 @@ def build_kernel_model(kn: Kernel, block: int):
         return _concat(kn, block)
     if kn.op == "slice":
         return _slice(kn, block)
-    if kn.op in ("maxpool", "gap"):
+    if kn.op in ("maxpool", "avgpool", "gap"):
         return _pool(kn, block)
     if kn.op == "flatten":
         return _flatten(kn, block)

@@ -11,7 +11,7 @@ from hwsearch.tables.kernels import Kernel
 def out_hw(k: Kernel | tuple) -> tuple[int, int]:
     """A kernel's output spatial size (convs pad k // 2; pools do not pad)."""
     op, h, w, kk, st = (k[0], k[4], k[5], k[7], k[8]) if isinstance(k, tuple) else (k.op, k.h, k.w, k.k, k.s)
-    if op in ("conv", "maxpool"):
+    if op in ("conv", "maxpool", "avgpool"):
         pad = kk // 2 if op == "conv" else 0
         return (h + 2 * pad - kk) // st + 1, (w + 2 * pad - kk) // st + 1
     if op == "gap":
@@ -43,7 +43,7 @@ def kernel_class(t: tuple) -> str:
         return "qdq"
     if op in ("to_nhwc", "to_nchw"):
         return "transpose"
-    if op in ("maxpool", "gap", "flatten"):
+    if op in ("maxpool", "avgpool", "gap", "flatten"):
         return f"pool-{prec}"
     return f"{op}-{prec}"
 

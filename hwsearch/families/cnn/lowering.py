@@ -122,10 +122,14 @@ class _Lowering:
                 quantized[u.inputs[0]] = True
                 if u.act not in FLOAT_ACTS:  # a float activation after it leaves its output float
                     quantized[u.output] = self.q_produced[u.output] = True
+        qgemm_in = {u.inputs[0] for u in self.g.units if u.kind == "gemm" and self.prec.get(u.name) == "int8"}
+        for u in reversed(self.g.units):  # an int8 gemm (or conv) reading a flattening Reshape: the QuantizeLinear moves above the Reshape
+            if u.kind == "reshape" and (quantized[u.output] or u.output in qgemm_in):
+                quantized[u.output] = quantized[u.inputs[0]] = True
         for u in self.g.units:  # execution order: the producer's Q/DQ carries through a max-pool, and through a global pool read by an int8 conv
             if u.kind == "maxpool" and self.q_produced[u.inputs[0]]:
                 quantized[u.output] = self.q_produced[u.output] = True
-            if u.kind == "gap" and self.q_produced[u.inputs[0]] and quantized[u.output]:
+            if u.kind in ("gap", "avgpool") and self.q_produced[u.inputs[0]] and quantized[u.output]:
                 self.q_produced[u.output] = True
         for u in self.g.units:  # float producer, int8 reader: the QuantizeLinear moves above the max-pool
             if u.kind == "maxpool" and quantized[u.output] and not self.q_produced[u.inputs[0]]:
@@ -438,17 +442,41 @@ class _Lowering:
             return
         self._pool(u, "gap")
 
+    def _avgpool(self, i: int, u: Unit) -> None:
+        """Between int8 convs a QLinearAveragePool on uint8 NHWC; else a float average pool, NCHWc when its channels
+        fill whole blocks (whatever layout its input comes in: ORT reorders it), else NCHW."""
+        x, y = u.inputs[0], u.output
+        if self.q_produced[y]:
+            rep, prec, lay = "q", "int8", "nhwc"
+        else:
+            rep, prec = ("nchwc" if self.ch[x] % self.g.block == 0 else "nchw"), "fp32"
+            lay = rep
+        self.require(x, rep, u.hw)
+        self.rep[y] = rep
+        self.kernels.append(("avgpool", prec, lay, self.ch[x], *u.hw, 0, u.k, u.s, 1, False, False))
+
     def _flatten(self, i: int, u: Unit) -> None:
         self.require(u.inputs[0], "nchw", u.hw)
         self.rep[u.output] = "nchw"
         self.kernels.append(("flatten", "fp32", "nchw", self.ch[u.inputs[0]], *u.hw, 0, 0, 1, 1, False, False))
 
+    def _reshape(self, i: int, u: Unit) -> None:
+        """A flattening Reshape: on uint8 when an int8 layer reads it (Q/DQ move through it), else like Flatten."""
+        x, y = u.inputs[0], u.output
+        if not self.quantized[y]:
+            self._flatten(i, u)
+            return
+        self.require(x, "qnchw", u.hw)
+        self.rep[y] = "qnchw"
+        self.kernels.append(("flatten", "int8", "nchw", self.ch[x], *u.hw, 0, 0, 1, 1, False, False))
+
     def _gemm(self, i: int, u: Unit) -> None:
         x = u.inputs[0]
-        self.require(x, "nchw", (1, 1))
-        self.rep[u.output] = "nchw"
         prec = self.prec.get(u.name) if self.prec.get(u.name) in ("int8", "int8d") else "fp32"  # int8d: one DynamicQuantizeMatMul
-        self.kernels.append(("gemm", prec, "-", self.ch[x], 1, 1, self.ch[u.output], 0, 1, 1, False, False))
+        u8 = prec == "int8" and self.quantized[x]  # a uint8 input (a flattening Reshape's): QGemm without its own QuantizeLinear
+        self.require(x, "qnchw" if u8 else "nchw", (1, 1))
+        self.rep[u.output] = "nchw"
+        self.kernels.append(("gemm", prec, "u8" if u8 else "-", self.ch[x], 1, 1, self.ch[u.output], 0, 1, 1, False, False))
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ from pathlib import Path
 from hwsearch.errors import HwsearchError
 from hwsearch.runtime.onnx_export import layer_of
 
-SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "Concat", "Slice", "MaxPool", "GlobalAveragePool",
-             "Flatten", "Identity", "Constant")
+SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "Concat", "Slice", "MaxPool", "AveragePool",
+             "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Constant", "Shape", "Gather", "Unsqueeze")
+SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Concat", "Constant")  # what ``x.view(x.size(0), -1)`` computes its target shape with
 ACTIVATIONS = ("Relu", "Clip")  # fused into the conv / add before them (ReLU6 exports as Clip(0, 6)); one kernel key "relu" for both
 CONV_ACTIVATIONS = {"Relu": True, "Clip": True, "HardSwish": "hswish", "HardSigmoid": "hsigmoid", "Sigmoid": "sigmoid"}  # ORT fuses these into a float conv
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, mul, act, silu, concat, slice, maxpool, gap, flatten.
+    """One fused operator of the fp32 graph: ``kind`` in conv, gemm, add, mul, act, silu, concat, slice, maxpool, avgpool, gap, flatten,
+    reshape (a flattening Reshape: ``x.view(x.size(0), -1)``).
 
     ``act``: the activation fused into a conv or add (True: ReLU/ReLU6; or hswish, hsigmoid, sigmoid),
     or the activation an ``act`` unit applies. A ``mul`` with a 1×1 second input is a squeeze-excitation
@@ -61,6 +63,29 @@ def _shapes(proto) -> dict[str, list[int]]:
     return out
 
 
+def _shape_subgraph(graph) -> set[str]:
+    """Names of the nodes that only compute a Reshape's target shape (``x.view(x.size(0), -1)`` exports
+    Shape -> Gather -> Unsqueeze -> Concat with constants): ORT folds them away, so they are no units."""
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    found: set[str] = set()
+    todo = [producer[n.input[1]] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in producer]
+    while todo:
+        node = todo.pop()
+        if node.name in found or node.op_type not in SHAPE_OPS:
+            continue
+        if any(r.name not in found and not (r.op_type == "Reshape" and r.input[1] in node.output) and r.op_type not in SHAPE_OPS
+               for o in node.output for r in readers.get(o, [])):
+            continue  # also read as data
+        found.add(node.name)
+        if node.op_type != "Shape":  # a Shape reads a data tensor: the walk stops there
+            todo += [producer[t] for t in node.input if t in producer]
+    return found
+
+
 def parse_units(path: str | Path):
     """Return (units, tensor_source, consumers, layer_channels) for the exported graph at ``path``.
 
@@ -77,9 +102,13 @@ def parse_units(path: str | Path):
     consts.update({n.output[0]: numpy_helper.to_array(_attr(n, "value")) for n in graph.node if n.op_type == "Constant" and _attr(n, "value") is not None})
     alias: dict[str, str] = {}
     users: dict[str, list] = {}
+    shape_nodes = _shape_subgraph(graph)
     for node in graph.node:
-        if node.op_type not in SUPPORTED:
-            raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) has no latency kernel; latency tables support {', '.join(SUPPORTED)}.")
+        if node.op_type not in SUPPORTED or node.op_type in ("Shape", "Gather", "Unsqueeze") and node.name not in shape_nodes:
+            raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) has no latency kernel; latency tables support "
+                                f"{', '.join(op for op in SUPPORTED if op not in SHAPE_OPS)} (and the shape computation of a flattening Reshape).")
+        if node.name in shape_nodes:
+            continue
         if node.op_type == "Identity":
             alias[node.output[0]] = alias.get(node.input[0], node.input[0])
         for t in node.input:
@@ -117,7 +146,7 @@ def parse_units(path: str | Path):
         return tuple(shapes.get(alias.get(name, name), [1, 1, 1, 1])[2:4])
 
     for node in graph.node:
-        if node.op_type in ("Identity", "Constant") or node.name in fused:
+        if node.op_type in ("Identity", "Constant") or node.name in fused or node.name in shape_nodes:
             continue
         x = node.input[0]
         hw = tuple(shapes.get(alias.get(x, x), [1, 1, 1, 1])[2:4]) or (1, 1)
@@ -172,8 +201,17 @@ def parse_units(path: str | Path):
                 raise HwsearchError(f"Slice node {node.name!r} is not a slice of leading channels (x[:, :n]); latency tables model only that kind of Slice "
                                     "(GhostNet's cut of its concatenation).")
             units.append(Unit("slice", node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)] if c_out == c_in else c_out), hw))
-        elif node.op_type in ("MaxPool", "GlobalAveragePool", "Flatten"):
-            kind = {"MaxPool": "maxpool", "GlobalAveragePool": "gap", "Flatten": "flatten"}[node.op_type]
+        elif node.op_type == "Reshape":
+            dims_in, dims_out = shapes.get(alias.get(x, x), []), shapes.get(node.output[0], [])
+            flat = len(dims_in) == 4 and dims_in[1] * dims_in[2] * dims_in[3]
+            if len(dims_out) != 2 or dims_out[1] != flat and not (dims_out[1] == 1 and flat == dims_in[1]):  # 1: not inferred (x.size(0)), after a global pool
+                raise HwsearchError(f"Reshape node {node.name!r} is not a flattening reshape (x.view(x.size(0), -1)); latency tables model only that kind.")
+            units.append(Unit("reshape", node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw))
+        elif node.op_type in ("MaxPool", "AveragePool", "GlobalAveragePool", "Flatten"):
+            kind = {"MaxPool": "maxpool", "AveragePool": "avgpool", "GlobalAveragePool": "gap", "Flatten": "flatten"}[node.op_type]
+            if kind in ("maxpool", "avgpool") and (any(_attr(node, "pads", [0])) or _attr(node, "ceil_mode", 0) or len(set(_attr(node, "kernel_shape", [0]))) > 1):
+                raise HwsearchError(f"{node.op_type} node {node.name!r} pads its input, rounds up or has a non-square window; latency tables model only "
+                                    "square unpadded pools such as nn.MaxPool2d(2) / nn.AvgPool2d(2).")
             k = _attr(node, "kernel_shape", [0])[0]
             s = _attr(node, "strides", [1])[0]
             units.append(Unit(kind, node.name, (tid(x),), new_tensor(node.output[0], source[tid(x)]), hw, k, s))
