@@ -217,6 +217,23 @@ class Shuffled(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.b(x), 1), 1))
 
 
+class Halved(nn.Module):
+    """A reshape whose target shape is computed with a division (``c // 2``), not a flattening one."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.a, self.fc = cbr(in_channels, 16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.a(x), 1)
+        n, c = x.shape[:2]
+        return self.fc(x.view(n, c // 2, -1).flatten(1))
+
+
+def halved(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    return Halved(in_channels, num_classes)
+
+
 def avgpooled(in_channels: int = 1, num_classes: int = 10, width: int = 16) -> nn.Module:
     return AvgNet(in_channels, num_classes, width)
 
@@ -384,7 +401,7 @@ def test_half_keep_int8_compresses_end_to_end(name, tmp_path):
     assert res.accuracy > 0.3, res.accuracy
 
 
-@pytest.mark.parametrize("name, needle", [("shuffled", "'Transpose'")])
+@pytest.mark.parametrize("name, needle", [("shuffled", "'Transpose'"), ("halved", "computes a Reshape's target shape")])
 def test_latency_lowering_says_in_one_line_what_it_cannot_model(name, needle):
     ctx = _user(name)
     with pytest.raises(HwsearchError, match=needle) as err:

@@ -86,6 +86,37 @@ def _shape_subgraph(graph) -> set[str]:
     return found
 
 
+def _shape_side(graph) -> set[str]:
+    """Names of every node upstream of some Reshape's target shape, up to the Shape ops reading data."""
+    producer = {o: n for n in graph.node for o in n.output}
+    found: set[str] = set()
+    todo = [producer[n.input[1]] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in producer]
+    while todo:
+        node = todo.pop()
+        if node.name not in found:
+            found.add(node.name)
+            if node.op_type != "Shape":
+                todo += [producer[t] for t in node.input if t in producer]
+    return found
+
+
+def _refuse_unmodelled(graph, shape_nodes: set[str]) -> None:
+    """One line naming the first op the tables have no kernel for; an op on the data path is named before
+    one that only computes a reshape's target shape (that reshape is then the thing not modelled)."""
+    bad = [n for n in graph.node if n.op_type not in SUPPORTED or n.op_type in SHAPE_OPS[:3] and n.name not in shape_nodes]
+    if not bad:
+        return
+    side = _shape_side(graph)
+    data = [n for n in bad if n.name not in side]
+    if data:
+        node = data[0]
+        raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) has no latency kernel; latency tables support "
+                            f"{', '.join(op for op in SUPPORTED if op not in SHAPE_OPS)} (and the shape computation of a flattening Reshape).")
+    node = bad[0]
+    raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) computes a Reshape's target shape, and latency tables model only "
+                        "a flattening reshape (x.view(x.size(0), -1)); reshape with constants or flatten the tensor instead.")
+
+
 def parse_units(path: str | Path):
     """Return (units, tensor_source, consumers, layer_channels) for the exported graph at ``path``.
 
@@ -103,10 +134,8 @@ def parse_units(path: str | Path):
     alias: dict[str, str] = {}
     users: dict[str, list] = {}
     shape_nodes = _shape_subgraph(graph)
+    _refuse_unmodelled(graph, shape_nodes)
     for node in graph.node:
-        if node.op_type not in SUPPORTED or node.op_type in ("Shape", "Gather", "Unsqueeze") and node.name not in shape_nodes:
-            raise HwsearchError(f"ONNX op {node.op_type!r} (node {node.name!r}) has no latency kernel; latency tables support "
-                                f"{', '.join(op for op in SUPPORTED if op not in SHAPE_OPS)} (and the shape computation of a flattening Reshape).")
         if node.name in shape_nodes:
             continue
         if node.op_type == "Identity":

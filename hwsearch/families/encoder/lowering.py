@@ -124,7 +124,7 @@ def write_kernel_model(k: Kernel, path: Path, seed: int = 0) -> Path:
     if k.precision == "int8d":
         quantize_dynamic_int8(fp32, path, linears)
     else:
-        quantize_int8(fp32, path, linears if k.precision == "int8" else [], [kernel_feed(k)] * 4)
+        quantize_int8(fp32, path, linears if k.precision == "int8" else [], [kernel_feed(k)] * 4, weight_bits=8)  # timing does not depend on the weights
     fp32.unlink()
     return path
 
