@@ -12,7 +12,7 @@ thread, batch 1 (``--rounds`` interleaved rounds under the measurement lock, the
 ends of each round, each file keeping its fastest round). ``--run MODEL=RUN_DIR`` (repeatable) adds
 the files ``hwsearch export RUN_DIR --pareto`` wrote for that model (a search's front, or a
 ``--baseline uniform`` sweep's) to the same pass, so the search stands beside what a user gets
-without it. Writes experiments/results/edge_fashion.json.
+without it. Writes experiments/results/edge_fashion.json (``--out NAME``: NAME.json).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--table", default="latency_tables/edge-cpu-1t", help="the 1-thread table whose timing settings are used")
     ap.add_argument("--work", default="/tmp/hwbench-edge", help="ONNX files (reused when present)")
+    ap.add_argument("--out", default="edge_fashion", help="results file name under experiments/results (each name is its own BENCHMARKS.md section)")
     ap.add_argument("--run", action="append", default=[], metavar="MODEL=RUN_DIR", help="add a run's exported files (hwsearch export RUN_DIR --pareto) to MODEL's pass")
     args = ap.parse_args()
     runs: dict[str, list[Path]] = {}
@@ -107,7 +108,7 @@ def main() -> None:
     for model in args.models:
         result["models"][model] = bench_model(model, MODELS[model], args.steps, args.rounds, Path(args.work), str(Path(args.table).resolve()), runs.get(model, []))
     result["total_s"] = round(time.time() - start)
-    path = write_json(RESULTS / "edge_fashion.json", result)
+    path = write_json(RESULTS / f"{args.out}.json", result)
     print(json.dumps({"wrote": str(path), "seconds": result["total_s"]}))
 
 

@@ -553,23 +553,38 @@ def _edge_how(name: str, f: dict) -> str:
     return f"{cut} of {len(p.get('keep') or {})} channel groups cut, {int8} of {len(p.get('precision') or {})} layers int8{recovered}"
 
 
+EDGE_RUNS = {  # results file (experiments/bench_edge.py --out NAME) -> section title
+    "edge_fashion": "Pretrained edge CNNs on Fashion-MNIST: int8, uniform pruning and ORT's one-line quantization",
+    "edge_fashion_lite0": "EfficientNet-Lite0 on Fashion-MNIST, fine-tuned 1200 steps: int8, uniform pruning and ORT's one-line quantization",
+}
+EDGE_SEARCH_RUNS = ("Rows named `RUN trial N` are the front of a search as `hwsearch export RUN --pareto` wrote it: `fashion_mbv2` is "
+                    "`hwsearch search experiments/fashion_mbv2.toml` (40 trials, NSGA-II with uniform warm starts), `fashion_mbv2_guided2` the same config with "
+                    "`--set sampler='\"guided\"' --set output_dir='\"runs/fashion_mbv2_guided2\"'` (40 trials, its sensitivity-profile probes included), "
+                    "`uniform` its `--baseline uniform` sweep (every keep choice in fp32 and in int8: 10 trials); their recovery is the search's own (40 distilled steps), "
+                    "not the uniform rows' longer one, unless the row says it was recovered after the search (issue 18: distilled from the dense model on the "
+                    "task's train split, BatchNorm re-estimated, re-quantized, verified).")
+
+
 def edge_section() -> list[str]:
-    """Issue 15's per-model figures: the pretrained edge CNNs fine-tuned on Fashion-MNIST, every variant timed in one pass."""
-    path = RESULTS / "edge_fashion.json"
-    if not path.exists():
-        return []
-    q = json.loads(path.read_text())
-    out = ["## Pretrained edge CNNs on Fashion-MNIST: int8, uniform pruning and ORT's one-line quantization", "",
-           f"From `experiments/results/edge_fashion.json`, written by `{q['command']}` ({q['total_s'] / 60:.0f} min). {_machine_line(q['machine'])} "
-           "Each model is the ImageNet-pretrained backbone (1-channel stem: RGB weights summed) with a new 10-class head, fine-tuned 600 SGD steps of 64 at 64 px. "
+    """Issue 15's per-model figures: the pretrained edge CNNs fine-tuned on Fashion-MNIST, every variant of a model timed in one pass."""
+    out: list[str] = []
+    for name, title in EDGE_RUNS.items():
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            out += _edge_run(name, title, json.loads(path.read_text()))
+    return out
+
+
+def _edge_run(name: str, title: str, q: dict) -> list[str]:
+    steps = ", ".join(f"{model} {m.get('baseline_train', {}).get('steps', 600)}" for model, m in q["models"].items())
+    searched = any(" trial " in f for m in q["models"].values() for f in m["files"])
+    out = [f"## {title}", "",
+           f"From `experiments/results/{name}.json`, written by `{q['command']}` ({q['total_s'] / 60:.0f} min). {_machine_line(q['machine'])} "
+           f"Each model is the ImageNet-pretrained backbone (1-channel stem: RGB weights summed) with a new 10-class head, fine-tuned in SGD steps of 64 at 64 px ({steps} steps). "
            f"The uniform cuts are distilled {q['steps']} steps from the dense model. All files of a model were timed together at 1 ORT thread, batch 1 "
            f"({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round); accuracy is on the 10,000 official test images. "
-           "Rows named `RUN trial N` are the front of a search as `hwsearch export RUN --pareto` wrote it: `fashion_mbv2` is "
-           "`hwsearch search experiments/fashion_mbv2.toml` (40 trials, NSGA-II with uniform warm starts), `fashion_mbv2_guided2` the same config with "
-           "`--set sampler='\"guided\"' --set output_dir='\"runs/fashion_mbv2_guided2\"'` (40 trials, its sensitivity-profile probes included), "
-           "`uniform` its `--baseline uniform` sweep (every keep choice in fp32 and in int8: 10 trials); their recovery is the search's own (40 distilled steps), "
-           "not the uniform rows' longer one, unless the row says it was recovered after the search (issue 18: distilled from the dense model on the "
-           "task's train split, BatchNorm re-estimated, re-quantized, verified).", ""]
+           "Speedups depend on the CPU kind (int8 gains most with VNNI), so compare rows only within one section's run."
+           + (" " + EDGE_SEARCH_RUNS if searched else ""), ""]
     for model, m in q["models"].items():
         dense = m["files"]["dense"]
         out += [f"**{model}** ({m['params'] / 1e6:.2f} M params; dense fp32 {dense['ms']:.2f} ms, test accuracy {dense['test_accuracy']:.2%}):", ""]
