@@ -3,7 +3,9 @@
 Issues 14 and 15: ORT keeps hard-swish, hard-sigmoid and the SE gate's Mul in float between int8 convs,
 so whole-model int8 pays a Dequantize/Quantize pair around each. This script
 1. trains the built-in ``mobilenetv3`` on digits (cached) and realises dense fp32, whole-model int8
-   (U8S8, S8S8, percentile calibration, 256 calibration samples) and ``--policies`` random held-out policies (seeded; keep, fp32/int8/fp16 per layer);
+   (U8S8, S8S8, percentile calibration, 256 calibration samples), ONNX Runtime's one-line ``quantize_static``
+   of the dense file (the ``--baseline ort-default`` recipes: S8S8 and U8S8, measured only) and ``--policies``
+   random held-out policies (seeded; keep, fp32/int8/fp16 per layer);
 2. profiles exactly the kernels those policies lower to into a fresh 1-thread table (``hwsearch profile``'s
    own loop, the shipped tables' timing settings) and predicts each policy from it;
 3. times every file in ``--rounds`` interleaved rounds (1 ORT thread, batch 1, each file keeping its
@@ -53,6 +55,7 @@ def main() -> None:
     from hwsearch.policy import Policy
     from hwsearch.runtime.session import SessionSettings, count_quantized_kernels, detect_block
     from hwsearch.runtime.timing import MeasureSettings, time_model
+    from hwsearch.search.ort_default import RECIPES, build_models
     from hwsearch.tables.kernels import Kernel
 
     t0 = time.time()
@@ -81,6 +84,11 @@ def main() -> None:
                           "val_accuracy": res.accuracy, "quantized_kernels": count_quantized_kernels(res.onnx_path)}
             if not name.startswith("random"):
                 rows[name]["test_accuracy"] = score_onnx(ctx, res.onnx_path, "test")
+        for name, (call, path) in build_models(ctx, Path(tmp) / "ort", RECIPES["cnn"]).items():
+            if name != "dense":  # the one-line recipes a user gets without hwsearch: measured, not predicted (S8S8 is not in the tables)
+                files[name] = path
+                rows[name] = {"policy": None, "call": call, "predicted_ms": None, "params": rows["dense fp32"]["params"], "val_accuracy": score_onnx(ctx, path, "val"),
+                              "quantized_kernels": count_quantized_kernels(path), "test_accuracy": score_onnx(ctx, path, "test")}
         best: dict[str, float] = {}
         feed = ctx.task.latency_feed()
         timing = MeasureSettings(warmup=20, min_runs=200, min_time_s=0.2)

@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     shift_px: int = 2  # random-translation augmentation, in pixels
     steps: int | None = None  # SGD steps in all (a fine-tuned pretrained backbone); None: epochs x batches of the training split
+    hflip: bool | None = None  # mirror each training image left-right with probability 0.5 (clothes, photos; not digits); None: off
 
 
 @dataclass(frozen=True)

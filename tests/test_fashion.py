@@ -212,3 +212,23 @@ def test_real_debian_dataset_loads():
     assert t.data_dir == DEFAULT_DIR and len(t.split("test")) == 10000 and len(t.split("train")) == 200
     assert set(np.unique(t.split("test").y)) == set(range(10)) and np.array_equal(np.bincount(t.split("val").y, minlength=10), np.full(10, 10))
     assert np.array_equal(np.bincount(t.split("test").y, minlength=10), np.full(10, 1000))
+
+
+def test_hflip_mirrors_about_half_the_images_and_leaves_cache_keys_of_configs_without_it():
+    from hwsearch.families.cnn.train import _key, mirrored
+    from hwsearch.options import TrainConfig
+
+    x = torch.arange(64 * 2 * 3, dtype=torch.float32).reshape(64, 1, 2, 3)
+    out = mirrored(x, torch.Generator().manual_seed(0))
+    flipped = [bool(torch.equal(o, i.flip(-1))) for o, i in zip(out, x, strict=True)]
+    assert all(flipped[k] or torch.equal(out[k], x[k]) for k in range(len(x)))
+    assert 16 < sum(flipped) < 48  # probability 0.5 per image
+    assert torch.equal(out, mirrored(x, torch.Generator().manual_seed(0)))  # seeded
+
+    class _Task:
+        def fingerprint(self):
+            return "t"
+
+    net = torch.nn.Linear(2, 2)
+    assert _key(_Task(), net, "m", {}, TrainConfig(steps=5)) == _key(_Task(), net, "m", {}, TrainConfig(steps=5, hflip=None))
+    assert _key(_Task(), net, "m", {}, TrainConfig(steps=5)) != _key(_Task(), net, "m", {}, TrainConfig(steps=5, hflip=True))

@@ -43,6 +43,12 @@ def shifted(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:
     return torch.roll(F.pad(x, (max_px,) * 4), shifts=(dy, dx), dims=(2, 3))[..., max_px:-max_px, max_px:-max_px]
 
 
+def mirrored(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image mirrored left-right with probability 0.5."""
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
 def batches(split: Split, batch_size: int, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     order = torch.randperm(len(split), generator=gen) if gen is not None else torch.arange(len(split))
     x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
@@ -80,6 +86,8 @@ def train_steps(model: nn.Module, task: Task, cfg: TrainConfig, steps: int, lr: 
     while done < steps:
         for xb, yb in batches(train, cfg.batch_size, gen):
             xb = shifted(xb, cfg.shift_px, gen)
+            if cfg.hflip:
+                xb = mirrored(xb, gen)
             out = model(xb)
             loss = labeled_cross_entropy(out, yb)
             if teacher is not None:
