@@ -576,7 +576,8 @@ def edge_section() -> list[str]:
 
 
 def _edge_run(results: str, title: str, q: dict) -> list[str]:
-    steps = ", ".join(f"{model} {m.get('baseline_train', {}).get('steps', 600)}" for model, m in q["models"].items())
+    steps = ", ".join(f"{model} {m.get('baseline_train', {}).get('steps', 600)}{' with half the images mirrored' if m.get('baseline_train', {}).get('hflip') else ''}"
+                      for model, m in q["models"].items())
     searched = any(" trial " in f for m in q["models"].values() for f in m["files"])
     out = [f"## {title}", "",
            f"From `experiments/results/{results}.json`, written by `{q['command']}` ({q['total_s'] / 60:.0f} min). {_machine_line(q['machine'])} "
