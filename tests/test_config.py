@@ -45,6 +45,17 @@ def test_set_overrides_any_key(cfg_path: Path) -> None:
     assert parse_value("abc") == "abc" and parse_value("3") == 3 and apply_overrides({"a": {"b": 1}}, ["a.c=2"]) == {"a": {"b": 1, "c": 2}}
 
 
+def test_baseline_hflip_is_a_boolean_and_a_saved_unset_one_loads(cfg_path: Path, tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from hwsearch.config.checks import _baseline
+    from hwsearch.options import TrainConfig
+
+    assert load_config(cfg_path, ["baseline.hflip=true"]).baseline["hflip"] is True
+    saved = json.loads(json.dumps(asdict(TrainConfig())))  # a run's stored TrainConfig: hflip and steps are None
+    assert _baseline(saved) == {k: v for k, v in saved.items() if v is not None}
+
+
 def test_saved_config_round_trips(cfg_path: Path, tmp_path: Path) -> None:
     cfg = load_config(cfg_path)
     cfg.save(tmp_path / "config.json")
@@ -65,6 +76,7 @@ def test_saved_config_round_trips(cfg_path: Path, tmp_path: Path) -> None:
         ("space.precisions=['int4']", ["space.precisions", "int4", "fp32, fp16, int8"]),
         ("objectives=['accuracy']", ["objectives", "latency_ms"]),
         ("compress.importance=magnitude", ["importance", "'magnitude'", "l1"]),
+        ("baseline.hflip=1", ["baseline.hflip", "1", "true or false"]),
     ],
 )
 def test_bad_keys_and_values_name_key_value_and_allowed(cfg_path: Path, override: str, words: list[str]) -> None:

@@ -142,9 +142,9 @@ def _baseline(value: Any) -> dict[str, Any]:
     data = _table("baseline", value)
     allowed = [f.name for f in fields(TrainConfig)]
     _check_keys("baseline", data, allowed)
-    # steps = None (a saved TrainConfig's default): epochs x batches, as if the key were absent
-    return {k: (_num(f"baseline.{k}", v, -1e-12) if k in ("lr", "weight_decay") else _int(f"baseline.{k}", v, 0)) for k, v in data.items()
-            if not (k == "steps" and v is None)}
+    # steps / hflip = None (a saved TrainConfig's default): as if the key were absent (epochs x batches; no mirroring)
+    return {k: (_num(f"baseline.{k}", v, -1e-12) if k in ("lr", "weight_decay") else _bool(f"baseline.{k}", v) if k == "hflip" else _int(f"baseline.{k}", v, 0))
+            for k, v in data.items() if not (k in ("steps", "hflip") and v is None)}
 
 
 DEFAULT_WARM_START = (1.0, 0.75, 0.5)  # those of them in space.keep_choices
