@@ -10,7 +10,8 @@ from hwsearch.runtime.onnx_export import layer_of
 
 SUPPORTED = ("Conv", "Gemm", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "Concat", "Slice", "MaxPool", "AveragePool",
              "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Constant", "Shape", "Gather", "Unsqueeze")
-SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Concat", "Constant")  # what ``x.view(x.size(0), -1)`` computes its target shape with
+SHAPE_ONLY = ("Shape", "Gather", "Unsqueeze")  # supported only inside a flattening Reshape's shape computation
+SHAPE_OPS = SHAPE_ONLY + ("Concat", "Constant")  # what ``x.view(x.size(0), -1)`` computes its target shape with (Concat, Constant also stand alone)
 ACTIVATIONS = ("Relu", "Clip")  # fused into the conv / add before them (ReLU6 exports as Clip(0, 6)); one kernel key "relu" for both
 CONV_ACTIVATIONS = {"Relu": True, "Clip": True, "HardSwish": "hswish", "HardSigmoid": "hsigmoid", "Sigmoid": "sigmoid"}  # ORT fuses these into a float conv
 
@@ -63,50 +64,45 @@ def _shapes(proto) -> dict[str, list[int]]:
     return out
 
 
-def _shape_subgraph(graph) -> set[str]:
-    """Names of the nodes that only compute a Reshape's target shape (``x.view(x.size(0), -1)`` exports
-    Shape -> Gather -> Unsqueeze -> Concat with constants): ORT folds them away, so they are no units."""
+def _walk_up_from_reshape_shapes(graph, accept) -> set[str]:
+    """Names of the nodes reached walking up from every Reshape's target-shape input through the nodes
+    ``accept(node, found)`` lets in; a Shape reads a data tensor, so the walk stops there."""
     producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
     found: set[str] = set()
     todo = [producer[n.input[1]] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in producer]
     while todo:
         node = todo.pop()
-        if node.name in found or node.op_type not in SHAPE_OPS:
+        if node.name in found or not accept(node, found):
             continue
-        if any(r.name not in found and not (r.op_type == "Reshape" and r.input[1] in node.output) and r.op_type not in SHAPE_OPS
-               for o in node.output for r in readers.get(o, [])):
-            continue  # also read as data
         found.add(node.name)
-        if node.op_type != "Shape":  # a Shape reads a data tensor: the walk stops there
+        if node.op_type != "Shape":
             todo += [producer[t] for t in node.input if t in producer]
     return found
 
 
-def _shape_side(graph) -> set[str]:
-    """Names of every node upstream of some Reshape's target shape, up to the Shape ops reading data."""
-    producer = {o: n for n in graph.node for o in n.output}
-    found: set[str] = set()
-    todo = [producer[n.input[1]] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in producer]
-    while todo:
-        node = todo.pop()
-        if node.name not in found:
-            found.add(node.name)
-            if node.op_type != "Shape":
-                todo += [producer[t] for t in node.input if t in producer]
-    return found
+def _shape_subgraph(graph) -> set[str]:
+    """Names of the nodes that only compute a Reshape's target shape (``x.view(x.size(0), -1)`` exports
+    Shape -> Gather -> Unsqueeze -> Concat with constants): ORT folds them away, so they are no units."""
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+
+    def shape_only(node, found: set[str]) -> bool:  # a shape op none of whose outputs is also read as data
+        return node.op_type in SHAPE_OPS and not any(
+            r.name not in found and not (r.op_type == "Reshape" and r.input[1] in node.output) and r.op_type not in SHAPE_OPS
+            for o in node.output for r in readers.get(o, []))
+
+    return _walk_up_from_reshape_shapes(graph, shape_only)
 
 
 def _refuse_unmodelled(graph, shape_nodes: set[str]) -> None:
     """One line naming the first op the tables have no kernel for; an op on the data path is named before
     one that only computes a reshape's target shape (that reshape is then the thing not modelled)."""
-    bad = [n for n in graph.node if n.op_type not in SUPPORTED or n.op_type in SHAPE_OPS[:3] and n.name not in shape_nodes]
+    bad = [n for n in graph.node if n.op_type not in SUPPORTED or n.op_type in SHAPE_ONLY and n.name not in shape_nodes]
     if not bad:
         return
-    side = _shape_side(graph)
+    side = _walk_up_from_reshape_shapes(graph, lambda node, found: True)  # every node a target shape depends on
     data = [n for n in bad if n.name not in side]
     if data:
         node = data[0]
