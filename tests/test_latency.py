@@ -559,6 +559,31 @@ def test_cli_profile_calibrate_validate(tmp_path, capsys):
     assert "passes=0 must be 1 or more" in capsys.readouterr().err
 
 
+def test_table_commands_take_a_narrower_space_with_keep_choices(tmp_path, capsys):
+    """--keep-choices 1.0: a precision-only table (no pruned kernels), its random policies cut nothing, meta.json says so."""
+    from hwsearch.cli import main
+    from tests.conftest import TINY_RESNET
+
+    model = ["--model", "resnet20", "--model-option", f"widths={json.dumps(TINY_RESNET['widths'])}"]
+    quick = ["--warmup", "1", "--min-runs", "3", "--min-time", "0", "--quiet", "--passes", "1"]
+    full, narrow = tmp_path / "full", tmp_path / "narrow"
+    assert main(["profile", "--device", "t", "--out", str(full), *model, *quick]) == 0
+    every = json.loads(capsys.readouterr().out)["kernels"]
+    assert main(["profile", "--device", "t", "--out", str(narrow), *model, *quick, "--keep-choices", "1.0"]) == 0
+    assert 0 < json.loads(capsys.readouterr().out)["kernels"] < every / 4
+    meta = json.loads((narrow / "meta.json").read_text())
+    assert meta["keep_choices"] == [1.0] and "keep_choices" not in json.loads((full / "meta.json").read_text())
+    assert main(["validate-table", str(narrow), "--samples", "3", *model, "--keep-choices", "1", "--rounds", "1", "--min-runs", "5", "--min-time", "0", "--drift", "0"]) == 0
+    capsys.readouterr()
+    report = json.loads((narrow / "validation.json").read_text())
+    assert len(report["cases"]) == 3 and all(c["coverage"] == 1.0 for c in report["cases"])  # a pruned policy would need kernels the table lacks
+    assert report["worst"] and all(set(w["policy"].get("keep", {}).values()) <= {1.0} for w in report["worst"])
+    for bad, says in (("0.5,x", "is not a comma-separated list of numbers"), ("0", "Keep ratio --keep-choices=0.0 is outside (0, 1]"), (",", "--keep-choices is empty")):
+        assert main(["profile", "--device", "t", "--out", str(tmp_path / "bad"), *model, "--keep-choices", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_timing_rounds_combine_by_their_fastest_or_their_median():
     from hwsearch.latency.cases import check_combine, repeat_error
 

@@ -12,6 +12,8 @@ from typing import Any
 from hwsearch.errors import HwsearchError
 from hwsearch.options import CompressOptions
 
+KEEP_CHOICES_HELP = ("keep ratios of the space, comma-separated, e.g. 1.0 for a precision-only table (default: the model family's); "
+                     "profile, calibrate-table and validate-table of one table take the same")
 CHANNEL_MULTIPLE_HELP = "channel rounding (default: the model family's, 8 for CNNs, 16 for the pretrained edge CNNs, 64 FFN neurons for the encoder)"
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
@@ -41,6 +43,21 @@ def model_args(p: argparse.ArgumentParser, several: bool = False, trains: bool =
         p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default: the task's, 15 for digits)")
 
 
+def keep_choices_arg(text: str | None) -> tuple[float, ...] | None:
+    """``--keep-choices 0.5,1.0`` as the space's keep ratios (None when not given); a bad list is a one-line error."""
+    from hwsearch.policy import check_keep_ratio
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise HwsearchError(f"--keep-choices {text!r} is not a comma-separated list of numbers; use fractions in (0, 1], e.g. --keep-choices 0.5,0.75,1.0.") from None
+    if not values:
+        raise HwsearchError("--keep-choices is empty; give fractions in (0, 1], e.g. --keep-choices 1.0.")
+    return tuple(sorted({check_keep_ratio(v, "--keep-choices") for v in values}))
+
+
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     return dict(parse_option(o) for o in args.model_option)
 
@@ -57,6 +74,7 @@ def context_from_args(args: argparse.Namespace, model: str | None = None, *, ran
     task_options = ({"data_dir": args.data_dir} if args.data_dir else {}) | dict(parse_option(o) for o in getattr(args, "task_option", []))
     return context.build(args.task, model or (args.model if isinstance(args.model, str) else None), task_options=task_options,
                          model_options=model_options(args), train=train, channel_multiple=getattr(args, "channel_multiple", None), options=options,
+                         keep_choices=keep_choices_arg(getattr(args, "keep_choices", None)),
                          random_init=random_init, retrain=retrain, verbose=True)
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from hwsearch.cli.common import CHANNEL_MULTIPLE_HELP, at_least, context_from_args, device_arg, model_args, out_dir_arg, policy_arg, table_arg
+from hwsearch.cli.common import CHANNEL_MULTIPLE_HELP, KEEP_CHOICES_HELP, at_least, context_from_args, device_arg, model_args, out_dir_arg, policy_arg, table_arg
 from hwsearch.errors import HwsearchError
 
 
@@ -68,6 +68,7 @@ def close_timer(timer) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     model_args(p, several=True, trains=False)
     p.add_argument("--channel-multiple", type=int, default=None, help=CHANNEL_MULTIPLE_HELP)
+    p.add_argument("--keep-choices", default=None, metavar="R,R,...", help=KEEP_CHOICES_HELP)
     p.add_argument("--random-init", action="store_true", help="accepted for older scripts: latency commands always use untrained models (latency does not depend on weights)")
 
 
@@ -102,6 +103,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for _, ctx in contexts:
         found, measure, extra = ctx.family.profile_plan(ctx.baseline.model, ctx.task, ctx.space, block)
         kernels.update(found)
+    if args.keep_choices is not None:  # a narrower space than the family's: say so in meta.json
+        extra = {**extra, "keep_choices": list(contexts[0][1].space.keep_choices)}
     start = time.perf_counter()
     run_profile(out, args.device, sorted(kernels), settings, block, [f"{ctx.task.name}/{n}" for n, ctx in contexts], measure, timing,
                 progress=not args.quiet, extra_meta=extra)
