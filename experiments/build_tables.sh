@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SAMPLES=${SAMPLES:-210}
 CAL_SAMPLES=${CAL_SAMPLES:-150}
+DRIFT=${DRIFT:-30}  # calibration models validate-table times again (the machine's drift since calibrating)
 export HWSEARCH_CACHE=${HWSEARCH_CACHE:-/tmp/hwcache}
 LOCK=${LOCK:-/tmp/hwsearch-measure.lock}  # held per step, so that other measurements on the machine do not overlap
 # PREFIX, THREADS and MODELS select other tables (experiments/build_edge_tables.sh sets them)
@@ -37,5 +38,5 @@ for threads in $THREADS; do
   stat=p10; if [ "$threads" -gt 1 ]; then stat=median; fi
   flock "$LOCK" $PY -m hwsearch profile --device "$name" --threads "$threads" --statistic "$stat" "${MODELS[@]}"
   flock "$LOCK" $PY -m hwsearch calibrate-table "latency_tables/$name" "${MODELS[@]}" --samples "$CAL_SAMPLES"
-  flock "$LOCK" $PY -m hwsearch validate-table "latency_tables/$name" "${MODELS[@]}" --samples "$SAMPLES"
+  flock "$LOCK" $PY -m hwsearch validate-table "latency_tables/$name" "${MODELS[@]}" --samples "$SAMPLES" --drift "$DRIFT"
 done

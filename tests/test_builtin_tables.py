@@ -43,7 +43,7 @@ def test_builtin_names_work_from_any_directory_and_bad_ones_suggest(tmp_path, mo
     assert cfg.devices[0].table == str((ROOT / "latency_tables" / "cpu-1t").resolve()) and cfg.output_dir == str(tmp_path / "runs" / "quickstart")
 
 
-@pytest.mark.parametrize("config", ["quickstart.toml", "minilm_cpu.toml"])
+@pytest.mark.parametrize("config", ["quickstart.toml", "minilm_cpu.toml", "imagenet_lite0.toml"])
 def test_shipped_configs_load_by_absolute_path_from_another_directory(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(ROOT / "experiments" / config)
