@@ -120,16 +120,17 @@ def reference_specs(table_dir: str) -> list[Any]:
 
     ref = reference.load(table_dir)
     if ref is not None:
-        pairs = list(dict.fromkeys((m["task"], m["model"], json.dumps(m.get("model_options") or {}, sort_keys=True)) for m in ref["models"]))
+        pairs = list(dict.fromkeys((m["task"], m["model"], json.dumps(m.get("model_options") or {}, sort_keys=True), json.dumps(m.get("task_options") or {}, sort_keys=True))
+                                   for m in ref["models"]))
     else:
         listed = [str(m) for m in load_table(table_dir, warn_provenance=False).meta.get("models") or []]
-        pairs = [(*m.split("/", 1), "{}") for m in listed if "/" in m]
+        pairs = [(*m.split("/", 1), "{}", "{}") for m in listed if "/" in m]
         if not pairs:
             raise HwsearchError(f"Latency table {table_dir!r} has no reference.json and its meta.json names no task/model pairs, so it cannot be checked here; "
                                 f"run `hwsearch calibrate-table {table_dir} --model ...` to give it reference models.")
     out = []
-    for task, model, options in pairs:
-        ctx = build(task, model, model_options=json.loads(options), random_init=True)
+    for task, model, options, task_options in pairs:
+        ctx = build(task, model, task_options=json.loads(task_options), model_options=json.loads(options), random_init=True)
         with warnings.catch_warnings():  # "measured on another CPU": what the check is about to measure
             warnings.filterwarnings("ignore", message="Latency table .* was measured with")
             out.append(Spec(ctx.baseline.model_spec, ctx, ctx.predictor(table_dir, adapt="off")))

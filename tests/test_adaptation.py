@@ -15,7 +15,7 @@ from hwsearch import context
 from hwsearch.config import DeviceSpec
 from hwsearch.errors import HwsearchError
 from hwsearch.latency import check
-from hwsearch.latency.cases import Case
+from hwsearch.latency.cases import Case, Spec
 from hwsearch.policy import Policy
 from hwsearch.tables import adaptation, reference
 
@@ -141,6 +141,23 @@ def test_a_corrupt_adaptation_or_reference_file_is_a_one_line_error(table):
     (table / "reference.json").write_bytes(b"\x89PNG\x00\xff")
     with pytest.raises(HwsearchError, match="Reference models file .* is corrupt"):
         reference.load(table)
+
+
+def test_reference_models_keep_the_task_options_their_shapes_need(tmp_path, capsys):
+    """A table profiled at a task option other than its default (digits at 16 px) gets reference models
+    that are rebuilt at that option when checked elsewhere (a path option stays on its machine: tests/test_fashion.py)."""
+    from hwsearch.cli import main
+    from hwsearch.tasks.photos import PhotosTask
+
+    assert PhotosTask(normalize="tf").options() == {"normalize": "tf"} and PhotosTask().options() == {}
+    table = tmp_path / "t16"
+    model = ["--task-option", "size=16", "--model", "resnet20", "--model-option", "widths=[8,16,32]"]
+    assert main(["profile", "--device", "t16", "--out", str(table), *model, "--warmup", "1", "--min-runs", "3", "--min-time", "0", "--passes", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    ctx = context.build("digits", "resnet20", task_options={"size": 16}, model_options={"widths": [8, 16, 32]}, random_init=True)
+    ref = check.derive_reference(table, [Spec(ctx.baseline.model_spec, ctx, ctx.predictor(str(table), adapt="off"))], n=2)
+    assert ref["models"] and all(m["task_options"] == {"size": 16} for m in ref["models"])
+    assert [s.ctx.task.input_size for s in context.reference_specs(str(table))] == [(16, 16)]
 
 
 def test_the_automatic_checks_modes(table, monkeypatch, capsys):

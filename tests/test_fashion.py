@@ -232,3 +232,9 @@ def test_hflip_mirrors_about_half_the_images_and_leaves_cache_keys_of_configs_wi
     net = torch.nn.Linear(2, 2)
     assert _key(_Task(), net, "m", {}, TrainConfig(steps=5)) == _key(_Task(), net, "m", {}, TrainConfig(steps=5, hflip=None))
     assert _key(_Task(), net, "m", {}, TrainConfig(steps=5)) != _key(_Task(), net, "m", {}, TrainConfig(steps=5, hflip=True))
+
+
+def test_task_options_name_what_differs_from_the_defaults_but_not_the_data_path(task):
+    """What a latency table's reference models record to rebuild this task elsewhere: the data folder is this machine's."""
+    assert task.options() == SMALL
+    assert "data_dir" not in task.options()

@@ -43,6 +43,7 @@ def derive_reference(table_dir: str | Path, specs: Sequence[Spec], n: int = refe
     policies when it kept none) and write reference.json; returns its content."""
     table = specs[0].predictor.table
     tasks = {s.name: s.ctx.task.name for s in specs}
+    task_options = {s.name: s.ctx.task.options() for s in specs}
     path = Path(table_dir) / CALIBRATION_FILE
     calibration = json.loads(path.read_text()) if path.is_file() else {}
     cases = [c for c in calibration.get("cases", []) if c["model"] in tasks]
@@ -57,7 +58,8 @@ def derive_reference(table_dir: str | Path, specs: Sequence[Spec], n: int = refe
     shares = [{f: v / max(sum(t.values()), 1e-9) for f, v in t.items()} for t in terms]
     picked = reference.select(shares, [c["model"] for c in cases], n)
     options = {s.name: dict(s.ctx.baseline.model_options) for s in specs}
-    models = [{"task": tasks[cases[i]["model"]], "model": cases[i]["model"], "model_options": options[cases[i]["model"]], "policy": cases[i]["policy"],
+    models = [{"task": tasks[cases[i]["model"]], "task_options": task_options[cases[i]["model"]], "model": cases[i]["model"],
+               "model_options": options[cases[i]["model"]], "policy": cases[i]["policy"],
                "measured_ms": cases[i].get("measured_ms"),
                "predicted_ms": round((preds[i].fixed_us + sum(terms[i].values())) / 1e3, 5)} for i in picked]
     meta = table.meta

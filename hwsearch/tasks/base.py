@@ -11,7 +11,7 @@ images and integer labels) and point ``--task package.module:function`` at a fun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,20 @@ class Task:
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this task's data for the baseline cache key."""
         return {"task": self.name, "in_channels": self.in_channels, "num_classes": self.num_classes}
+
+    def options(self) -> dict[str, Any]:
+        """The task options this task was made with that differ from their defaults (a subclass's own
+        fields), without paths (they belong to one machine): what rebuilds its models' shapes and
+        inputs elsewhere, e.g. a latency table's reference models (``{"normalize": "tf"}``)."""
+        base = {f.name for f in fields(Task)}
+        out = {}
+        for f in fields(self):
+            if f.name in base or f.name.startswith("_") or f.name.endswith("_dir") or not f.init or f.default is MISSING:
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, (bool, int, float, str)) and value != f.default:
+                out[f.name] = value
+        return out
 
     # --- what a deployed model needs to know (export manifests record it) ----------------------
     def metric_name(self) -> str:
