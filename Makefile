@@ -54,10 +54,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
 # `recover` (bench_recover.py: MiniLM winners distilled per speedup target) is left out by default: it takes about an hour;
 # `mbv3` (bench_mbv3.py: MobileNetV3's int8 float islands, predicted from a fresh table and measured, about 10 min) is optional too;
 # so is `edge` (bench_edge.py: the pretrained edge CNNs on Fashion-MNIST, dense / int8 / uniform / ORT in one pass, about 20 min
-# after their baselines; add a search's exports with BENCH_EDGE_RUNS="mobilenetv2_imagenet=runs/fashion_mbv2 ...")
+# after their baselines; add a search's exports with BENCH_EDGE_RUNS="mobilenetv2_imagenet=runs/fashion_mbv2 ...");
+# so is `photos` (bench_photos.py --search: EfficientNet-Lite0 on ImageNet photos, searches x seeds of experiments/imagenet_lite0.toml
+# beside whole-model int8 and ORT's one-line quantization, about 90 min with the default 3 samplers x 3 seeds; needs
+# experiments/build_imagenet_tables.sh's table first; BENCH_PHOTOS_SEEDS picks the seeds)
 BENCH_STEPS ?= speedup predict search compress
 BENCH_RECOVER_STEPS ?= 1000
 BENCH_EDGE_RUNS ?=
+BENCH_PHOTOS_SEEDS ?= 0 1 2
 
 bench: $(BENCH_STAMP)
 	$(if $(filter speedup,$(BENCH_STEPS)),$(BIN)/python experiments/bench_speedup.py --models $(BENCH_MODELS) --trials $(BENCH_TRIALS) --seeds $(BENCH_SEEDS) --jobs $(BENCH_JOBS) --work $(BENCH_WORK))
@@ -68,6 +72,7 @@ bench: $(BENCH_STAMP)
 	$(if $(filter recover,$(BENCH_STEPS)),$(BIN)/python experiments/bench_recover.py --steps $(BENCH_RECOVER_STEPS) --work $(BENCH_WORK)-recover)
 	$(if $(filter recover,$(BENCH_STEPS)),$(BIN)/python experiments/bench_recover_policies.py --work $(BENCH_WORK)-recover-policies)
 	$(if $(filter mbv3,$(BENCH_STEPS)),$(BIN)/python experiments/bench_mbv3.py)
+	$(if $(filter photos,$(BENCH_STEPS)),$(BIN)/python experiments/bench_photos.py --search --seeds $(BENCH_PHOTOS_SEEDS) --runs $(BENCH_WORK)-photos --work $(BENCH_WORK)-photos/files)
 	$(BIN)/python experiments/write_benchmarks.py
 
 clean:

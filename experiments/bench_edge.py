@@ -28,6 +28,7 @@ from bench_common import RESULTS, machine_info, measure_lock, write_json  # noqa
 
 MODELS = {"mobilenetv2_imagenet": "imagenet", "efficientnet_lite0": "tf"}
 TRAIN = {"efficientnet_lite0": {"steps": 1200}}  # as experiments/fashion_lite0.toml's [baseline]: Lite0 needs twice the fine-tuning steps
+DATA = {"efficientnet_lite0": {"train_size": 20000}}  # and its [task_options]: twice the fine-tuning images
 POLICIES = {"int8 (every layer)": {"default_precision": "int8"},
             "uniform keep 0.75 fp32": {"default_keep": 0.75},
             "uniform keep 0.75 int8": {"default_keep": 0.75, "default_precision": "int8"},
@@ -54,7 +55,7 @@ def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path,
     from hwsearch.policy import Policy
     from hwsearch.search.ort_default import build_models, measure_interleaved
 
-    ctx = context.build("fashion", model, task_options={"normalize": normalize}, train=TRAIN.get(model), verbose=True,
+    ctx = context.build("fashion", model, task_options={"normalize": normalize, **DATA.get(model, {})}, train=TRAIN.get(model), verbose=True,
                         options=CompressOptions(finetune_steps=steps, bn_recalib_batches=16, eval_split="test"))
     out = work / model
     built = build_models(ctx, out, ORT)
@@ -82,7 +83,7 @@ def bench_model(model: str, normalize: str, steps: int, rounds: int, work: Path,
                       "size_mb": round(path.stat().st_size / 1e6, 2), "policy": policies.get(name), "call": built.get(name, (None,))[0], "realise_s": seconds.get(name),
                       "recovered_steps": recovered.get(name)}
         print(f"{model}: {name}: {rows[name]}", file=sys.stderr)
-    return {"baseline_train": TRAIN.get(model, {}), "baseline_test_accuracy": ctx.baseline.test_accuracy, "baseline_val_accuracy": ctx.baseline.val_accuracy, "checkpoint": str(ctx.baseline.checkpoint),
+    return {"baseline_train": TRAIN.get(model, {}), "task_options": DATA.get(model, {}), "baseline_test_accuracy": ctx.baseline.test_accuracy, "baseline_val_accuracy": ctx.baseline.val_accuracy, "checkpoint": str(ctx.baseline.checkpoint),
             "params": sum(p.numel() for p in ctx.baseline.model.parameters()), "notes": notes, "files": rows}
 
 
