@@ -10,7 +10,8 @@ uniform`` / ``random`` run's). Every file is scored on the test split (72 views 
 calibration saw): top-1 agreement with the dense model, mean KL(dense || file), dense top-1 in the
 file's top 5, and top-1 accuracy on the labeled photos; all files are timed together at 1 ORT thread,
 batch 1 (``--rounds`` interleaved rounds under the measurement lock, the dense file at both ends of
-each round, each file keeping its fastest round). Writes experiments/results/photos_lite0.json.
+each round, each file keeping its fastest round). Writes experiments/results/photos_lite0.json
+(``total_s``: this pass; ``search_s``: the searches and exports before it).
 
 ``--search`` first runs the searches themselves into ``--runs`` (default runs/photos_bench):
 ``hwsearch search experiments/imagenet_lite0.toml`` with each of ``--samplers`` and ``--seeds``
@@ -76,8 +77,10 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = ap.parse_args()
     runs = [Path(r) for r in args.run]
+    began = time.time()
     if args.search:
         runs += searched(Path(args.runs), args.samplers, args.seeds)
+    search_s = round(time.time() - began) if args.search else None
     for run in runs:
         if not (run / "export").is_dir():
             ap.error(f"--run {str(run)!r} holds no export/; run hwsearch export {run} --pareto first")
@@ -111,7 +114,7 @@ def main() -> None:
                       "size_mb": round(path.stat().st_size / 1e6, 2), "policy": policies.get(name), "call": built.get(name, (None,))[0]}
         print(f"{name}: {rows[name]}", file=sys.stderr)
     result = {"command": "python experiments/bench_photos.py " + " ".join(sys.argv[1:]), "machine": machine_info(), "rounds": args.rounds, "threads": 1,
-              "model": MODEL, "task_options": OPTIONS, "test_inputs": int(len(labels)), "notes": notes, "files": rows, "total_s": round(time.time() - start)}
+              "model": MODEL, "task_options": OPTIONS, "test_inputs": int(len(labels)), "notes": notes, "files": rows, "total_s": round(time.time() - start), "search_s": search_s}
     path = write_json(RESULTS / f"{args.out}.json", result)
     print(json.dumps({"wrote": str(path), "seconds": result["total_s"]}))
 

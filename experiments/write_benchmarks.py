@@ -626,13 +626,16 @@ def photos_section() -> list[str]:
     q = json.loads(path.read_text())
     files = q["files"]
     out = ["## EfficientNet-Lite0 on ImageNet photos (224 px): per-conv int8 searched against whole-model int8 and ORT's one-line quantization", "",
-           f"From `experiments/results/photos_lite0.json`, written by `{q['command']}` ({q['total_s'] / 60:.0f} min). {_machine_line(q['machine'])} "
+           f"From `experiments/results/photos_lite0.json`, written by `{q['command']}` (the timing and scoring pass {q['total_s'] / 60:.0f} min"
+           + (f", after {q['search_s'] / 60:.0f} min of searches and exports" if q.get("search_s") else "") + f"). {_machine_line(q['machine'])} "
            f"No training: every file is scored against the dense pretrained model on the {q['test_inputs']} test views (photos no calibration saw); "
            "top-1 agreement and mean KL(dense ‖ file) are the fidelity metrics, labeled-photo accuracy the sanity check. All files were timed together at "
            f"1 ORT thread, batch 1 ({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round). "
            "Rows named `RUN trial N` are fronts written by `hwsearch export RUN --pareto` for `hwsearch search experiments/imagenet_lite0.toml` "
            "(40 trials against `latency_tables/imagenet-cpu-1t`, built on this machine by `experiments/build_imagenet_tables.sh`) with the sampler and seed "
-           "in RUN's name (`--set sampler=... --set seed=...`); `uniform` is its `--baseline uniform` sweep.", ""]
+           "in RUN's name (`--set sampler=... --set seed=...`); `uniform` is its `--baseline uniform` sweep. "
+           + (f"≥ {PHOTOS_FLOOR:.0%} of {q['test_inputs']} views means at most {allowed} disagreeing." if (allowed := int(q['test_inputs'] * (1 - PHOTOS_FLOOR)))
+              else f"With {q['test_inputs']} views, ≥ {PHOTOS_FLOOR:.0%} top-1 agreement means every view agrees."), ""]
     body = [[name, f"{f['ms']:.2f}", f"{f['speedup']:.2f}×", f"{f['top1']:.2%}", f"{f['kl']:.4f}", f"{f['top5']:.2%}", f"{f['accuracy']:.2%}", f"{f['size_mb']:.1f}",
              f"`{f['call']}`" if f.get("call") else describe_policy(f.get("policy"))] for name, f in files.items()]
     out += _table(["variant", "ms", "speedup vs dense", "top-1 agreement", "mean KL", "dense top-1 in top 5", "labeled accuracy", "MB", "how"], body) + [""]
@@ -647,7 +650,8 @@ def photos_section() -> list[str]:
             per[seed] = max(per[seed], f["speedup"])
     rows = [[src, _mean_sd(list(per.values()), unit="×"), ", ".join(f"{v:.2f}×" for v in per.values())] for src, per in sorted(best.items(), key=lambda kv: -statistics.fmean(kv[1].values()))]
     out += [f"Best measured speedup vs dense fp32 at ≥ {PHOTOS_FLOOR:.0%} top-1 agreement (same pass; a way none of whose files reaches it counts the dense model, 1.00×):", ""]
-    out += _table(["way", "best speedup (mean ± sd over seeds)", "per seed"], rows) + [""]
+    seeds = sorted({seed for per in best.values() for seed in per if seed is not None})
+    out += _table(["way", "best speedup (mean ± sd over seeds)", "per seed"], rows) + ["", f"Seeds run: {', '.join(seeds) or '-'}.", ""]
     return out
 
 
@@ -660,7 +664,7 @@ def describe_policy(policy: dict | None) -> str:
     per = policy.get("precision") or {}
     base = policy.get("default_precision", "fp32")
     counts = collections.Counter(per.values())
-    return f"default {base}; " + ", ".join(f"{n} layers {p}" for p, n in sorted(counts.items()))
+    return f"default {base}; " + ", ".join(f"{n} layer{'s' if n != 1 else ''} {p}" for p, n in sorted(counts.items()))
 
 
 GUIDED_ORDER = ["int8", "uniform_int8", "uniform", "random", "tpe", "nsga2", "guided"]
