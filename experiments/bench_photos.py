@@ -17,8 +17,8 @@ each round, each file keeping its fastest round). Writes experiments/results/pho
 ``hwsearch search experiments/imagenet_lite0.toml`` with each of ``--samplers`` and ``--seeds``
 (seeds outer, so a cut-short run still has every sampler at the first seeds), its ``--baseline
 uniform`` sweep once, and ``hwsearch export RUN --pareto --rounds 1`` of each (this pass re-times
-them all together); finished runs and exports are reused, a killed search resumes. About 9 min per
-40-trial search and 2 min per export on a 2-core machine; the table must exist first
+them all together); finished runs and exports are reused, a killed search resumes. About 10 min per
+40-trial search and 2-7 min per export (one rebuild per front point) on a 2-core machine; the table must exist first
 (experiments/build_imagenet_tables.sh).
 """
 
@@ -34,8 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import RESULTS, machine_info, measure_lock, write_json  # noqa: E402
 from bench_edge import ORT, exported  # noqa: E402
 
-MODEL = "efficientnet_lite0"
-OPTIONS = {"size": 224, "normalize": "tf"}
 INT8 = {"default_precision": "int8"}
 CONFIG = Path(__file__).resolve().parent / "imagenet_lite0.toml"
 
@@ -71,29 +69,29 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/hwbench-photos", help="ONNX files (reused when present)")
     ap.add_argument("--out", default="photos_lite0", help="results file name under experiments/results")
     ap.add_argument("--run", action="append", default=[], metavar="RUN_DIR", help="add a run's exported files (hwsearch export RUN_DIR --pareto) to the pass")
-    ap.add_argument("--search", action="store_true", help="run the searches (and their exports) first; every run under --runs joins the pass")
+    ap.add_argument("--search", action="store_true", help="run the searches (and their exports) first; each --samplers x --seeds run and the uniform sweep join the pass")
     ap.add_argument("--runs", default="runs/photos_bench", help="where --search puts its run directories")
     ap.add_argument("--samplers", nargs="+", default=["guided", "nsga2", "random"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = ap.parse_args()
     runs = [Path(r) for r in args.run]
+    for run in runs:  # before any search: a bad --run must not wait for them
+        if not (run / "export").is_dir():
+            ap.error(f"--run {str(run)!r} holds no export/; run hwsearch export {run} --pareto first")
     began = time.time()
     if args.search:
         runs += searched(Path(args.runs), args.samplers, args.seeds)
     search_s = round(time.time() - began) if args.search else None
-    for run in runs:
-        if not (run / "export").is_dir():
-            ap.error(f"--run {str(run)!r} holds no export/; run hwsearch export {run} --pareto first")
 
     from hwsearch import context
     from hwsearch.compress.realise import onnx_outputs, realise
-    from hwsearch.config import DeviceSpec
-    from hwsearch.options import CompressOptions
+    from hwsearch.config import DeviceSpec, load_config
     from hwsearch.policy import Policy
     from hwsearch.search.ort_default import build_models, measure_interleaved
 
     start = time.time()
-    ctx = context.build("imagenet-photos", MODEL, task_options=OPTIONS, verbose=True, options=CompressOptions(finetune_steps=0, bn_recalib_batches=0, calib_samples=63))
+    cfg = load_config(CONFIG)  # the searches' task, model, task options and calibration, from their own config
+    ctx = context.from_config(cfg, verbose=True)
     out = Path(args.work)
     built = build_models(ctx, out, ORT)
     files = {name: path for name, (_, path) in built.items()}
@@ -114,7 +112,7 @@ def main() -> None:
                       "size_mb": round(path.stat().st_size / 1e6, 2), "policy": policies.get(name), "call": built.get(name, (None,))[0]}
         print(f"{name}: {rows[name]}", file=sys.stderr)
     result = {"command": "python experiments/bench_photos.py " + " ".join(sys.argv[1:]), "machine": machine_info(), "rounds": args.rounds, "threads": 1,
-              "model": MODEL, "task_options": OPTIONS, "test_inputs": int(len(labels)), "notes": notes, "files": rows, "total_s": round(time.time() - start), "search_s": search_s}
+              "model": cfg.model, "task_options": dict(cfg.task_options), "test_inputs": int(len(labels)), "notes": notes, "files": rows, "total_s": round(time.time() - start), "search_s": search_s}
     path = write_json(RESULTS / f"{args.out}.json", result)
     print(json.dumps({"wrote": str(path), "seconds": result["total_s"]}))
 
