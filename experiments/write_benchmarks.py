@@ -13,7 +13,6 @@ Sections appear for the result files that exist:
 
 from __future__ import annotations
 
-import collections
 import csv
 import json
 import re
@@ -637,7 +636,7 @@ def photos_section() -> list[str]:
            + (f"≥ {PHOTOS_FLOOR:.0%} of {q['test_inputs']} views means at most {allowed} disagreeing." if (allowed := int(q['test_inputs'] * (1 - PHOTOS_FLOOR)))
               else f"With {q['test_inputs']} views, ≥ {PHOTOS_FLOOR:.0%} top-1 agreement means every view agrees."), ""]
     body = [[name, f"{f['ms']:.2f}", f"{f['speedup']:.2f}×", f"{f['top1']:.2%}", f"{f['kl']:.4f}", f"{f['top5']:.2%}", f"{f['accuracy']:.2%}", f"{f['size_mb']:.1f}",
-             f"`{f['call']}`" if f.get("call") else describe_policy(f.get("policy"))] for name, f in files.items()]
+             _edge_how(name, f)] for name, f in files.items()]
     out += _table(["variant", "ms", "speedup vs dense", "top-1 agreement", "mean KL", "dense top-1 in top 5", "labeled accuracy", "MB", "how"], body) + [""]
     best: dict[str, dict[str | None, float]] = {}
     for name, f in files.items():
@@ -653,18 +652,6 @@ def photos_section() -> list[str]:
     seeds = sorted({seed for per in best.values() for seed in per if seed is not None})
     out += _table(["way", "best speedup (mean ± sd over seeds)", "per seed"], rows) + ["", f"Seeds run: {', '.join(seeds) or '-'}.", ""]
     return out
-
-
-def describe_policy(policy: dict | None) -> str:
-    """A precision-only policy in a few words: how many layers run int8."""
-    if not policy:
-        return "—"
-    if policy.get("default_precision") and not policy.get("precision"):
-        return f"every layer {policy['default_precision']}"
-    per = policy.get("precision") or {}
-    base = policy.get("default_precision", "fp32")
-    counts = collections.Counter(per.values())
-    return f"default {base}; " + ", ".join(f"{n} layer{'s' if n != 1 else ''} {p}" for p, n in sorted(counts.items()))
 
 
 GUIDED_ORDER = ["int8", "uniform_int8", "uniform", "random", "tpe", "nsga2", "guided"]
