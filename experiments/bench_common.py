@@ -64,8 +64,21 @@ def machine_info() -> dict[str, Any]:
             libs[name] = version(name)
         except PackageNotFoundError:
             libs[name] = "absent"
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+    from hwsearch.runtime.cpu import cpu_info
+
+    flags = cpu_info()[1]
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "int8_isa": int8_isa(flags), "os": platform.platform(), "python": platform.python_version(),
             "libraries": libs, "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+
+
+def int8_isa(flags: Sequence[str]) -> str:
+    """The instructions ORT's int8 kernels get here, in a few words: the CPU model string alone ("AMD EPYC") hides it."""
+    from hwsearch.runtime.cpu import VNNI_FLAGS
+
+    vnni = [f for f in VNNI_FLAGS if f in flags]
+    if vnni:
+        return " + ".join(vnni)
+    return "avx512, no VNNI" if "avx512bw" in flags else "avx2, no VNNI" if "avx2" in flags else "no AVX2"
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:

@@ -20,6 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import int8_isa  # noqa: E402
+
 RESULTS = Path("experiments/results")
 DOCS = Path("docs")
 ACC_TOL = 0.01  # "equal accuracy": within 1 point of the baseline's test accuracy
@@ -39,7 +42,8 @@ def _read(path: Path) -> list[dict]:
 
 def _machine_line(m: dict) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
-    return f"Machine: {m['cpu_model']}, {m['cores']} cores ({m['os']}), Python {m['python']}; {libs}; run {m['date']}."
+    isa = f", int8 on {m['int8_isa']}" if m.get("int8_isa") else ""
+    return f"Machine: {m['cpu_model']}, {m['cores']} cores{isa} ({m['os']}), Python {m['python']}; {libs}; run {m['date']}."
 
 
 def _mean_sd(values: list[float], fmt: str = "{:.2f}", unit: str = "") -> str:
@@ -617,6 +621,16 @@ def _photos_source(name: str, f: dict) -> tuple[str, str | None]:
     return ("ORT one-line quantize_static" if f.get("call") else "hwsearch int8 (every layer)" if name.startswith("int8") else name), None
 
 
+def _table_machine(table: str, run_machine: dict) -> str:
+    """Where a shipped table was built, beside the run's machine: "this machine kind" or the other kind, named."""
+    meta = json.loads((Path("latency_tables") / table / "meta.json").read_text())
+    built = f"{meta['cpu_model']} (int8 on {int8_isa(meta.get('isa_flags') or [])})"
+    if run_machine.get("int8_isa") is None:
+        return built
+    same = meta["cpu_model"] == run_machine["cpu_model"] and int8_isa(meta.get("isa_flags") or []) == run_machine["int8_isa"]
+    return "this machine kind" if same else f"another machine kind, {built}; each search checked it here and adapted it at start"
+
+
 def photos_section() -> list[str]:
     """Issue 15: EfficientNet-Lite0 on ImageNet photos at 224 px, per-conv precision searched against a table of this machine."""
     path = RESULTS / "photos_lite0.json"
@@ -631,7 +645,8 @@ def photos_section() -> list[str]:
            "top-1 agreement and mean KL(dense ‖ file) are the fidelity metrics, labeled-photo accuracy the sanity check. All files were timed together at "
            f"1 ORT thread, batch 1 ({q['rounds']} interleaved rounds, dense at both ends of each round, each file keeping its fastest round). "
            "Rows named `RUN trial N` are fronts written by `hwsearch export RUN --pareto` for `hwsearch search experiments/imagenet_lite0.toml` "
-           "(40 trials against `latency_tables/imagenet-cpu-1t`, built on this machine by `experiments/build_imagenet_tables.sh`) with the sampler and seed "
+           f"(40 trials against `latency_tables/imagenet-cpu-1t`, built by `experiments/build_imagenet_tables.sh` on {_table_machine('imagenet-cpu-1t', q['machine'])}) "
+           "with the sampler and seed "
            "in RUN's name (`--set sampler=... --set seed=...`); `uniform` is its `--baseline uniform` sweep. "
            + (f"≥ {PHOTOS_FLOOR:.0%} of {q['test_inputs']} views means at most {allowed} disagreeing." if (allowed := int(q['test_inputs'] * (1 - PHOTOS_FLOOR)))
               else f"With {q['test_inputs']} views, ≥ {PHOTOS_FLOOR:.0%} top-1 agreement means every view agrees."), ""]
